@@ -1,0 +1,70 @@
+"""The audit record and the sink protocol every audit backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["ok", "rejected", "failed", "forced"]
+OUTCOMES: tuple[str, ...] = ("ok", "rejected", "failed", "forced")
+SCHEMA_VERSION = 1
+
+# Lease events recorded besides the transitions of the spec.
+LEASE_REVOKED = "lease_revoked"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the ``lifecycle_audit`` table.
+
+    ``seq``, ``prev_hash`` and ``row_hash`` are assigned by the sink when the record is appended;
+    the manager builds records without them. ``causation_id`` is the ``event_id`` of the record
+    that caused this one. ``error_message`` is already redacted. Immutable.
+    """
+
+    event_id: str
+    occurred_at: datetime
+    lifecycle_id: str
+    fingerprint: str
+    kind: str
+    event: str
+    from_state: str | None
+    to_state: str | None
+    refs_before: int | None
+    refs_after: int | None
+    correlation_id: str
+    host: str
+    pid: int
+    outcome: Outcome = "ok"
+    lease_id: str | None = None
+    owner: str | None = None
+    causation_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    seq: int | None = None
+    prev_hash: str | None = None
+    row_hash: str | None = None
+
+
+class AuditSink(Protocol):
+    """Where lifecycle and lease events are recorded.
+
+    ``append`` must be thread-safe and must keep the order of calls: the manager calls it under
+    its lock, in the order the events happened.
+    """
+
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Store ``record`` and return it with ``seq``, ``prev_hash`` and ``row_hash`` set.
+
+        Raises:
+            AuditError: if the record could not be stored; nothing was stored.
+        """
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources. Idempotent."""
+        ...

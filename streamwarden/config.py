@@ -1,0 +1,143 @@
+"""Settings: timeouts, feed, endpoint overrides and audit policy, from code or environment.
+
+Every field can be set from the environment with the prefix ``STREAMWARDEN_`` (for example
+``STREAMWARDEN_START_TIMEOUT=3``); :meth:`Settings.from_env` reads them, explicit keyword
+arguments win over the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from streamwarden.errors import InvalidInputError
+
+Feed = Literal["iex", "sip", "delayed_sip", "otc", "boats", "overnight"]
+Durability = Literal["sync", "batched"]
+FailurePolicy = Literal["raise", "spool"]
+
+FEEDS: tuple[str, ...] = ("iex", "sip", "delayed_sip", "otc", "boats", "overnight")
+DURABILITIES: tuple[str, ...] = ("sync", "batched")
+FAILURE_POLICIES: tuple[str, ...] = ("raise", "spool")
+ENV_PREFIX = "STREAMWARDEN_"
+#: Documented default key for account fingerprints. Set STREAMWARDEN_FINGERPRINT_KEY to a private
+#: value so that fingerprints cannot be linked to key ids by someone who knows the ids.
+DEFAULT_FINGERPRINT_KEY = "streamwarden-fingerprint-v1"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise InvalidInputError(f"{name} must be a finite number of seconds")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidInputError(f"{name} must be {bound} seconds, got {seconds}")
+    return seconds
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+def _check_url(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("ws://", "wss://")):
+        raise InvalidInputError(f"{name} must be a ws:// or wss:// URL")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-time settings of a :class:`~streamwarden.ConnectionManager`.
+
+    Attributes:
+        start_timeout: seconds an acquire waits for ``connected`` before StartTimeoutError.
+        stop_timeout: seconds a stop may take before the transport thread is abandoned.
+        drain_grace: seconds a connection stays open after its last release for reuse.
+        feed: Alpaca market-data feed.
+        market_data_url / trade_updates_url: endpoint overrides (the simulator's, in tests).
+        audit_durability: ``sync`` (committed before the call returns) or ``batched``.
+        audit_failure_policy: ``raise`` or ``spool`` when the audit database is unreachable.
+        fingerprint_key: HMAC key of account fingerprints.
+        debug: check the spec's invariants after every transition (slower).
+
+    Raises:
+        InvalidInputError: on any out-of-range or ill-typed value; the object is not created.
+
+    Thread-safety: immutable.
+    """
+
+    start_timeout: float = 10.0
+    stop_timeout: float = 5.0
+    drain_grace: float = 0.0
+    feed: Feed = "iex"
+    market_data_url: str | None = None
+    trade_updates_url: str | None = None
+    audit_durability: Durability = "sync"
+    audit_failure_policy: FailurePolicy = "raise"
+    fingerprint_key: str = DEFAULT_FINGERPRINT_KEY
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        _check_seconds("start_timeout", self.start_timeout, allow_zero=False)
+        _check_seconds("stop_timeout", self.stop_timeout, allow_zero=False)
+        _check_seconds("drain_grace", self.drain_grace, allow_zero=True)
+        _check_choice("feed", self.feed, FEEDS)
+        _check_choice("audit_durability", self.audit_durability, DURABILITIES)
+        _check_choice("audit_failure_policy", self.audit_failure_policy, FAILURE_POLICIES)
+        _check_url("market_data_url", self.market_data_url)
+        _check_url("trade_updates_url", self.trade_updates_url)
+        if not isinstance(self.fingerprint_key, str) or not self.fingerprint_key:
+            raise InvalidInputError("fingerprint_key must be a non-empty string")
+        if not isinstance(self.debug, bool):
+            raise InvalidInputError("debug must be a bool")
+
+    @property
+    def fingerprint_key_bytes(self) -> bytes:
+        """The fingerprint key as bytes, for :meth:`Credentials.fingerprint`."""
+        return self.fingerprint_key.encode()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``STREAMWARDEN_*`` variables, then ``overrides``.
+
+        Raises:
+            InvalidInputError: naming the variable whose value is malformed.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            text = env.get(ENV_PREFIX + spec.name.upper())
+            if text is not None:
+                values[spec.name] = _parse_env_value(spec.name, text, default=spec.default)
+        return replace(cls(), **{**values, **overrides})
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated like the constructor)."""
+        return replace(self, **changes)
+
+
+def _parse_env_value(name: str, text: str, *, default: object) -> object:
+    variable = ENV_PREFIX + name.upper()
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise InvalidInputError(f"{variable} must be true or false")
+        return lowered in _TRUE
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidInputError(f"{variable} must be a number of seconds") from None
+    return text.strip() or None if default is None else text.strip()

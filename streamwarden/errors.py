@@ -1,0 +1,140 @@
+"""Typed errors of streamwarden.
+
+Every error carries the context a reader needs to act on it (``operation``, ``fingerprint`` of the
+stream, lifecycle ``state``, ``correlation_id``) and never a secret: messages are built by
+streamwarden from non-secret values, and text that comes from outside (SDK errors) is redacted by
+the caller before it is put into an error.
+
+Hierarchy (the contract in ARCHITECTURE.md)::
+
+    StreamwardenError
+      InvalidInputError (also ValueError)
+      InvalidTransitionError
+      ManagerClosedError
+      ConnectionStartError
+        AuthenticationError, ConnectionLimitError, SubscriptionError, StartTimeoutError
+      StopTimeoutError
+      LeaseError
+        LeaseRevokedError
+      AuditError
+        AuditUnavailableError, AuditSchemaError, AuditIntegrityError
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+_CONTEXT_FIELDS = ("operation", "fingerprint", "state", "correlation_id")
+
+
+class StreamwardenError(Exception):
+    """Base class of every error raised by streamwarden.
+
+    Thread-safety: instances are immutable after construction; share them freely, but raise a
+    :meth:`derive`-d copy in each thread so tracebacks do not mix.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        fingerprint: str | None = None,
+        state: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.operation = operation
+        self.fingerprint = fingerprint
+        self.state = state
+        self.correlation_id = correlation_id
+
+    def context(self) -> dict[str, str]:
+        """The non-empty context fields, for logs and audit rows."""
+        values = {name: getattr(self, name) for name in _CONTEXT_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def derive(self, **overrides: str | None) -> Self:
+        """A new error of the same type and message with some context fields replaced.
+
+        Raises:
+            TypeError: if an override names a field that is not a context field.
+        """
+        unknown = set(overrides) - set(_CONTEXT_FIELDS)
+        if unknown:
+            raise TypeError(f"not context fields: {sorted(unknown)}")
+        fields: dict[str, str | None] = {name: getattr(self, name) for name in _CONTEXT_FIELDS}
+        fields.update(overrides)
+        return type(self)(self.message, **fields)
+
+    def __str__(self) -> str:
+        context = self.context()
+        if not context:
+            return self.message
+        rendered = ", ".join(f"{name}={value}" for name, value in context.items())
+        return f"{self.message} ({rendered})"
+
+
+class InvalidInputError(StreamwardenError, ValueError):
+    """Bad credentials, correlation id, symbol, timeout or setting; nothing was changed."""
+
+
+class InvalidTransitionError(StreamwardenError):
+    """The spec does not allow this event in the lifecycle's current state; nothing changed."""
+
+
+class ManagerClosedError(StreamwardenError):
+    """The connection manager was closed; it hands out no more leases."""
+
+
+class ConnectionStartError(StreamwardenError):
+    """The connection could not be brought to running."""
+
+
+class AuthenticationError(ConnectionStartError):
+    """Alpaca refused the credentials (401, 402 or ``unauthorized``)."""
+
+
+class ConnectionLimitError(ConnectionStartError):
+    """Alpaca refused a second connection for this account (406)."""
+
+
+class SubscriptionError(ConnectionStartError):
+    """Alpaca refused the subscription (405 symbol limit, 409 insufficient subscription)."""
+
+
+class StartTimeoutError(ConnectionStartError):
+    """No ``connected`` within ``start_timeout``."""
+
+
+class StopTimeoutError(StreamwardenError):
+    """A connection did not stop within ``stop_timeout``; its thread was abandoned."""
+
+
+class LeaseError(StreamwardenError):
+    """A lease was used wrongly (for example released on a manager that did not issue it)."""
+
+
+class LeaseRevokedError(LeaseError):
+    """The lifecycle under the lease failed or was shut down; the lease is no longer usable."""
+
+
+class AuditError(StreamwardenError):
+    """The audit trail could not be written, read or trusted."""
+
+
+class AuditUnavailableError(AuditError):
+    """The audit database is unreachable."""
+
+
+class AuditSchemaError(AuditError):
+    """The audit database's schema is behind; the message names the command to run."""
+
+
+class AuditIntegrityError(AuditError):
+    """Verification found a break in the hash chain."""
+
+
+class InvariantViolationError(StreamwardenError):
+    """A spec invariant failed at run time (checked only in debug mode)."""

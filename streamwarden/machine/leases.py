@@ -1,0 +1,160 @@
+"""Leases: a consumer's claim on a shared connection.
+
+A lease is handed out by :class:`~streamwarden.ConnectionManager` and counted in the lifecycle's
+``refs``. Release it (or leave its ``with`` block) when done; a second release is a logged no-op.
+When the lifecycle fails or the manager shuts down, the lease is *revoked*: using it raises
+:class:`~streamwarden.errors.LeaseRevokedError` carrying the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from streamwarden.errors import LeaseError, LeaseRevokedError, StreamwardenError
+from streamwarden.machine.keys import StreamKey
+from streamwarden.machine.transport import StreamMessage
+
+if TYPE_CHECKING:
+    from streamwarden.machine.manager import ConnectionManager
+
+
+class LeaseStatus(Enum):
+    """Where a lease is in its own short life."""
+
+    LIVE = "live"
+    RELEASED = "released"
+    REVOKED = "revoked"
+
+
+UpdateCallback = Callable[[StreamMessage], Any]
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """The identity of a lease, fixed when it is granted."""
+
+    lease_id: str
+    lifecycle_id: str
+    key: StreamKey
+    owner: str | None
+    correlation_id: str
+    symbols: frozenset[str]
+
+
+class Lease:
+    """A claim on one shared connection.
+
+    Thread-safety: any method may be called from any thread; state changes happen under the
+    manager's lock.
+    """
+
+    def __init__(
+        self,
+        info: LeaseInfo,
+        manager: ConnectionManager,
+        on_update: UpdateCallback | None = None,
+    ) -> None:
+        self.info = info
+        self._manager = manager
+        self.on_update = on_update
+        self.status = LeaseStatus.LIVE
+        self.revocation: StreamwardenError | None = None
+
+    @property
+    def lease_id(self) -> str:
+        """The lease's ULID, as recorded in the audit trail."""
+        return self.info.lease_id
+
+    @property
+    def correlation_id(self) -> str:
+        """The correlation id the lease was acquired under (given, bound, or generated)."""
+        return self.info.correlation_id
+
+    @property
+    def lifecycle_id(self) -> str:
+        """The lifecycle (physical connection) the lease is on."""
+        return self.info.lifecycle_id
+
+    @property
+    def owner(self) -> str | None:
+        """Who holds the lease, as given at acquire."""
+        return self.info.owner
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """Market data: the symbols this lease subscribed."""
+        return self.info.symbols
+
+    def issued_by(self, manager: object) -> bool:
+        """Whether ``manager`` issued this lease."""
+        return self._manager is manager
+
+    @property
+    def is_live(self) -> bool:
+        """Neither released nor revoked."""
+        return self.status is LeaseStatus.LIVE
+
+    def ensure_live(self) -> None:
+        """Raise if the lease may no longer be used.
+
+        Raises:
+            LeaseRevokedError: if revoked (its cause is chained as ``__cause__``).
+            LeaseError: if released.
+        """
+        if self.status is LeaseStatus.REVOKED:
+            raise LeaseRevokedError(
+                f"lease {self.lease_id} was revoked",
+                operation="use",
+                correlation_id=self.correlation_id,
+                fingerprint=self.info.key.fingerprint,
+            ) from self.revocation
+        if self.status is LeaseStatus.RELEASED:
+            raise LeaseError(
+                f"lease {self.lease_id} was released",
+                operation="use",
+                correlation_id=self.correlation_id,
+            )
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the connection is running (for leases acquired with ``wait=False``).
+
+        Args:
+            timeout: seconds; default the manager's ``start_timeout``.
+
+        Raises:
+            InvalidInputError: on a negative or non-numeric timeout.
+            StartTimeoutError: if the connection is not running in time (the lease stays live).
+            ConnectionStartError: the lifecycle's error if it failed (the lease is revoked).
+            LeaseRevokedError / LeaseError: if the lease was revoked or released.
+        """
+        self._manager.wait_ready(self, timeout)
+
+    def release(self, *, correlation_id: str | None = None) -> None:
+        """Give the lease back. Idempotent: a second call is a logged no-op.
+
+        Raises:
+            InvalidInputError: on a malformed correlation id.
+            AuditError: if the release could not be recorded; the lease stays live.
+        """
+        self._manager.release(self, correlation_id=correlation_id)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"Lease(lease_id={self.lease_id!r}, kind={self.info.key.kind!r}, "
+            f"owner={self.owner!r}, status={self.status.value!r})"
+        )

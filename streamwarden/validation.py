@@ -1,0 +1,76 @@
+"""Checks of the arguments of public calls; each raises InvalidInputError with a clear reason."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+from streamwarden.credentials import Credentials
+from streamwarden.errors import InvalidInputError
+
+MAX_OWNER_LENGTH = 128
+# Alpaca equity symbols: letters and digits with an optional class suffix (BRK.B, BF-B);
+# "*" subscribes to every symbol.
+_SYMBOL = re.compile(r"^(\*|[A-Z][A-Z0-9]{0,9}([.\-/][A-Z0-9]{1,5})?)$")
+
+
+def check_timeout(name: str, value: object) -> float:
+    """``value`` as seconds if it is a finite number >= 0.
+
+    Raises:
+        InvalidInputError: if it is not a number, negative, NaN or infinite.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    return float(value)
+
+
+def check_owner(value: object) -> str | None:
+    """``value`` if it is None or 1..128 printable characters.
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_OWNER_LENGTH:
+        raise InvalidInputError(f"owner must be a string of 1..{MAX_OWNER_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidInputError("owner must be printable")
+    return value
+
+
+def check_symbols(values: object) -> frozenset[str]:
+    """The symbols, upper-cased, if each is a valid Alpaca symbol.
+
+    Raises:
+        InvalidInputError: on a bare string (a common slip for a one-element list), a
+            non-string item, or a malformed symbol.
+    """
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidInputError("symbols must be a list of symbols, not a single string")
+    symbols = set()
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidInputError(f"symbol must be a string, got {type(value).__name__}")
+        symbol = value.strip().upper()
+        if not _SYMBOL.match(symbol):
+            raise InvalidInputError(f"malformed symbol {value[:32]!r}")
+        symbols.add(symbol)
+    return frozenset(symbols)
+
+
+def check_credentials(value: object) -> Credentials:
+    """``value`` if it is a :class:`Credentials`.
+
+    Raises:
+        InvalidInputError: otherwise (the value is not echoed: it may hold a secret).
+    """
+    if not isinstance(value, Credentials):
+        raise InvalidInputError(
+            f"credentials must be a streamwarden.Credentials, got {type(value).__name__}"
+        )
+    return value
