@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from streamwarden.errors import InvalidInputError
 
 GENESIS_HASH = "0" * 64
 _UNHASHED = ("prev_hash", "row_hash")
+_HASHED_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name not in _UNHASHED)
 
 
 def _encode(value: object) -> Any:
@@ -34,7 +35,8 @@ def canonical(record: AuditRecord) -> bytes:
     Raises:
         InvalidInputError: if ``details`` holds something that is not JSON-serialisable.
     """
-    content = {k: v for k, v in asdict(record).items() if k not in _UNHASHED}
+    content = {name: getattr(record, name) for name in _HASHED_FIELDS}
+    content["details"] = dict(record.details)
     try:
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=_encode,
                           ensure_ascii=False, allow_nan=False)

@@ -104,6 +104,7 @@ class ManagerCore:
 
         Raises:
             InvalidTransitionError, AuditError: as :meth:`Connection.fire`; nothing changed.
+            InvariantViolationError: in debug mode, if a spec invariant fails afterwards.
         """
         transition, record = connection.fire(event, context, **kwargs)
         if REVOKE_LEASES in transition.effects:
@@ -117,6 +118,8 @@ class ManagerCore:
             self.discard(connection)
             self.recently_stopped.append(connection)
         self.cond.notify_all()
+        if self.settings.debug:
+            connection.assert_invariants()
         return transition, record
 
     def release(self, lease: Lease, correlation_id: str, **kwargs: Any) -> None:

@@ -248,10 +248,7 @@ class ConnectionManager:
             lambda: not lease.is_live or connection.state == RUNNING,
             timeout=max(0.0, deadline - self._clock.monotonic()),
         )
-        if lease.status is LeaseStatus.REVOKED:
-            cause = lease.revocation or LeaseRevokedError(f"lease {lease.lease_id} was revoked")
-            raise cause.derive(operation="acquire", correlation_id=lease.correlation_id)
-        lease.ensure_live()
+        _raise_unless_live(lease)
         if not ready:
             state = connection.state
             if release_on_timeout:
@@ -268,7 +265,7 @@ class ConnectionManager:
         seconds = self._settings.start_timeout if timeout is None else check_timeout(
             "timeout", timeout)
         with self._core.cond:
-            lease.ensure_live()
+            _raise_unless_live(lease)
             connection = self._core.active[lease.lifecycle_id]
             deadline = self._clock.monotonic() + seconds
             self._await_running(lease, connection, deadline, release_on_timeout=False)
@@ -358,6 +355,14 @@ class ConnectionManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _raise_unless_live(lease: Lease) -> None:
+    """Raise the cause of a revoked lease (e.g. AuthenticationError), or LeaseError."""
+    if lease.status is LeaseStatus.REVOKED:
+        cause = lease.revocation or LeaseRevokedError(f"lease {lease.lease_id} was revoked")
+        raise cause.derive(operation="acquire", correlation_id=lease.correlation_id)
+    lease.ensure_live()
 
 
 def _bound_correlation_id() -> str | None:

@@ -25,18 +25,25 @@ from streamwarden.errors import InvalidInputError, InvalidTransitionError
 from streamwarden.machine.lifecycle import REVOKE_LEASES, LifecycleMachine
 from streamwarden.machine.spec import LifecycleSpec
 
+#: Safety net: a spec whose reachable configurations exceed this is reported as unbounded.
+MAX_CONFIGURATIONS = 10_000
+
 
 @dataclass(frozen=True)
 class Step:
-    """One event of a path, with the environment inputs set before it."""
+    """One event of a path, with the environment inputs set before it.
+
+    ``notable`` names the inputs that differ from their declared initial value; only those
+    are shown, so a counterexample reads ``acquire -> release -> acquire[reusable=True]``.
+    """
 
     event: str
     inputs: tuple[tuple[str, Any], ...] = ()
+    notable: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        if not self.inputs:
-            return self.event
-        return f"{self.event}[{', '.join(f'{k}={v}' for k, v in self.inputs)}]"
+        shown = [f"{name}={value}" for name, value in self.inputs if name in self.notable]
+        return f"{self.event}[{', '.join(shown)}]" if shown else self.event
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class _Graph:
     edges: dict[Configuration, list[tuple[str, Configuration]]]
     transitions: int = 0
     rejected: int = 0
+    truncated: bool = False
+    violating: set[Configuration] = field(default_factory=set)
 
 
 def _input_valuations(spec: LifecycleSpec) -> list[tuple[tuple[str, Any], ...]]:
@@ -127,10 +136,17 @@ def _successors(
             if REVOKE_LEASES in taken.effects:
                 leases = 0
             graph.transitions += 1
-            yield Step(event, inputs), Configuration(taken.to_state, taken.refs_after, leases)
+            notable = tuple(name for name, value in inputs if spec.datamodel.get(name) != value)
+            step = Step(event, inputs, notable)
+            yield step, Configuration(taken.to_state, taken.refs_after, leases)
 
 
-def _explore(spec: LifecycleSpec, max_leases: int) -> _Graph:
+def _violates(spec: LifecycleSpec, node: Configuration, max_leases: int) -> bool:
+    env = node.env(max_leases)
+    return any(not inv.expr.evaluate(env) for inv in spec.invariants_in("machine"))
+
+
+def _explore(spec: LifecycleSpec, max_leases: int, max_configurations: int) -> _Graph:
     initial = LifecycleMachine(spec)
     start = Configuration(initial.state, initial.refs, 0)
     graph = _Graph(paths={start: ()}, edges={})
@@ -139,6 +155,14 @@ def _explore(spec: LifecycleSpec, max_leases: int) -> _Graph:
         node = queue.popleft()
         path = graph.paths[node]
         graph.edges[node] = []
+        # A configuration that breaks an invariant is reported, not expanded: a broken spec
+        # (say, a release that never decrements) could otherwise grow refs without bound.
+        if _violates(spec, node, max_leases):
+            graph.violating.add(node)
+            continue
+        if len(graph.paths) > max_configurations:
+            graph.truncated = True
+            break
         for step, successor in _successors(spec, node, path, graph, max_leases):
             graph.edges[node].append((step.event, successor))
             if successor not in graph.paths:
@@ -151,12 +175,12 @@ def _can_finish(
     graph: _Graph, finals: tuple[str, ...], without: frozenset[str] = frozenset()
 ) -> set[Configuration]:
     """The configurations from which a final state is reachable avoiding events in ``without``."""
-    reverse: dict[Configuration, list[Configuration]] = {node: [] for node in graph.edges}
+    reverse: dict[Configuration, list[Configuration]] = {node: [] for node in graph.paths}
     for node, successors in graph.edges.items():
         for event, successor in successors:
             if event not in without:
                 reverse[successor].append(node)
-    done = {node for node in graph.edges if node.state in finals}
+    done = {node for node in graph.paths if node.state in finals}
     queue = deque(done)
     while queue:
         for predecessor in reverse[queue.popleft()]:
@@ -182,7 +206,10 @@ def _check_invariants(
 
 
 def _check_progress(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iterator[Violation]:
-    finishing = _can_finish(graph, spec.final_states)
+    # Configurations that break an invariant, or lie past a truncation, were not expanded;
+    # they are reported already.
+    excused = graph.violating | (graph.paths.keys() - graph.edges.keys())
+    finishing = _can_finish(graph, spec.final_states) | excused
     for node, path in graph.paths.items():
         if node not in finishing:
             yield Violation("STOPPABLE", f"no final state is reachable from {node.state}", path)
@@ -190,6 +217,7 @@ def _check_progress(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iter
         if bound.check_from is None:
             continue
         finishing = _can_finish(graph, spec.final_states, frozenset(bound.check_without))
+        finishing |= excused
         for node, path in graph.paths.items():
             if bound.check_from.evaluate(node.env(max_leases)) and node not in finishing:
                 yield Violation(
@@ -200,11 +228,17 @@ def _check_progress(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iter
                 )
 
 
-def model_check(spec: LifecycleSpec, *, max_leases: int | None = None) -> ModelCheckResult:
+def model_check(
+    spec: LifecycleSpec,
+    *,
+    max_leases: int | None = None,
+    max_configurations: int = MAX_CONFIGURATIONS,
+) -> ModelCheckResult:
     """Explore every reachable configuration of ``spec`` and check its properties.
 
     Args:
         max_leases: bound on live leases (default: the spec's ``environment.max_leases``).
+        max_configurations: beyond this many configurations the spec is reported unbounded.
 
     Raises:
         InvalidInputError: if ``max_leases`` is below 1.
@@ -214,11 +248,16 @@ def model_check(spec: LifecycleSpec, *, max_leases: int | None = None) -> ModelC
     bound = spec.max_leases if max_leases is None else max_leases
     if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
         raise InvalidInputError(f"max_leases must be an integer >= 1, got {bound!r}")
-    graph = _explore(spec, bound)
+    graph = _explore(spec, bound, max_configurations)
     violations = [*_check_invariants(spec, graph, bound), *_check_progress(spec, graph, bound)]
+    if graph.truncated:
+        deepest = max(graph.paths.values(), key=len)
+        violations.append(Violation(
+            "BOUNDED", f"more than {max_configurations} configurations: the spec is unbounded",
+            deepest))
     violations.sort(key=lambda violation: len(violation.path))
     checked = [inv.id for inv in spec.invariants_in("machine")]
-    checked += ["STOPPABLE"] + [b.id for b in spec.liveness if b.check_from is not None]
+    checked += ["STOPPABLE", "BOUNDED"] + [b.id for b in spec.liveness if b.check_from is not None]
     return ModelCheckResult(
         configurations=len(graph.paths),
         transitions=graph.transitions,

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from statemachine.exceptions import InvalidDefinition
 from statemachine.io import load
+from statemachine.io.yaml.reader import YAMLReader
 
 from streamwarden.errors import StreamwardenError
 from streamwarden.machine.expressions import Expression, ExpressionError
@@ -91,9 +92,12 @@ class LifecycleSpec:
         return tuple(inv for inv in self.invariants if inv.scope in scopes)
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path, *, statechart: bool = False) -> Any:
+    # The statechart is parsed exactly as python-statemachine parses it (its loader keeps
+    # ``on``/``off`` as strings, where YAML 1.1 would read them as booleans).
+    parse = YAMLReader().parse_document if statechart else yaml.safe_load
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return parse(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -188,7 +192,7 @@ def load_spec(directory: Path | None = None) -> LifecycleSpec:
     """
     base = directory if directory is not None else Path(str(files("streamwarden") / "spec"))
     chart_path, invariants_path = base / STATECHART_FILE, base / INVARIANTS_FILE
-    document = _read_yaml(chart_path)
+    document = _read_yaml(chart_path, statechart=True)
     raw = _read_yaml(invariants_path)
     if not isinstance(document, Mapping) or not isinstance(raw, Mapping):
         raise SpecError(f"spec files in {base} must each hold a mapping")
