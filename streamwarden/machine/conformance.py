@@ -27,8 +27,9 @@ def _mismatch(record: AuditRecord, machine: LifecycleMachine) -> str | None:
     except InvalidTransitionError as exc:
         return f"seq {record.seq}: {exc.message}"
     if (taken.to_state, taken.refs_after) != (record.to_state, record.refs_after):
-        return (f"seq {record.seq}: {record.event} recorded to {(record.to_state, record.refs_after)}"
-                f", spec goes to {(taken.to_state, taken.refs_after)}")
+        recorded_after = (record.to_state, record.refs_after)
+        return (f"seq {record.seq}: {record.event} recorded to {recorded_after}, "
+                f"spec goes to {(taken.to_state, taken.refs_after)}")
     return None
 
 

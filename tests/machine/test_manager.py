@@ -22,7 +22,7 @@ from streamwarden import (
     StopTimeoutError,
     StreamMessage,
 )
-from streamwarden.machine.memory_transport import InMemoryTransportFactory, TransportOptions
+from streamwarden.machine.memory_transport import TransportOptions
 
 
 def wait_until(predicate, timeout: float = 3.0) -> bool:

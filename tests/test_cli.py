@@ -1,0 +1,56 @@
+"""The command line: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamwarden.cli import main
+from tests.machine.test_spec import copy_spec, edit_yaml
+
+
+def test_check_passes_on_the_packaged_spec(capsys):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "model check: OK" in out and "11 configurations" in out
+
+
+def test_check_json_evidence(capsys):
+    assert main(["check", "--json", "--max-leases", "2"]) == 0
+    evidence = json.loads(capsys.readouterr().out)
+    assert evidence["ok"] is True and evidence["max_leases"] == 2
+    assert evidence["configurations"] == 7
+    assert set(evidence["versions"]) == {"streamwarden", "python-statemachine", "python"}
+
+
+def test_check_fails_with_a_counterexample_on_a_broken_spec(tmp_path, capsys):
+    spec_dir = copy_spec(tmp_path)
+    edit_yaml(spec_dir / "lifecycle.yaml",
+              lambda d: d["states"]["starting"]["transitions"][2].update(on=[]))
+    assert main(["check", "--spec-dir", str(spec_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATED" in out and "counterexample: acquire -> release" in out
+
+
+def test_missing_spec_is_a_typed_failure(tmp_path, capsys):
+    assert main(["check", "--spec-dir", str(tmp_path)]) == 1
+    assert "SpecError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["check", "--max-leases", "0"],
+                                  ["check", "--max-leases", "many"], ["frobnicate"]])
+def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "streamwarden"
+    completed = subprocess.run([str(script), "--version"],
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert completed.returncode == 0 and completed.stdout.startswith("streamwarden ")

@@ -1,0 +1,57 @@
+"""Settings: defaults, validation, environment."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streamwarden import InvalidInputError, Settings
+
+
+def test_defaults_match_the_contract():
+    settings = Settings()
+    assert (settings.start_timeout, settings.stop_timeout, settings.drain_grace) == (10.0, 5.0, 0.0)
+    assert settings.feed == "iex"
+    assert (settings.audit_durability, settings.audit_failure_policy) == ("sync", "raise")
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("start_timeout", -1, "must be > 0"),
+    ("start_timeout", 0, "must be > 0"),
+    ("stop_timeout", math.nan, "finite"),
+    ("stop_timeout", math.inf, "finite"),
+    ("drain_grace", -0.5, "must be >= 0"),
+    ("drain_grace", "1", "number of seconds"),
+    ("start_timeout", True, "number of seconds"),
+    ("feed", "nasdaq", "feed must be one of"),
+    ("audit_durability", "eventual", "audit_durability"),
+    ("audit_failure_policy", "ignore", "audit_failure_policy"),
+    ("market_data_url", "http://x", "ws:// or wss://"),
+    ("fingerprint_key", "", "fingerprint_key"),
+    ("debug", "yes", "debug must be a bool"),
+])
+def test_bad_settings_are_refused(field, value, match):
+    with pytest.raises(InvalidInputError, match=match):
+        Settings(**{field: value})
+
+
+def test_from_env_with_overrides():
+    env = {"STREAMWARDEN_START_TIMEOUT": "3", "STREAMWARDEN_FEED": "sip",
+           "STREAMWARDEN_MARKET_DATA_URL": "ws://127.0.0.1:9000/v2/iex",
+           "STREAMWARDEN_DEBUG": "true", "UNRELATED": "x"}
+    settings = Settings.from_env(env, drain_grace=2.0)
+    assert settings.start_timeout == 3.0 and settings.feed == "sip"
+    assert settings.market_data_url == "ws://127.0.0.1:9000/v2/iex"
+    assert settings.debug is True and settings.drain_grace == 2.0
+    assert settings.replace(feed="iex").feed == "iex"
+
+
+@pytest.mark.parametrize(("env", "match"), [
+    ({"STREAMWARDEN_STOP_TIMEOUT": "soon"}, "STREAMWARDEN_STOP_TIMEOUT"),
+    ({"STREAMWARDEN_DEBUG": "perhaps"}, "STREAMWARDEN_DEBUG"),
+    ({"STREAMWARDEN_STOP_TIMEOUT": "-2"}, "stop_timeout"),
+])
+def test_from_env_names_the_bad_variable(env, match):
+    with pytest.raises(InvalidInputError, match=match):
+        Settings.from_env(env)

@@ -1,0 +1,100 @@
+"""Secret canary: a recognisable key id and secret go through every path and never come out.
+
+Checked outputs: every log line at every level (text and JSON), every audit record field, the
+health report, reprs, and the text of every exception the library raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+import pytest
+
+from streamwarden import (
+    AuthenticationError,
+    ConnectionManager,
+    Credentials,
+    InMemoryAuditSink,
+    InvalidInputError,
+    Settings,
+    StreamMessage,
+    StreamwardenError,
+)
+from streamwarden.logging import LOGGER_NAME
+from streamwarden.machine.memory_transport import InMemoryTransportFactory, TransportOptions
+from tests.conftest import CANARY_KEY_ID, CANARY_SECRET
+
+CANARIES = (CANARY_KEY_ID, CANARY_SECRET)
+LEAKY = f"SDK said: key={CANARY_KEY_ID} secret={CANARY_SECRET}"
+
+
+def exercise(manager: ConnectionManager, factory: InMemoryTransportFactory,
+             creds: Credentials) -> list[BaseException]:
+    raised: list[BaseException] = []
+    lease = manager.market_data(creds, symbols=["AAPL"], owner="momentum", correlation_id="c-1")
+
+    def leaky_callback(message: StreamMessage) -> None:
+        raise RuntimeError(LEAKY)
+
+    manager.trade_updates(creds, on_update=leaky_callback, owner="executor")
+    trades = factory.latest()
+    trades.emit_message(StreamMessage("trade_updates", None, {"note": "fill"}))
+    market = factory.created[0][1]
+    market.emit_connection_lost(LEAKY)
+    market.emit_connected()
+    market.emit_connected()  # rejected: already running
+    market.emit_fatal_error(AuthenticationError(LEAKY))
+    try:
+        lease.ensure_live()
+    except StreamwardenError as exc:
+        raised.append(exc)
+    factory.options = TransportOptions(fatal_error=AuthenticationError(LEAKY))
+    try:
+        manager.market_data(creds, symbols=["MSFT"])
+    except StreamwardenError as exc:
+        raised.append(exc)
+    factory.options = TransportOptions(hang_on_stop=True)
+    manager.market_data(creds).release()
+    for bad in ({"api_key_id": CANARY_KEY_ID, "secret_key": CANARY_SECRET + " "},
+                {"api_key_id": CANARY_KEY_ID + "\n", "secret_key": CANARY_SECRET}):
+        try:
+            Credentials(**bad)
+        except InvalidInputError as exc:
+            raised.append(exc)
+    try:
+        manager.market_data(CANARY_SECRET)  # type: ignore[arg-type]
+    except InvalidInputError as exc:
+        raised.append(exc)
+    raised.append(ValueError(repr(manager.health())))
+    raised.append(ValueError(repr(creds) + repr(lease)))
+    return raised
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_canary_never_leaks(caplog, creds, log_format):
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
+    factory = InMemoryTransportFactory()
+    sink = InMemoryAuditSink()
+    settings = Settings(start_timeout=1.0, stop_timeout=0.1, debug=True)
+    manager = ConnectionManager(transport_factory=factory, audit=sink, settings=settings,
+                                log_format=log_format)
+    raised = exercise(manager, factory, creds)
+    health = manager.health().to_json()
+    manager.close()
+
+    outputs = {
+        "logs": "\n".join(record.getMessage() for record in caplog.records),
+        "audit": json.dumps([asdict(r) for r in sink.records()], default=str),
+        "health": health,
+        "errors": "\n".join(f"{exc!s} {exc!r}" for exc in raised),
+    }
+    # The paths really ran: each output has content from them.
+    assert "lease.callback_failed" in outputs["logs"]
+    assert "transport.stop_timeout" in outputs["logs"]
+    assert "<redacted>" in outputs["audit"] and "AuthenticationError" in outputs["audit"]
+    assert len(raised) >= 6
+    for name, text in outputs.items():
+        for canary in CANARIES:
+            assert canary not in text, f"{canary[:6]}... leaked into {name}"
