@@ -113,7 +113,7 @@ class StopTimeoutError(StreamwardenError):
 
 
 class LeaseError(StreamwardenError):
-    """A lease was used wrongly (for example released on a manager that did not issue it)."""
+    """A lease was used after it was released."""
 
 
 class LeaseRevokedError(LeaseError):

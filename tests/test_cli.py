@@ -13,17 +13,19 @@ from streamwarden.cli import main
 from tests.machine.test_spec import copy_spec, edit_yaml
 
 
-def test_check_passes_on_the_packaged_spec(capsys):
-    assert main(["check"]) == 0
+def test_check_passes_on_the_packaged_spec_with_200_examples(capsys):
+    assert main(["check", "--examples", "200"]) == 0
     out = capsys.readouterr().out
-    assert "model check: OK" in out and "11 configurations" in out
+    assert "model check   OK: 11 configurations" in out
+    assert "property run  OK: " in out and "result        OK" in out
 
 
 def test_check_json_evidence(capsys):
-    assert main(["check", "--json", "--max-leases", "2"]) == 0
+    assert main(["check", "--json", "--max-leases", "2", "--examples", "5"]) == 0
     evidence = json.loads(capsys.readouterr().out)
-    assert evidence["ok"] is True and evidence["max_leases"] == 2
-    assert evidence["configurations"] == 7
+    assert evidence["ok"] is True and evidence["model_check"]["max_leases"] == 2
+    assert evidence["model_check"]["configurations"] == 7
+    assert evidence["properties"]["ok"] and evidence["properties"]["examples"] >= 5
     assert set(evidence["versions"]) == {"streamwarden", "python-statemachine", "python"}
 
 
@@ -34,6 +36,7 @@ def test_check_fails_with_a_counterexample_on_a_broken_spec(tmp_path, capsys):
     assert main(["check", "--spec-dir", str(spec_dir)]) == 1
     out = capsys.readouterr().out
     assert "VIOLATED" in out and "counterexample: acquire -> release" in out
+    assert "result        FAILED" in out
 
 
 def test_missing_spec_is_a_typed_failure(tmp_path, capsys):

@@ -24,7 +24,13 @@ from streamwarden.audit.records import AuditRecord
 from streamwarden.clock import Clock
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
-from streamwarden.errors import ConnectionStartError, LeaseRevokedError, StreamwardenError
+from streamwarden.errors import (
+    AuditError,
+    ConnectionStartError,
+    InvalidTransitionError,
+    LeaseRevokedError,
+    StreamwardenError,
+)
 from streamwarden.machine.connection import STOPPED, Connection
 from streamwarden.machine.keys import StreamKey
 from streamwarden.machine.leases import Lease, LeaseStatus
@@ -132,7 +138,7 @@ class ManagerCore:
         connection.remove_lease(lease, LeaseStatus.RELEASED)
         try:
             self.apply(connection, "release", connection.context(correlation_id, lease), **kwargs)
-        except BaseException:
+        except (InvalidTransitionError, AuditError, ValueError):  # nothing took effect
             lease.status = LeaseStatus.LIVE
             connection.add_lease(lease)
             raise

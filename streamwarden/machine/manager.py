@@ -28,7 +28,9 @@ from streamwarden.clock import Clock, SystemClock
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import (
+    AuditError,
     InvalidInputError,
+    InvalidTransitionError,
     LeaseRevokedError,
     ManagerClosedError,
     StartTimeoutError,
@@ -212,7 +214,7 @@ class ConnectionManager:
         try:
             self._core.apply(connection, "acquire",
                              connection.context(lease.correlation_id, lease), inputs=inputs)
-        except BaseException:
+        except (InvalidTransitionError, AuditError, ValueError):  # nothing took effect
             connection.remove_lease(lease, LeaseStatus.RELEASED)
             if connection.state == self._core.spec.initial_state:
                 self._core.discard(connection)
@@ -321,6 +323,8 @@ class ConnectionManager:
         Raises:
             InvalidInputError: on a negative timeout or bad correlation id; nothing changed.
             StopTimeoutError: if some lifecycle had not stopped in time (it still will, forced).
+            AuditError: if a ``shutdown`` could not be recorded; call ``close`` again once the
+                audit sink is back (the manager already refuses new leases).
 
         Idempotent; thread-safe.
         """

@@ -61,6 +61,18 @@ class LivenessBound:
 
 
 @dataclass(frozen=True)
+class TransitionSpec:
+    """One transition as written in the statechart document, for docs and diagrams."""
+
+    source: str
+    event: str
+    guard: str | None
+    target: str
+    refs: str | None
+    effects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EnvironmentEvent:
     """How the manager sends an event: only when ``requires`` holds; lease count change."""
 
@@ -79,6 +91,7 @@ class LifecycleSpec:
     initial_state: str
     final_states: tuple[str, ...]
     events: tuple[str, ...]
+    transitions: tuple[TransitionSpec, ...]
     datamodel: Mapping[str, Any]
     invariants: tuple[Invariant, ...]
     liveness: tuple[LivenessBound, ...]
@@ -127,6 +140,32 @@ def _datamodel(document: Mapping[str, Any], path: Path) -> dict[str, Any]:
             message = f"{path}: datamodel {name!r} must be a literal, got {source!r}"
             raise SpecError(message) from None
     return values
+
+
+def _refs_effect(actions: list[Any]) -> str | None:
+    for action in actions:
+        assign = action.get("assign") if isinstance(action, Mapping) else None
+        if assign and assign.get("location") == "refs":
+            return str(assign.get("expr"))
+    return None
+
+
+def _transitions(document: Mapping[str, Any]) -> tuple[TransitionSpec, ...]:
+    result = []
+    for source, state in (document.get("states") or {}).items():
+        for item in (state or {}).get("transitions") or []:
+            actions = item.get("on") or []
+            actions = actions if isinstance(actions, list) else [actions]
+            guard = item.get("cond")
+            result.append(TransitionSpec(
+                source=source,
+                event=item.get("event", ""),
+                guard=" and ".join(guard) if isinstance(guard, list) else guard,
+                target=item.get("target", source),
+                refs=_refs_effect(actions),
+                effects=tuple(a for a in actions if isinstance(a, str)),
+            ))
+    return tuple(result)
 
 
 def _invariants(raw: Mapping[str, Any], path: Path) -> tuple[Invariant, ...]:
@@ -215,6 +254,7 @@ def load_spec(directory: Path | None = None) -> LifecycleSpec:
         initial_state=machine_class.initial_state.id,
         final_states=tuple(state.id for state in machine_class.final_states),
         events=events,
+        transitions=_transitions(document),
         datamodel=_datamodel(document, chart_path),
         invariants=invariants,
         liveness=liveness,

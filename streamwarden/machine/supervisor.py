@@ -21,6 +21,7 @@ from streamwarden.errors import (
     AuditError,
     ConnectionStartError,
     InvalidTransitionError,
+    InvariantViolationError,
     StartTimeoutError,
     StopTimeoutError,
 )
@@ -95,6 +96,8 @@ def _finish(core: ManagerCore, connection: Connection, clean: bool) -> None:
         try:
             _fire_final(core, connection, clean)
             return
+        except InvariantViolationError:
+            return  # debug mode: the transition took effect and the violation was logged
         except AuditError as exc:
             # The transition was rolled back; it must still be recorded before it takes effect.
             core.log.error(events.AUDIT_WRITE_FAILED, lifecycle_id=connection.lifecycle_id,
@@ -149,6 +152,8 @@ class ConnectionListener:
                              details=details)
         except InvalidTransitionError as exc:
             connection.reject(event, exc, correlation_id)
+        except InvariantViolationError:
+            pass  # debug mode: the transition took effect and the violation was logged
         except AuditError as exc:
             self._core.log.error(events.AUDIT_WRITE_FAILED, spec_event=event, error=exc.message,
                                  lifecycle_id=connection.lifecycle_id)

@@ -1,0 +1,115 @@
+"""Diagrams and the reference page are generated from the spec and cover all of it."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamwarden.cli import main
+from streamwarden.diagram import GraphvizMissingError, render, svg
+from streamwarden.machine.spec import default_spec
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
+SPEC = default_spec()
+
+
+def label(event: str) -> str:
+    """python-statemachine's label for an event id (start_failed -> Start failed)."""
+    return event.replace("_", " ").capitalize()
+
+
+def edges(text: str, arrow: str) -> list[str]:
+    return [html.unescape(line) for line in text.splitlines() if arrow in line]
+
+
+def test_mermaid_has_every_state_and_transition_with_its_guard():
+    text = render(SPEC, "mermaid")
+    for state in SPEC.states:
+        assert f'state "{state.capitalize()}" as {state}' in text
+    lines = edges(text, "-->")
+    for t in SPEC.transitions:
+        expected = f"{t.source} --> {t.target} : {label(t.event)}"
+        expected += f" [{t.guard}]" if t.guard else ""
+        assert any(line.strip() == expected for line in lines), expected
+
+
+def test_dot_has_every_state_and_transition_with_its_guard():
+    text = render(SPEC, "dot")
+    for state in SPEC.states:
+        assert re.search(rf"^{state} \[label=", text, flags=re.MULTILINE), state
+    lines = edges(text, " -> ")
+    for t in SPEC.transitions:
+        matching = [line for line in lines if line.startswith(f"{t.source} -> {t.target} ")
+                    and f">{label(t.event)}<" in line]
+        assert matching, (t.source, t.event, t.target)
+        if t.guard:
+            assert any(f"[{t.guard}]" in line for line in matching), t.guard
+
+
+def test_markdown_reference_has_table_invariants_and_bounds():
+    text = render(SPEC, "md")
+    assert "```mermaid" in text and SPEC.sha256 in text
+    for t in SPEC.transitions:
+        guard = f"`{t.guard}`" if t.guard else ""
+        assert f"| {t.source} | {t.event} | {guard} | {t.target} |" in text
+    for inv in SPEC.invariants:
+        assert f"| {inv.id} | {inv.scope} | `{inv.expr.source}` | {inv.protects} |" in text
+    for bound in SPEC.liveness:
+        assert f"| {bound.id} | {bound.bound} |" in text
+
+
+def test_committed_docs_match_the_spec():
+    assert DOCS.read_text() == render(SPEC, "md"), (
+        "docs/lifecycle.md is stale: run `streamwarden diagram --format md -o docs/lifecycle.md`")
+
+
+def test_svg_with_graphviz():
+    if shutil.which("dot") is None:
+        if os.environ.get("STREAMWARDEN_REQUIRE_GRAPHVIZ"):
+            pytest.fail("Graphviz is required here (STREAMWARDEN_REQUIRE_GRAPHVIZ) but missing")
+        pytest.skip("Graphviz's dot is not installed")
+    text = svg(SPEC)
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    for state in SPEC.states:
+        assert state.capitalize() in text
+
+
+def test_svg_without_graphviz_says_how_to_install_and_other_formats_still_work(tmp_path):
+    script = Path(sys.executable).parent / "streamwarden"
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # a PATH with no `dot` on it
+    missing = subprocess.run([str(script), "diagram", "--format", "svg"], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 1
+    assert "GraphvizMissingError" in missing.stderr and "apt-get install graphviz" in missing.stderr
+    mermaid = subprocess.run([str(script), "diagram", "--format", "mermaid"], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert mermaid.returncode == 0 and "stateDiagram-v2" in mermaid.stdout
+
+
+def test_graphviz_missing_error_in_process(monkeypatch):
+    # Emptying PATH is how a machine without Graphviz looks to shutil.which.
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(GraphvizMissingError, match="Graphviz"):
+        svg(SPEC)
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="unknown format"):
+        render(SPEC, "png")
+
+
+def test_diagram_command_writes_a_file(tmp_path, capsys):
+    target = tmp_path / "lifecycle.mmd"
+    assert main(["diagram", "--format", "mermaid", "-o", str(target)]) == 0
+    assert target.read_text() == render(SPEC, "mermaid")
+    assert main(["diagram", "--format", "md"]) == 0
+    assert capsys.readouterr().out.endswith(render(SPEC, "md"))
+    assert main(["diagram", "-o", str(tmp_path / "missing" / "x.mmd")]) == 1
+    assert "cannot write" in capsys.readouterr().err
