@@ -7,13 +7,13 @@ arguments win over the environment.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from streamwarden.errors import InvalidInputError
+from streamwarden.validation import check_seconds
 
 Feed = Literal["iex", "sip", "delayed_sip", "otc", "boats", "overnight"]
 Durability = Literal["sync", "batched"]
@@ -28,18 +28,6 @@ ENV_PREFIX = "STREAMWARDEN_"
 DEFAULT_FINGERPRINT_KEY = "streamwarden-fingerprint-v1"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    seconds = float(value)
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise InvalidInputError(f"{name} must be a finite number of seconds")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidInputError(f"{name} must be {bound} seconds, got {seconds}")
-    return seconds
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -90,9 +78,9 @@ class Settings:
     debug: bool = False
 
     def __post_init__(self) -> None:
-        _check_seconds("start_timeout", self.start_timeout, allow_zero=False)
-        _check_seconds("stop_timeout", self.stop_timeout, allow_zero=False)
-        _check_seconds("drain_grace", self.drain_grace, allow_zero=True)
+        check_seconds("start_timeout", self.start_timeout, allow_zero=False)
+        check_seconds("stop_timeout", self.stop_timeout, allow_zero=False)
+        check_seconds("drain_grace", self.drain_grace, allow_zero=True)
         _check_choice("feed", self.feed, FEEDS)
         _check_choice("audit_durability", self.audit_durability, DURABILITIES)
         _check_choice("audit_failure_policy", self.audit_failure_policy, FAILURE_POLICIES)

@@ -15,17 +15,21 @@ MAX_OWNER_LENGTH = 128
 _SYMBOL = re.compile(r"^(\*|[A-Z][A-Z0-9]{0,9}([.\-/][A-Z0-9]{1,5})?)$")
 
 
-def check_timeout(name: str, value: object) -> float:
-    """``value`` as seconds if it is a finite number >= 0.
+def check_seconds(name: str, value: object, *, allow_zero: bool = True) -> float:
+    """``value`` as seconds if it is a finite number >= 0 (> 0 unless ``allow_zero``).
 
     Raises:
-        InvalidInputError: if it is not a number, negative, NaN or infinite.
+        InvalidInputError: if it is not a number, negative (or zero), NaN or infinite.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value) or value < 0:
-        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0, got {value}")
-    return float(value)
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise InvalidInputError(f"{name} must be a finite number of seconds, got {seconds}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidInputError(f"{name} must be {bound} seconds, got {seconds}")
+    return seconds
 
 
 def check_owner(value: object) -> str | None:

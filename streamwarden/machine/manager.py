@@ -47,7 +47,7 @@ from streamwarden.machine.recording import AuditRecorder
 from streamwarden.machine.spec import LifecycleSpec, default_spec
 from streamwarden.machine.supervisor import start_supervisor
 from streamwarden.machine.transport import TransportFactory
-from streamwarden.validation import check_credentials, check_owner, check_symbols, check_timeout
+from streamwarden.validation import check_credentials, check_owner, check_seconds, check_symbols
 
 #: Extra seconds :meth:`ConnectionManager.close` allows beyond ``stop_timeout`` by default, for
 #: the bookkeeping after the transports have stopped.
@@ -264,7 +264,7 @@ class ConnectionManager:
     def wait_ready(self, lease: Lease, timeout: float | None = None) -> None:
         """Wait until ``lease``'s connection is running. See :meth:`Lease.wait_ready`."""
         self._check_issued(lease)
-        seconds = self._settings.start_timeout if timeout is None else check_timeout(
+        seconds = self._settings.start_timeout if timeout is None else check_seconds(
             "timeout", timeout)
         with self._core.cond:
             _raise_unless_live(lease)
@@ -329,7 +329,7 @@ class ConnectionManager:
         Idempotent; thread-safe.
         """
         bound = (self._settings.stop_timeout + CLOSE_SLACK_SECONDS if timeout is None
-                 else check_timeout("timeout", timeout))
+                 else check_seconds("timeout", timeout))
         cid = resolve_correlation_id(correlation_id)
         core = self._core
         with core.cond:

@@ -26,7 +26,7 @@ def snapshot(manager: ConnectionManager):
     (lambda m, c: m.market_data(c, correlation_id="x" * 200), "correlation_id"),
     (lambda m, c: m.market_data(c, correlation_id="new\nline"), "printable ASCII"),
     (lambda m, c: m.trade_updates(c, on_update="print"), "on_update must be callable"),
-    (lambda m, c: m.close(timeout=-1), "timeout must be a finite number"),
+    (lambda m, c: m.close(timeout=-1), "timeout must be >= 0 seconds"),
     (lambda m, c: m.close(timeout="soon"), "timeout must be a number"),
     (lambda m, c: m.release("not a lease"), "not issued by this connection manager"),
 ])
