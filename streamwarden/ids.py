@@ -39,8 +39,9 @@ def check_correlation_id(value: object) -> str:
     return value
 
 
-def resolve_correlation_id(explicit: str | None) -> str:
-    """The correlation id for a call: explicit, else bound in contextvars, else a new ULID.
+def resolve_correlation_id(explicit: str | None, default: str | None = None) -> str:
+    """The correlation id for a call: explicit, else bound in contextvars, else ``default``,
+    else a new ULID.
 
     Raises:
         InvalidInputError: if the explicit or the bound id is malformed.
@@ -50,4 +51,4 @@ def resolve_correlation_id(explicit: str | None) -> str:
     bound = structlog.contextvars.get_contextvars().get("correlation_id")
     if bound is not None:
         return check_correlation_id(bound)
-    return new_id()
+    return default if default is not None else new_id()

@@ -28,7 +28,7 @@ from streamwarden.errors import (
 )
 from streamwarden.ids import new_id
 from streamwarden.machine.health import LeaseHealth, LifecycleHealth
-from streamwarden.machine.keys import MARKET_DATA, StreamKey
+from streamwarden.machine.keys import StreamKey
 from streamwarden.machine.leases import Lease, LeaseStatus
 from streamwarden.machine.lifecycle import LifecycleMachine, Transition
 from streamwarden.machine.recording import AuditRecorder, RecordContext
@@ -207,7 +207,7 @@ class Connection:
         elif changed:
             self.transport.unsubscribe(changed)
 
-    def revoke_all(self, error: StreamwardenError, cause: AuditRecord) -> list[Lease]:
+    def revoke_all(self, error: StreamwardenError, cause: AuditRecord) -> None:
         """Revoke every live lease because of ``cause``; each revocation is recorded."""
         revoked = list(self.leases.values())
         for lease in revoked:
@@ -228,7 +228,6 @@ class Connection:
             except AuditError as exc:
                 self._log.error(events.AUDIT_WRITE_FAILED, spec_event=LEASE_REVOKED,
                                 error=exc.message)
-        return revoked
 
     # Views.
 
@@ -294,8 +293,3 @@ class Connection:
             callback_errors=self.callback_errors,
             stop_abandoned=self.stop_abandoned,
         )
-
-    @property
-    def is_market_data(self) -> bool:
-        """Whether this lifecycle carries market data."""
-        return self.key.kind == MARKET_DATA

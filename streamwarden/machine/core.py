@@ -68,7 +68,6 @@ class ManagerCore:
         self.by_key: dict[StreamKey, Connection] = {}
         self.active: dict[str, Connection] = {}
         self.recently_stopped: deque[Connection] = deque(maxlen=RECENTLY_STOPPED)
-        self.threads: set[threading.Thread] = set()
         self.closed = False
         self.abandoned_threads = 0
         self._transport_factory = transport_factory
@@ -119,7 +118,7 @@ class ManagerCore:
             )
             connection.revoke_all(error, record)
         if START_TRANSPORT in transition.effects:
-            self.threads.add(self._start_supervisor(self, connection))
+            self._start_supervisor(self, connection)
         if transition.to_state == STOPPED:
             self.discard(connection)
             self.recently_stopped.append(connection)

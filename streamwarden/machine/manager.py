@@ -263,7 +263,7 @@ class ConnectionManager:
 
     def wait_ready(self, lease: Lease, timeout: float | None = None) -> None:
         """Wait until ``lease``'s connection is running. See :meth:`Lease.wait_ready`."""
-        self._check_issued(lease)
+        self._check_issued(lease, "wait_ready")
         seconds = self._settings.start_timeout if timeout is None else check_seconds(
             "timeout", timeout)
         with self._core.cond:
@@ -272,10 +272,10 @@ class ConnectionManager:
             deadline = self._clock.monotonic() + seconds
             self._await_running(lease, connection, deadline, release_on_timeout=False)
 
-    def _check_issued(self, lease: object) -> None:
+    def _check_issued(self, lease: object, operation: str) -> None:
         if not isinstance(lease, Lease) or not lease.issued_by(self):
             raise InvalidInputError("this lease was not issued by this connection manager",
-                                    operation="release")
+                                    operation=operation)
 
     def release(self, lease: Lease, *, correlation_id: str | None = None) -> None:
         """Give ``lease`` back; the last release drains and stops the connection.
@@ -286,14 +286,13 @@ class ConnectionManager:
             InvalidInputError: ``lease`` was not issued by this manager, or a bad correlation id.
             AuditError: the release could not be recorded; the lease stays live.
         """
-        self._check_issued(lease)
-        chosen = resolve_correlation_id(correlation_id) if correlation_id is not None else None
+        self._check_issued(lease, "release")
+        cid = resolve_correlation_id(correlation_id, default=lease.correlation_id)
         with self._core.cond:
             if not lease.is_live:
                 self._log.info(events.RELEASE_IGNORED, lease_id=lease.lease_id,
                                status=lease.status.value)
                 return
-            cid = chosen or _bound_correlation_id() or lease.correlation_id
             self._core.release(lease, cid)
 
     def health(self) -> HealthReport:
@@ -367,9 +366,4 @@ def _raise_unless_live(lease: Lease) -> None:
         cause = lease.revocation or LeaseRevokedError(f"lease {lease.lease_id} was revoked")
         raise cause.derive(operation="acquire", correlation_id=lease.correlation_id)
     lease.ensure_live()
-
-
-def _bound_correlation_id() -> str | None:
-    bound = structlog.contextvars.get_contextvars().get("correlation_id")
-    return resolve_correlation_id(bound) if bound is not None else None
 

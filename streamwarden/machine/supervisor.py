@@ -59,7 +59,6 @@ def _supervise(core: ManagerCore, connection: Connection) -> None:
     clean = connection.transport.stop(core.settings.stop_timeout)
     with core.cond:
         _finish(core, connection, clean)
-        core.threads.discard(threading.current_thread())
 
 
 def _wait_until_done(core: ManagerCore, connection: Connection) -> None:
