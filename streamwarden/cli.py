@@ -11,18 +11,23 @@ import json
 import logging
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import statemachine
 
-from streamwarden import __version__
+from streamwarden import __version__, demo
+from streamwarden.audit import commands as audit_commands
 from streamwarden.diagram import FORMATS, render
 from streamwarden.errors import StreamwardenError
 from streamwarden.logging import LOGGER_NAME
 from streamwarden.machine.modelcheck import ModelCheckResult, describe, model_check
 from streamwarden.machine.spec import LifecycleSpec, load_spec
+from streamwarden.simulator import command as simulator_command
+
+Handler = Callable[[argparse.Namespace], int]
+"""A subcommand: takes the parsed arguments, returns the exit status (0 ok, 1 failure)."""
 
 DEFAULT_EXAMPLES = 200
 CHECK_EXTRA_HINT = "the property-based run needs hypothesis: pip install 'streamwarden[check]'"
@@ -67,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (check, diagram):
         sub.add_argument("--spec-dir", type=Path, default=None, metavar="DIR",
                          help="use the spec files in DIR instead of the packaged ones")
+    check.set_defaults(handler=_check)
+    diagram.set_defaults(handler=_diagram)
+    audit_commands.add_commands(commands)
+    simulator_command.add_commands(commands)
+    demo.add_commands(commands)
     return parser
 
 
@@ -152,9 +162,9 @@ def _diagram(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    handlers = {"check": _check, "diagram": _diagram}
+    handler: Handler = args.handler
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except StreamwardenError as exc:
         print(f"streamwarden: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -47,3 +48,63 @@ def manager(
     yield manager
     manager.close()
     assert manager.check_invariants() == []
+
+
+# SQL backends. Every test that touches SQL takes ``db_url`` and so runs on SQLite and on
+# PostgreSQL. PostgreSQL comes from STREAMWARDEN_TEST_PG_URL; each test gets its own schema
+# (dropped afterwards) so that runs don't collide. Without a server the PostgreSQL variant is
+# skipped, unless STREAMWARDEN_REQUIRE_PG=1 (CI), where it fails.
+
+PG_URL_VARIABLE = "STREAMWARDEN_TEST_PG_URL"
+
+
+def _pg_base_url() -> str:
+    url = os.environ.get(PG_URL_VARIABLE)
+    if url:
+        return url
+    if os.environ.get("STREAMWARDEN_REQUIRE_PG") == "1":
+        pytest.fail(f"STREAMWARDEN_REQUIRE_PG=1 but {PG_URL_VARIABLE} is not set")
+    pytest.skip(f"PostgreSQL tests need {PG_URL_VARIABLE}")
+
+
+def pg_schema_url(base_url: str, schema: str) -> str:
+    """``base_url`` with every connection's search_path set to ``schema``."""
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    """A PostgreSQL URL whose connections use a fresh schema of their own."""
+    import sqlalchemy as sa  # noqa: PLC0415
+    import ulid  # noqa: PLC0415
+
+    base = _pg_base_url()
+    schema = f"sw_test_{str(ulid.ULID()).lower()}"
+    engine = sa.create_engine(base)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("STREAMWARDEN_REQUIRE_PG") == "1":
+            pytest.fail(f"PostgreSQL unreachable at {base}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {base}")
+    try:
+        yield pg_schema_url(base, schema)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A URL of a fresh SQLite file."""
+    return f"sqlite:///{tmp_path / 'audit.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each SQL test runs twice: on a fresh SQLite file and on a fresh PostgreSQL schema."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
