@@ -35,7 +35,7 @@ def exercise(manager: ConnectionManager, factory: InMemoryTransportFactory,
     raised: list[BaseException] = []
     lease = manager.market_data(creds, symbols=["AAPL"], owner="momentum", correlation_id="c-1")
 
-    def leaky_callback(message: StreamMessage) -> None:
+    def leaky_callback(update: object) -> None:
         raise RuntimeError(LEAKY)
 
     manager.trade_updates(creds, on_update=leaky_callback, owner="executor")
@@ -56,7 +56,7 @@ def exercise(manager: ConnectionManager, factory: InMemoryTransportFactory,
     except StreamwardenError as exc:
         raised.append(exc)
     factory.options = TransportOptions(hang_on_stop=True)
-    manager.market_data(creds).release()
+    manager.market_data(creds, symbols=["AAPL"]).release()
     for bad in ({"api_key_id": CANARY_KEY_ID, "secret_key": CANARY_SECRET + " "},
                 {"api_key_id": CANARY_KEY_ID + "\n", "secret_key": CANARY_SECRET}):
         try:
@@ -64,7 +64,7 @@ def exercise(manager: ConnectionManager, factory: InMemoryTransportFactory,
         except InvalidInputError as exc:
             raised.append(exc)
     try:
-        manager.market_data(CANARY_SECRET)  # type: ignore[arg-type]
+        manager.market_data(CANARY_SECRET, symbols=["AAPL"])  # type: ignore[arg-type]
     except InvalidInputError as exc:
         raised.append(exc)
     raised.append(ValueError(repr(manager.health())))

@@ -13,6 +13,8 @@ SCHEMA_VERSION = 1
 
 # Lease events recorded besides the transitions of the spec.
 LEASE_REVOKED = "lease_revoked"
+LEASE_SUBSCRIBED = "lease_subscribed"
+LEASE_UNSUBSCRIBED = "lease_unsubscribed"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ is rolled back and nothing changed.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +26,7 @@ from streamwarden.errors import (
     StreamwardenError,
 )
 from streamwarden.ids import new_id
+from streamwarden.machine.fanout import FanOut
 from streamwarden.machine.health import LeaseHealth, LifecycleHealth
 from streamwarden.machine.keys import StreamKey
 from streamwarden.machine.leases import Lease, LeaseStatus
@@ -69,7 +69,7 @@ class Connection:
         self._log = log.bind(lifecycle_id=self.lifecycle_id, fingerprint=key.fingerprint,
                              kind=key.kind)
         self.leases: dict[str, Lease] = {}
-        self._symbol_counts: Counter[str] = Counter()
+        self.fanout = FanOut(transport)
         # Set by the manager and the supervisor thread.
         self.failure: StreamwardenError | None = None
         self.origin_correlation_id: str | None = None
@@ -88,6 +88,7 @@ class Connection:
         self.messages = 0
         self.reconnects = 0
         self.callback_errors = 0
+        self.market_data_waiters = 0
 
     @property
     def state(self) -> str:
@@ -182,30 +183,43 @@ class Connection:
     # Leases and the wire subscription (INV4, INV6).
 
     def add_lease(self, lease: Lease) -> None:
-        """Count ``lease`` in and subscribe the symbols no other live lease wanted yet."""
+        """Count ``lease`` in and subscribe what no other live lease wanted yet."""
         self.leases[lease.lease_id] = lease
-        self._change_symbols(lease.symbols, +1)
+        self.fanout.add(lease, lease.subscriptions)
 
     def remove_lease(self, lease: Lease, status: LeaseStatus) -> None:
-        """Count ``lease`` out (released or revoked) and unsubscribe symbols nobody wants now."""
+        """Count ``lease`` out (released or revoked) and unsubscribe what nobody wants now."""
         lease.status = status
         if self.leases.pop(lease.lease_id, None) is not None:
-            self._change_symbols(lease.symbols, -1)
+            self.fanout.drop(lease)
 
-    def _change_symbols(self, symbols: Collection[str], delta: int) -> None:
-        if not symbols:
-            return
-        changed = []
-        for symbol in sorted(symbols):
-            before = self._symbol_counts[symbol]
-            self._symbol_counts[symbol] = before + delta
-            if (before == 0) != (self._symbol_counts[symbol] == 0):
-                changed.append(symbol)
-        self._symbol_counts = +self._symbol_counts
-        if changed and delta > 0:
-            self.transport.subscribe(changed)
-        elif changed:
-            self.transport.unsubscribe(changed)
+    def record_lease_event(
+        self,
+        event: str,
+        lease: Lease,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        outcome: Outcome = "ok",
+        error: BaseException | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Record an event of ``lease`` that is not a transition (revoked, subscribed, ...).
+
+        Raises:
+            AuditError: the record could not be written.
+        """
+        context = RecordContext(
+            lifecycle_id=self.lifecycle_id, key=self.key,
+            correlation_id=correlation_id or lease.correlation_id,
+            causation_id=causation_id or self.cause_id,
+            lease_id=lease.lease_id, owner=lease.owner,
+        )
+        return self._recorder.append(
+            context, event=event, states=(self.state, self.state),
+            refs=(self.machine.refs, self.machine.refs), outcome=outcome, error=error,
+            details=details,
+        )
 
     def revoke_all(self, error: StreamwardenError, cause: AuditRecord) -> None:
         """Revoke every live lease because of ``cause``; each revocation is recorded."""
@@ -215,16 +229,9 @@ class Connection:
             self.remove_lease(lease, LeaseStatus.REVOKED)
             self._log.warning(events.LEASE_REVOKED, lease_id=lease.lease_id, owner=lease.owner,
                               reason=error.message)
-            context = RecordContext(
-                lifecycle_id=self.lifecycle_id, key=self.key,
-                correlation_id=lease.correlation_id, causation_id=cause.event_id,
-                lease_id=lease.lease_id, owner=lease.owner,
-            )
             try:
-                self._recorder.append(
-                    context, event=LEASE_REVOKED, states=(self.state, self.state),
-                    refs=(self.machine.refs, self.machine.refs), outcome="failed", error=error,
-                )
+                self.record_lease_event(LEASE_REVOKED, lease, causation_id=cause.event_id,
+                                        outcome="failed", error=error)
             except AuditError as exc:
                 self._log.error(events.AUDIT_WRITE_FAILED, spec_event=LEASE_REVOKED,
                                 error=exc.message)
@@ -233,16 +240,17 @@ class Connection:
 
     def invariant_env(self) -> dict[str, Any]:
         """The variables of the ``machine`` and ``connection`` invariants, for this lifecycle."""
-        lease_symbols: set[str] = set()
+        lease_subscriptions: set[tuple[str, str]] = set()
         for lease in self.leases.values():
-            lease_symbols.update(lease.symbols)
+            if lease.is_live:
+                lease_subscriptions.update(lease.subscriptions)
         return {
             "state": self.state,
             "refs": self.machine.refs,
             "live_leases": sum(1 for lease in self.leases.values() if lease.is_live),
             "kind": self.key.kind,
             "wire_symbols": self.transport.subscriptions,
-            "lease_symbols": frozenset(lease_symbols),
+            "lease_symbols": frozenset(lease_subscriptions),
             "socket_open": self.transport.socket_open,
             "transport_done": not self.transport.thread_alive or self.stop_abandoned,
         }

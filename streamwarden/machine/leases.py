@@ -8,7 +8,7 @@ When the lifecycle fails or the manager shuts down, the lease is *revoked*: usin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamwarden.errors import LeaseError, LeaseRevokedError, StreamwardenError
 from streamwarden.machine.keys import StreamKey
-from streamwarden.machine.transport import StreamMessage
+from streamwarden.machine.market_data import Channel, Quote, Subscription, Trade
 
 if TYPE_CHECKING:
     from streamwarden.machine.manager import ConnectionManager
@@ -30,7 +30,8 @@ class LeaseStatus(Enum):
     REVOKED = "revoked"
 
 
-UpdateCallback = Callable[[StreamMessage], Any]
+Callback = Callable[[Any], object]
+"""Receives each parsed message of a channel: a Quote, Trade, Bar or the SDK's TradeUpdate."""
 
 
 @dataclass(frozen=True)
@@ -42,25 +43,32 @@ class LeaseInfo:
     key: StreamKey
     owner: str | None
     correlation_id: str
-    symbols: frozenset[str]
 
 
 class Lease:
     """A claim on one shared connection.
 
+    Market data: the lease's own subscriptions, (channel, symbol) pairs, start with the symbols
+    given at acquire (quotes and trades) and change with :meth:`subscribe_quotes` and friends;
+    its callbacks receive every parsed message of its subscriptions. Trade updates: its
+    ``on_update`` receives every order update of the account.
+
     Thread-safety: any method may be called from any thread; state changes happen under the
-    manager's lock.
+    manager's lock. Callbacks run on the transport's thread, outside every streamwarden lock.
     """
 
     def __init__(
         self,
         info: LeaseInfo,
         manager: ConnectionManager,
-        on_update: UpdateCallback | None = None,
+        *,
+        subscriptions: frozenset[Subscription] = frozenset(),
+        callbacks: Mapping[str, Callback] | None = None,
     ) -> None:
         self.info = info
         self._manager = manager
-        self.on_update = on_update
+        self.subscriptions = subscriptions
+        self.callbacks: Mapping[str, Callback] = dict(callbacks or {})
         self.status = LeaseStatus.LIVE
         self.revocation: StreamwardenError | None = None
 
@@ -86,8 +94,8 @@ class Lease:
 
     @property
     def symbols(self) -> frozenset[str]:
-        """Market data: the symbols this lease subscribed."""
-        return self.info.symbols
+        """Market data: the symbols this lease subscribes, on any channel."""
+        return frozenset(symbol for _, symbol in self.subscriptions)
 
     def issued_by(self, manager: object) -> bool:
         """Whether ``manager`` issued this lease."""
@@ -141,6 +149,57 @@ class Lease:
             AuditError: if the release could not be recorded; the lease stays live.
         """
         self._manager.release(self, correlation_id=correlation_id)
+
+    # Market data. Each raises InvalidInputError on a malformed symbol, LeaseError /
+    # LeaseRevokedError if the lease is no longer live, AuditError if the change could not be
+    # recorded (then nothing changed).
+
+    def subscribe_quotes(self, *symbols: str) -> None:
+        """Receive quotes of ``symbols`` too (``on_quote``, :meth:`latest_quote`)."""
+        self._manager.change_subscriptions(self, "quotes", symbols, subscribe=True)
+
+    def subscribe_trades(self, *symbols: str) -> None:
+        """Receive trades of ``symbols`` too (``on_trade``, :meth:`latest_trade`)."""
+        self._manager.change_subscriptions(self, "trades", symbols, subscribe=True)
+
+    def subscribe_bars(self, *symbols: str) -> None:
+        """Receive minute bars of ``symbols`` too (``on_bar``)."""
+        self._manager.change_subscriptions(self, "bars", symbols, subscribe=True)
+
+    def unsubscribe(self, channel: Channel, *symbols: str) -> None:
+        """Stop receiving ``channel`` (quotes, trades or bars) of ``symbols``."""
+        self._manager.change_subscriptions(self, channel, symbols, subscribe=False)
+
+    def latest_quote(self, symbol: str) -> Quote | None:
+        """The latest quote of ``symbol`` on this connection, or None if none arrived yet.
+
+        Raises:
+            InvalidInputError: if this lease does not subscribe quotes of ``symbol``.
+        """
+        latest = self._manager.latest(self, "quotes", symbol)
+        assert latest is None or isinstance(latest, Quote)
+        return latest
+
+    def latest_trade(self, symbol: str) -> Trade | None:
+        """The latest trade of ``symbol``, or None. Raises like :meth:`latest_quote`."""
+        latest = self._manager.latest(self, "trades", symbol)
+        assert latest is None or isinstance(latest, Trade)
+        return latest
+
+    def wait_for_quote(self, symbol: str, timeout: float | None = None) -> Quote:
+        """The latest quote of ``symbol``, waiting up to ``timeout`` seconds for the first one.
+
+        Args:
+            timeout: seconds; default the manager's ``start_timeout``.
+
+        Raises:
+            InvalidInputError: not subscribed to quotes of ``symbol``, or a bad timeout.
+            TimeoutError: no quote arrived in time.
+            LeaseRevokedError / LeaseError: the lease was revoked or released meanwhile.
+        """
+        quote = self._manager.wait_for_market_data(self, "quotes", symbol, timeout)
+        assert isinstance(quote, Quote)
+        return quote
 
     def __enter__(self) -> Lease:
         return self

@@ -16,7 +16,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import structlog
@@ -42,7 +43,9 @@ from streamwarden.machine.connection import DRAINING, RUNNING, STARTING, STOPPED
 from streamwarden.machine.core import ManagerCore
 from streamwarden.machine.health import HealthReport
 from streamwarden.machine.keys import MARKET_DATA, TRADE_UPDATES, StreamKey, StreamKind
-from streamwarden.machine.leases import Lease, LeaseInfo, LeaseStatus, UpdateCallback
+from streamwarden.machine.leases import Callback, Lease, LeaseInfo, LeaseStatus
+from streamwarden.machine.market_data import TRADE_UPDATES_CHANNEL, MarketData, Subscription
+from streamwarden.machine.market_feed import MarketFeed, check_callbacks, describe
 from streamwarden.machine.recording import AuditRecorder
 from streamwarden.machine.spec import LifecycleSpec, default_spec
 from streamwarden.machine.supervisor import start_supervisor
@@ -58,11 +61,11 @@ CLOSE_SLACK_SECONDS = 1.0
 class _AcquireRequest:
     credentials: Credentials
     kind: StreamKind
-    symbols: frozenset[str]
     owner: str | None
     correlation_id: str
     wait: bool
-    on_update: UpdateCallback | None = None
+    subscriptions: frozenset[Subscription] = frozenset()
+    callbacks: Mapping[str, Callback] = field(default_factory=dict)
 
 
 class ConnectionManager:
@@ -103,6 +106,7 @@ class ConnectionManager:
             log=self._log,
             start_supervisor=start_supervisor,
         )
+        self._feed = MarketFeed(self._core)
 
     @property
     def settings(self) -> Settings:
@@ -118,30 +122,45 @@ class ConnectionManager:
         self,
         credentials: Credentials,
         *,
-        symbols: object = (),
+        symbols: object,
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        on_bar: Callback | None = None,
         correlation_id: str | None = None,
         owner: str | None = None,
         wait: bool = True,
     ) -> Lease:
         """A lease on the account's shared market-data connection (the configured feed).
 
-        With ``wait`` (default) it returns once the connection is running; the lease's symbols
-        are subscribed on the wire while it is live.
+        The lease subscribes quotes and trades of ``symbols`` (at least one: the SDK opens its
+        socket on the first subscription) and may add more, and bars, later. ``on_quote``,
+        ``on_trade`` and ``on_bar`` receive each parsed Quote, Trade or Bar of the lease's
+        subscriptions, on the transport's thread, outside every streamwarden lock; one that
+        raises is logged and counted without affecting the stream or other leases. With
+        ``wait`` (default) the call returns once the connection is running.
 
         Raises:
-            InvalidInputError: bad credentials, symbols, owner or correlation id; nothing changed.
+            InvalidInputError: bad credentials, symbols, callbacks, owner or correlation id;
+                nothing changed.
             ConnectionStartError: the connection could not be started (a subclass says why),
                 within ``start_timeout`` (+ ``stop_timeout`` if a predecessor was closing).
             ManagerClosedError: the manager was closed.
             AuditError: the acquire could not be recorded; nothing changed.
         """
+        checked = check_symbols(symbols)
+        if not checked:
+            raise InvalidInputError("a market-data lease needs at least one symbol",
+                                    operation="acquire")
+        callbacks = check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
         request = _AcquireRequest(
             credentials=check_credentials(credentials),
             kind=MARKET_DATA,
-            symbols=check_symbols(symbols),
             owner=check_owner(owner),
             correlation_id=resolve_correlation_id(correlation_id),
             wait=bool(wait),
+            subscriptions=frozenset((channel, symbol) for symbol in checked
+                                    for channel in ("quotes", "trades")),
+            callbacks=callbacks,
         )
         return self._acquire(request)
 
@@ -149,31 +168,29 @@ class ConnectionManager:
         self,
         credentials: Credentials,
         *,
-        on_update: UpdateCallback,
+        on_update: Callback,
         correlation_id: str | None = None,
         owner: str | None = None,
         wait: bool = True,
     ) -> Lease:
         """A lease on the account's shared trade-updates connection.
 
-        ``on_update`` is called, outside any streamwarden lock, with every order update while
-        the lease is live; every lease's callback is called, and one that raises is logged and
-        counted without affecting the others.
+        ``on_update`` is called, on the transport's thread and outside every streamwarden lock,
+        with every order update (the SDK's ``TradeUpdate``) while the lease is live; every
+        lease's callback is called, and one that raises is logged and counted without
+        affecting the others.
 
         Raises:
             The same errors as :meth:`market_data`; InvalidInputError if ``on_update`` is not
             callable.
         """
-        if not callable(on_update):
-            raise InvalidInputError("on_update must be callable")
         request = _AcquireRequest(
             credentials=check_credentials(credentials),
             kind=TRADE_UPDATES,
-            symbols=frozenset(),
             owner=check_owner(owner),
             correlation_id=resolve_correlation_id(correlation_id),
             wait=bool(wait),
-            on_update=on_update,
+            callbacks=check_callbacks(**{TRADE_UPDATES_CHANNEL: on_update}, required=True),
         )
         return self._acquire(request)
 
@@ -198,9 +215,10 @@ class ConnectionManager:
             connection = self._usable_connection(key, request)
             lease = Lease(
                 LeaseInfo(new_id(), connection.lifecycle_id, key, request.owner,
-                          request.correlation_id, request.symbols),
+                          request.correlation_id),
                 self,
-                request.on_update,
+                subscriptions=request.subscriptions,
+                callbacks=request.callbacks,
             )
             self._take_lease(connection, lease)
             if request.wait:
@@ -210,10 +228,11 @@ class ConnectionManager:
 
     def _take_lease(self, connection: Connection, lease: Lease) -> None:
         inputs = {"reusable": connection.reusable()} if connection.state == DRAINING else None
+        details = {"subscriptions": describe(lease.subscriptions)} if lease.subscriptions else None
         connection.add_lease(lease)
         try:
-            self._core.apply(connection, "acquire",
-                             connection.context(lease.correlation_id, lease), inputs=inputs)
+            self._core.apply(connection, "acquire", connection.context(lease.correlation_id, lease),
+                             inputs=inputs, details=details)
         except (InvalidTransitionError, AuditError, ValueError):  # nothing took effect
             connection.remove_lease(lease, LeaseStatus.RELEASED)
             if connection.state == self._core.spec.initial_state:
@@ -294,6 +313,26 @@ class ConnectionManager:
                                status=lease.status.value)
                 return
             self._core.release(lease, cid)
+
+    def change_subscriptions(
+        self, lease: Lease, channel: str, symbols: object, *, subscribe: bool
+    ) -> None:
+        """Add or remove ``symbols`` of ``channel``. See :meth:`Lease.subscribe_quotes`."""
+        self._check_issued(lease, "subscribe")
+        self._feed.change(lease, channel, symbols, subscribe=subscribe)
+
+    def latest(self, lease: Lease, channel: str, symbol: str) -> MarketData | None:
+        """The latest quote or trade. See :meth:`Lease.latest_quote`."""
+        self._check_issued(lease, channel)
+        return self._feed.latest(lease, channel, symbol)
+
+    def wait_for_market_data(
+        self, lease: Lease, channel: str, symbol: str, timeout: float | None = None
+    ) -> MarketData:
+        """The latest message, waiting for the first. See :meth:`Lease.wait_for_quote`."""
+        self._check_issued(lease, channel)
+        seconds = self._settings.start_timeout if timeout is None else timeout
+        return self._feed.wait(lease, channel, symbol, seconds)
 
     def health(self) -> HealthReport:
         """A typed, JSON-serialisable snapshot of every live lifecycle; no secret, no key id.

@@ -16,6 +16,7 @@ from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import ConnectionStartError
 from streamwarden.machine.keys import StreamKey
+from streamwarden.machine.market_data import Subscription
 from streamwarden.machine.transport import StreamMessage, TransportListener
 
 
@@ -42,7 +43,7 @@ class InMemoryTransport:
         self._stopped = False
         self._socket_open = False
         self._thread_alive = False
-        self._wire: set[str] = set()
+        self._wire: set[Subscription] = set()
         self._hung = threading.Event()
 
     def start(self, listener: TransportListener) -> None:
@@ -70,13 +71,13 @@ class InMemoryTransport:
         self._hung.wait(timeout)
         return False
 
-    def subscribe(self, symbols: Collection[str]) -> None:
+    def subscribe(self, subscriptions: Collection[Subscription]) -> None:
         with self._lock:
-            self._wire.update(symbols)
+            self._wire.update(subscriptions)
 
-    def unsubscribe(self, symbols: Collection[str]) -> None:
+    def unsubscribe(self, subscriptions: Collection[Subscription]) -> None:
         with self._lock:
-            self._wire.difference_update(symbols)
+            self._wire.difference_update(subscriptions)
 
     @property
     def socket_open(self) -> bool:
@@ -87,7 +88,7 @@ class InMemoryTransport:
         return self._thread_alive
 
     @property
-    def subscriptions(self) -> frozenset[str]:
+    def subscriptions(self) -> frozenset[Subscription]:
         with self._lock:
             return frozenset(self._wire)
 

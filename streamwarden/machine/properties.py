@@ -2,9 +2,9 @@
 
 A ``RuleBasedStateMachine`` drives a :class:`~streamwarden.ConnectionManager` (its supervisor
 threads included) over in-memory transports with acquire, release, double release, connected,
-connection lost, fatal error, hung stop (stop timeout), messages and close, in random
-interleavings. After every step every invariant of the spec (INV1..INV7) must hold and the
-audit trail, replayed on the spec, must conform and chain.
+connection lost, fatal error, hung stop (stop timeout), messages, subscription changes and
+close, in random interleavings. After every step every invariant of the spec (INV1..INV7) must
+hold and the audit trail, replayed on the spec, must conform and chain.
 
 Needs hypothesis: ``pip install 'streamwarden[check]'``.
 """
@@ -12,6 +12,8 @@ Needs hypothesis: ``pip install 'streamwarden[check]'``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -29,10 +31,17 @@ from streamwarden.audit.chain import GENESIS_HASH, link
 from streamwarden.audit.memory import InMemoryAuditSink
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
-from streamwarden.errors import AuthenticationError, ConnectionStartError, ManagerClosedError
+from streamwarden.errors import (
+    AuthenticationError,
+    ConnectionStartError,
+    LeaseError,
+    ManagerClosedError,
+)
 from streamwarden.machine.conformance import replay
+from streamwarden.machine.keys import MARKET_DATA
 from streamwarden.machine.leases import Lease, LeaseStatus
 from streamwarden.machine.manager import ConnectionManager
+from streamwarden.machine.market_data import CHANNELS, Quote
 from streamwarden.machine.memory_transport import (
     InMemoryTransport,
     InMemoryTransportFactory,
@@ -43,8 +52,10 @@ from streamwarden.machine.transport import StreamMessage
 
 ACCOUNTS = (Credentials("PKPROPERTYACCOUNT001", "property-secret-one"),
             Credentials("PKPROPERTYACCOUNT002", "property-secret-two", paper=False))
-SYMBOLS = st.lists(st.sampled_from(["AAPL", "MSFT", "SPY", "BRK.B"]), max_size=3)
+SYMBOLS = st.lists(st.sampled_from(["AAPL", "MSFT", "SPY", "BRK.B"]), min_size=1, max_size=3)
 STEPS_PER_EXAMPLE = 25
+_QUOTE = Quote("AAPL", Decimal("187.10"), Decimal(3), Decimal("187.12"), Decimal(1),
+               datetime(2026, 11, 23, 15, tzinfo=UTC))
 
 
 class ManagerMachine(RuleBasedStateMachine):
@@ -128,7 +139,23 @@ class ManagerMachine(RuleBasedStateMachine):
     def message(self, index: int) -> None:
         transport = self._transport(index)
         if transport is not None:
-            transport.emit_message(StreamMessage("quotes", "AAPL", {"bp": "1.0"}))
+            transport.emit_message(StreamMessage("quotes", "AAPL", _QUOTE))
+
+    @rule(lease=leases, channel=st.sampled_from(CHANNELS), symbols=SYMBOLS, add=st.booleans())
+    def change_subscriptions(self, lease: Lease | None, channel: str, symbols: list[str],
+                             add: bool) -> None:
+        if lease is None or lease.info.key.kind != MARKET_DATA:
+            return
+        try:
+            if add:
+                getattr(lease, f"subscribe_{channel}")(*symbols)
+            else:
+                lease.unsubscribe(channel, *symbols)  # type: ignore[arg-type]
+        except LeaseError:  # released, or revoked by a concurrent supervisor
+            assert not lease.is_live
+            return
+        wanted = {(channel, symbol) for symbol in symbols}
+        assert wanted <= lease.subscriptions if add else not wanted & lease.subscriptions
 
     @rule()
     def close(self) -> None:
@@ -165,7 +192,7 @@ def manager_machine(spec: LifecycleSpec) -> type[ManagerMachine]:
     return type("ManagerMachine", (ManagerMachine,), {"spec": spec, "examples": 0})
 
 
-def _ignore(message: StreamMessage) -> None:
+def _ignore(update: object) -> None:
     """A consumer that ignores order updates."""
 
 

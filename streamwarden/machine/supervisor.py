@@ -191,21 +191,22 @@ class ConnectionListener:
             if self._connection.transport_retired:
                 return
             self._connection.messages += 1
-            targets = [lease for lease in self._connection.leases.values()
-                       if lease.on_update is not None
-                       and (not lease.symbols or message.symbol in lease.symbols)]
+            targets = self._connection.fanout.route(message)
+            if self._connection.market_data_waiters:
+                self._core.cond.notify_all()
         for lease in targets:
             self._deliver(lease, message)
 
     def _deliver(self, lease: Lease, message: StreamMessage) -> None:
-        callback = lease.on_update
+        callback = lease.callbacks.get(message.channel)
         if callback is None:
             return
         try:
-            callback(message)
+            callback(message.payload)
         except Exception:
             with self._core.cond:
                 self._connection.callback_errors += 1
             self._core.log.exception(events.CALLBACK_FAILED, lease_id=lease.lease_id,
                                      owner=lease.owner, channel=message.channel,
+                                     symbol=message.symbol,
                                      lifecycle_id=self._connection.lifecycle_id)

@@ -17,12 +17,14 @@ from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import ConnectionStartError
 from streamwarden.machine.keys import StreamKey
+from streamwarden.machine.market_data import Subscription
 
 
 @dataclass(frozen=True)
 class StreamMessage:
     """One message from the stream: its channel (quotes, trades, bars, trade_updates), the
-    symbol it concerns (if any) and the parsed payload."""
+    symbol it concerns (if any) and the payload, parsed once (a Quote, Trade or Bar of
+    :mod:`streamwarden.machine.market_data`, or the SDK's TradeUpdate)."""
 
     channel: str
     symbol: str | None
@@ -70,12 +72,15 @@ class Transport(Protocol):
         """
         ...
 
-    def subscribe(self, symbols: Collection[str]) -> None:
-        """Add symbols to the wire subscription. Must not block."""
+    def subscribe(self, subscriptions: Collection[Subscription]) -> None:
+        """Add (channel, symbol) pairs to the wire subscription. Must not block.
+
+        May be called before :meth:`start`: the transport subscribes them once connected.
+        """
         ...
 
-    def unsubscribe(self, symbols: Collection[str]) -> None:
-        """Remove symbols from the wire subscription. Must not block."""
+    def unsubscribe(self, subscriptions: Collection[Subscription]) -> None:
+        """Remove (channel, symbol) pairs from the wire subscription. Must not block."""
         ...
 
     @property
@@ -89,8 +94,8 @@ class Transport(Protocol):
         ...
 
     @property
-    def subscriptions(self) -> frozenset[str]:
-        """The symbols currently subscribed on the wire (requested, for a queued change)."""
+    def subscriptions(self) -> frozenset[Subscription]:
+        """The (channel, symbol) pairs subscribed on the wire (requested, for a queued change)."""
         ...
 
 

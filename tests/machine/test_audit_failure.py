@@ -49,9 +49,9 @@ def audited(flaky):
 def test_failed_first_acquire_leaves_no_lifecycle(audited, flaky, creds):
     flaky.failures.append(AuditUnavailableError("database unreachable"))
     with pytest.raises(AuditUnavailableError):
-        audited.market_data(creds)
+        audited.market_data(creds, symbols=["AAPL"])
     assert audited.health().lifecycles == () and flaky.records() == ()
-    with audited.market_data(creds) as lease:
+    with audited.market_data(creds, symbols=["AAPL"]) as lease:
         assert lease.is_live
 
 
@@ -69,16 +69,16 @@ def test_failed_release_keeps_the_lease_and_the_count(audited, flaky, creds):
 
 
 def test_unexpected_sink_exception_is_wrapped_and_redacted(audited, flaky, creds):
-    audited.market_data(creds).release()  # registers the credentials' strings
+    audited.market_data(creds, symbols=["AAPL"]).release()  # registers the credentials' strings
     flaky.fail_events = {"acquire"}
     flaky.failures.append(OSError(f"disk full near {CANARY_SECRET}"))
     with pytest.raises(AuditUnavailableError, match="audit sink failed: OSError") as caught:
-        audited.market_data(creds)
+        audited.market_data(creds, symbols=["AAPL"])
     assert CANARY_SECRET not in str(caught.value)
 
 
 def test_final_transition_is_retried_until_recorded(audited, flaky, creds):
-    lease = audited.market_data(creds)
+    lease = audited.market_data(creds, symbols=["AAPL"])
     flaky.fail_events = {"closed"}
     flaky.failures.append(AuditUnavailableError("database unreachable"))
     lease.release()

@@ -9,7 +9,7 @@ from streamwarden.machine.spec import default_spec
 
 
 def trail(manager, creds, sink):
-    manager.market_data(creds).release()
+    manager.market_data(creds, symbols=["AAPL"]).release()
     manager.close()
     return [r for r in sink.records() if r.event != "lease_revoked"]
 

@@ -51,16 +51,19 @@ def test_two_leases_share_one_connection(manager, factory, creds):
         assert len(factory.created) == 1
         (lifecycle,) = manager.health().lifecycles
         assert (lifecycle.state, lifecycle.refs) == ("running", 2)
-        assert factory.latest().subscriptions == {"AAPL", "MSFT"}
+        both = {(channel, symbol) for symbol in ("AAPL", "MSFT")
+                for channel in ("quotes", "trades")}
+        assert factory.latest().subscriptions == both
         first.release()
-        assert factory.latest().subscriptions == {"AAPL", "MSFT"}
+        assert factory.latest().subscriptions == both
     assert wait_until(lambda: not manager.health().lifecycles)
     assert factory.latest().subscriptions == frozenset()
 
 
 def test_kinds_and_accounts_get_separate_connections(manager, factory, creds):
     other = Credentials("PKOTHERACCOUNT000002", "another-secret-value")
-    with manager.market_data(creds), manager.market_data(other), \
+    with manager.market_data(creds, symbols=["AAPL"]), \
+            manager.market_data(other, symbols=["AAPL"]), \
             manager.trade_updates(creds, on_update=lambda message: None):
         lifecycles = manager.health().lifecycles
         assert len({lc.lifecycle_id for lc in lifecycles}) == 3
@@ -69,7 +72,7 @@ def test_kinds_and_accounts_get_separate_connections(manager, factory, creds):
 
 
 def test_last_release_stops_and_a_new_acquire_starts_a_new_lifecycle(manager, sink, creds):
-    lease = manager.market_data(creds)
+    lease = manager.market_data(creds, symbols=["AAPL"])
     first_id = lease.lifecycle_id
     lease.release()
     assert wait_until(lambda: "closed" in events_of(sink, first_id))
@@ -77,12 +80,12 @@ def test_last_release_stops_and_a_new_acquire_starts_a_new_lifecycle(manager, si
         ("idle", "starting"), ("starting", "running"), ("running", "draining"),
         ("draining", "stopped"),
     ]
-    with manager.market_data(creds) as again:
+    with manager.market_data(creds, symbols=["AAPL"]) as again:
         assert again.lifecycle_id != first_id
 
 
 def test_double_release_is_a_noop(manager, sink, creds):
-    lease = manager.market_data(creds)
+    lease = manager.market_data(creds, symbols=["AAPL"])
     lease.release()
     before = len(sink.records())
     lease.release()
@@ -94,8 +97,8 @@ def test_double_release_is_a_noop(manager, sink, creds):
 def test_release_of_a_foreign_lease_is_refused(manager, factory, creds, fast_settings):
     other_manager = ConnectionManager(transport_factory=factory, settings=fast_settings)
     try:
-        foreign = other_manager.market_data(creds)
-        with manager.market_data(creds) as mine:
+        foreign = other_manager.market_data(creds, symbols=["AAPL"])
+        with manager.market_data(creds, symbols=["AAPL"]) as mine:
             with pytest.raises(InvalidInputError, match="not issued by this connection manager"):
                 manager.release(foreign)
             assert foreign.is_live and mine.is_live
@@ -105,7 +108,7 @@ def test_release_of_a_foreign_lease_is_refused(manager, factory, creds, fast_set
 
 
 def test_audit_records_carry_correlation_and_causation(manager, sink, creds):
-    lease = manager.market_data(creds, correlation_id="run-42", owner="momentum")
+    lease = manager.market_data(creds, symbols=["AAPL"], correlation_id="run-42", owner="momentum")
     lease.release(correlation_id="run-42-end")
     assert wait_until(lambda: "closed" in events_of(sink))
     records = {r.event: r for r in sink.records()}
@@ -119,7 +122,7 @@ def test_audit_records_carry_correlation_and_causation(manager, sink, creds):
 
 
 def test_generated_correlation_id_is_exposed_on_the_lease(manager, creds):
-    with manager.market_data(creds) as lease:
+    with manager.market_data(creds, symbols=["AAPL"]) as lease:
         assert len(lease.correlation_id) == 26
 
 
@@ -128,7 +131,7 @@ def test_fatal_error_revokes_leases_and_raises_the_typed_error(factory, sink, cr
     factory.options = TransportOptions(fatal_error=AuthenticationError("auth failed (402)"))
     with ConnectionManager(transport_factory=factory, audit=sink, settings=fast_settings) as mgr:
         with pytest.raises(AuthenticationError, match="auth failed") as caught:
-            mgr.market_data(creds, correlation_id="c-1")
+            mgr.market_data(creds, symbols=["AAPL"], correlation_id="c-1")
         assert caught.value.correlation_id == "c-1"
         assert mgr.health().lifecycles == ()
         failed = [r for r in sink.records() if r.event == "start_failed"]
@@ -154,7 +157,7 @@ def test_start_timeout_releases_the_waiter_and_fails_the_lifecycle(factory, sink
     with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as mgr:
         started = time.monotonic()
         with pytest.raises(StartTimeoutError):
-            mgr.market_data(creds)
+            mgr.market_data(creds, symbols=["AAPL"])
         assert time.monotonic() - started < 1.5
         assert wait_until(lambda: not mgr.health().lifecycles)
         assert mgr.check_invariants() == []
@@ -164,7 +167,7 @@ def test_unattended_start_timeout_revokes_a_nowait_lease(factory, sink, creds):
     factory.options = TransportOptions(auto_connect=False)
     settings = Settings(start_timeout=0.1, stop_timeout=0.5, debug=True)
     with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as mgr:
-        lease = mgr.market_data(creds, wait=False)
+        lease = mgr.market_data(creds, symbols=["AAPL"], wait=False)
         assert wait_until(lambda: lease.status is LeaseStatus.REVOKED)
         with pytest.raises(StartTimeoutError):
             lease.wait_ready(timeout=0)
@@ -175,7 +178,7 @@ def test_unattended_start_timeout_revokes_a_nowait_lease(factory, sink, creds):
 def test_wait_false_then_wait_ready(factory, creds, fast_settings):
     factory.options = TransportOptions(auto_connect=False)
     with ConnectionManager(transport_factory=factory, settings=fast_settings) as mgr:
-        lease = mgr.market_data(creds, wait=False)
+        lease = mgr.market_data(creds, symbols=["AAPL"], wait=False)
         assert mgr.health().lifecycles[0].state == "starting"
         with pytest.raises(StartTimeoutError):
             lease.wait_ready(timeout=0.05)
@@ -189,7 +192,7 @@ def test_wait_false_then_wait_ready(factory, creds, fast_settings):
 
 
 def test_connection_lost_and_reconnect(manager, factory, sink, creds):
-    with manager.market_data(creds) as lease:
+    with manager.market_data(creds, symbols=["AAPL"]) as lease:
         transport = factory.latest()
         transport.emit_connection_lost("socket reset")
         assert manager.health().lifecycles[0].state == "starting"
@@ -201,7 +204,7 @@ def test_connection_lost_and_reconnect(manager, factory, sink, creds):
 
 
 def test_stray_event_is_rejected_and_recorded(manager, factory, sink, creds):
-    with manager.market_data(creds):
+    with manager.market_data(creds, symbols=["AAPL"]):
         factory.latest().emit_connected()  # already running: the spec has no such transition
         rejected = [r for r in sink.records() if r.outcome == "rejected"]
         assert [(r.event, r.from_state, r.error_type) for r in rejected] == [
@@ -213,7 +216,7 @@ def test_hung_stop_is_forced_and_counted(factory, sink, creds):
     factory.options = TransportOptions(hang_on_stop=True)
     settings = Settings(start_timeout=1.0, stop_timeout=0.1, debug=True)
     with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as mgr:
-        mgr.market_data(creds).release()
+        mgr.market_data(creds, symbols=["AAPL"]).release()
         assert wait_until(lambda: "close_timeout" in events_of(sink))
         (record,) = [r for r in sink.records() if r.event == "close_timeout"]
         assert (record.outcome, record.error_type) == ("forced", "StopTimeoutError")
@@ -224,10 +227,10 @@ def test_hung_stop_is_forced_and_counted(factory, sink, creds):
 def test_drain_grace_reuses_the_open_connection(factory, sink, creds):
     settings = Settings(start_timeout=1.0, stop_timeout=0.5, drain_grace=5.0, debug=True)
     with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as mgr:
-        first = mgr.market_data(creds)
+        first = mgr.market_data(creds, symbols=["AAPL"])
         first.release()
         assert mgr.health().lifecycles[0].state == "draining"
-        second = mgr.market_data(creds)
+        second = mgr.market_data(creds, symbols=["AAPL"])
         assert second.lifecycle_id == first.lifecycle_id
         assert len(factory.created) == 1
         assert transitions_of(sink, first.lifecycle_id)[-1] == ("draining", "running")
@@ -237,10 +240,10 @@ def test_acquire_waits_for_a_closing_predecessor(factory, sink, creds):
     factory.options = TransportOptions(hang_on_stop=True)
     settings = Settings(start_timeout=1.0, stop_timeout=0.2, debug=True)
     with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as mgr:
-        first = mgr.market_data(creds)
+        first = mgr.market_data(creds, symbols=["AAPL"])
         first.release()
         factory.options = TransportOptions()
-        second = mgr.market_data(creds)
+        second = mgr.market_data(creds, symbols=["AAPL"])
         assert second.lifecycle_id != first.lifecycle_id
         stopped_at = next(r.seq for r in sink.records() if r.event == "close_timeout")
         acquired_at = next(r.seq for r in sink.records()
@@ -251,14 +254,14 @@ def test_acquire_waits_for_a_closing_predecessor(factory, sink, creds):
 
 def test_close_revokes_every_lease_and_refuses_new_ones(factory, sink, creds, fast_settings):
     mgr = ConnectionManager(transport_factory=factory, audit=sink, settings=fast_settings)
-    leases = [mgr.market_data(creds), mgr.trade_updates(creds, on_update=print)]
+    leases = [mgr.market_data(creds, symbols=["AAPL"]), mgr.trade_updates(creds, on_update=print)]
     started = time.monotonic()
     mgr.close(correlation_id="shutdown-1")
     assert time.monotonic() - started < 1.0
     assert all(lease.status is LeaseStatus.REVOKED for lease in leases)
     assert mgr.health().lifecycles == () and mgr.health().closed
     with pytest.raises(ManagerClosedError):
-        mgr.market_data(creds)
+        mgr.market_data(creds, symbols=["AAPL"])
     with pytest.raises(LeaseRevokedError):
         leases[0].ensure_live()
     shutdowns = [r for r in sink.records() if r.event == "shutdown"]
@@ -270,7 +273,7 @@ def test_close_reports_lifecycles_that_do_not_stop_in_time(factory, creds):
     factory.options = TransportOptions(hang_on_stop=True)
     settings = Settings(start_timeout=1.0, stop_timeout=0.5)
     mgr = ConnectionManager(transport_factory=factory, settings=settings)
-    mgr.market_data(creds)
+    mgr.market_data(creds, symbols=["AAPL"])
     with pytest.raises(StopTimeoutError, match="not stopped within"):
         mgr.close(timeout=0.05)
     mgr.close()
@@ -282,12 +285,12 @@ def test_trade_updates_reach_every_lease_and_a_failing_callback_is_isolated(
 ):
     received: list[tuple[str, object]] = []
 
-    def broken(message: StreamMessage) -> None:
+    def broken(update: object) -> None:
         raise RuntimeError("strategy bug")
 
-    first = manager.trade_updates(creds, on_update=lambda m: received.append(("a", m.payload)))
+    first = manager.trade_updates(creds, on_update=lambda u: received.append(("a", u)))
     manager.trade_updates(creds, on_update=broken)
-    manager.trade_updates(creds, on_update=lambda m: received.append(("c", m.payload)))
+    manager.trade_updates(creds, on_update=lambda u: received.append(("c", u)))
     factory.latest().emit_message(StreamMessage("trade_updates", "AAPL", {"event": "fill"}))
     assert sorted(received) == [("a", {"event": "fill"}), ("c", {"event": "fill"})]
     (lifecycle,) = manager.health().lifecycles
@@ -299,7 +302,7 @@ def test_callback_may_release_its_own_lease(manager, factory, creds):
     holder: dict[str, object] = {}
     done = threading.Event()
 
-    def on_update(message: StreamMessage) -> None:
+    def on_update(update: object) -> None:
         holder["lease"].release()  # type: ignore[attr-defined]
         done.set()
 
@@ -310,7 +313,7 @@ def test_callback_may_release_its_own_lease(manager, factory, creds):
 
 
 def test_released_lease_refuses_use(manager, creds):
-    lease = manager.market_data(creds)
+    lease = manager.market_data(creds, symbols=["AAPL"])
     lease.release()
     with pytest.raises(LeaseError, match="released"):
         lease.ensure_live()
