@@ -39,6 +39,7 @@ from streamwarden.errors import (
 )
 from streamwarden.ids import new_id, resolve_correlation_id
 from streamwarden.logging import SecretRedactor, make_logger
+from streamwarden.machine.alpaca_transport import AlpacaTransportFactory
 from streamwarden.machine.connection import DRAINING, RUNNING, STARTING, STOPPED, Connection
 from streamwarden.machine.core import ManagerCore
 from streamwarden.machine.health import HealthReport
@@ -72,7 +73,8 @@ class ConnectionManager:
     """Shares one connection per (account, stream kind, paper/live, feed) among many leases.
 
     Args:
-        transport_factory: builds the transport of each new lifecycle.
+        transport_factory: builds the transport of each new lifecycle (default: alpaca-py's
+            streams, :class:`~streamwarden.machine.alpaca_transport.AlpacaTransportFactory`).
         audit: where transitions and lease events are recorded (default: in memory, not
             durable; pass an ``AuditLog`` for compliance). The caller owns and closes it.
         settings: default ``Settings.from_env()``.
@@ -86,7 +88,7 @@ class ConnectionManager:
     def __init__(
         self,
         *,
-        transport_factory: TransportFactory,
+        transport_factory: TransportFactory | None = None,
         audit: AuditSink | None = None,
         settings: Settings | None = None,
         clock: Clock | None = None,
@@ -102,7 +104,7 @@ class ConnectionManager:
             settings=self._settings,
             clock=self._clock,
             recorder=AuditRecorder(audit or InMemoryAuditSink(), self._clock, self._redactor),
-            transport_factory=transport_factory,
+            transport_factory=transport_factory or AlpacaTransportFactory(),
             log=self._log,
             start_supervisor=start_supervisor,
         )

@@ -1,0 +1,205 @@
+"""The one place streamwarden reaches into alpaca-py's internals (tested against 0.43-0.44).
+
+alpaca-py's ``StockDataStream`` and ``TradingStream`` expose ``run()``/``stop()`` and handler
+registration, but not what the lifecycle needs: *when* the stream is authenticated and
+subscribed, *why* it failed (the Alpaca error code), a way to stop without waiting for its
+5-second receive poll, and subscription changes that do not block the caller. This module gets
+them by subclassing the streams and overriding their private coroutines (``_start_ws``,
+``_dispatch``, ``_consume``) and by driving ``_run_forever`` and the handler tables directly.
+Every private name used is listed in :data:`SDK_INTERNALS`; ``tests/machine/test_sdk_adapter.py``
+fails loudly when an alpaca-py release changes any of them.
+
+Every coroutine here runs on the stream's own event loop (the transport's thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import websockets
+from alpaca.common.enums import BaseURL
+from alpaca.data.enums import DataFeed
+from alpaca.data.live.stock import StockDataStream
+from alpaca.trading.stream import TradingStream
+
+#: (class, attribute) pairs of alpaca-py internals this module relies on.
+SDK_INTERNALS: tuple[tuple[type, str], ...] = (
+    (StockDataStream, "_start_ws"),
+    (StockDataStream, "_dispatch"),
+    (StockDataStream, "_consume"),
+    (StockDataStream, "_run_forever"),
+    (StockDataStream, "_send_subscribe_msg"),
+    (StockDataStream, "_send_unsubscribe_msg"),
+    (StockDataStream, "stop_ws"),
+    (TradingStream, "_start_ws"),
+    (TradingStream, "_dispatch"),
+    (TradingStream, "_consume"),
+    (TradingStream, "_run_forever"),
+    (TradingStream, "stop_ws"),
+)
+#: Instance attributes read or written (checked on constructed streams by the test).
+SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running", "_trade_updates_handler")
+
+# Alpaca's stream error codes and, for errors alpaca-py turns into a bare ValueError during
+# connect/auth, the message texts Alpaca sends with them.
+ERROR_TEXT_CODES: Mapping[str, int] = {
+    "not authenticated": 401,
+    "auth failed": 402,
+    "failed to authenticate": 402,  # TradingStream's text for status "unauthorized"
+    "symbol limit exceeded": 405,
+    "connection limit exceeded": 406,
+    "insufficient subscription": 409,
+}
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class StreamEvents(Protocol):
+    """What the adapted streams report, on the stream's loop."""
+
+    def on_authenticated(self) -> None:
+        """Connected and authenticated (again, after a reconnect)."""
+
+    def on_ready(self) -> None:
+        """The subscription was acknowledged (market data) or the listen confirmed (trading)."""
+
+    def on_stream_error(self, code: int | None, message: str) -> None:
+        """Alpaca refused something: an error frame, or a failed connect/auth."""
+
+    def on_socket_lost(self, reason: str) -> None:
+        """The socket closed or failed while the stream was usable."""
+
+
+def error_code(message: str) -> int | None:
+    """The Alpaca error code of an error text alpaca-py raised, if it is a known one.
+
+    >>> error_code("connection limit exceeded"), error_code("something else")
+    (406, None)
+    """
+    return ERROR_TEXT_CODES.get(message.strip().lower())
+
+
+async def _start(start_ws: Callable[[], Awaitable[None]], events: StreamEvents) -> None:
+    try:
+        await start_ws()
+    except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
+        events.on_stream_error(error_code(str(exc)), str(exc))
+        raise
+    events.on_authenticated()
+
+
+async def _consume(consume: Callable[[], Awaitable[Any]], events: StreamEvents) -> Any:
+    try:
+        return await consume()
+    except websockets.WebSocketException as exc:
+        events.on_socket_lost(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+class AdaptedStockDataStream(StockDataStream):
+    """A raw-mode ``StockDataStream`` that reports its connection events."""
+
+    def __init__(self, api_key: str, secret_key: str, *, feed: str, url: str | None,
+                 websocket_params: dict[str, Any], events: StreamEvents) -> None:
+        if url is None:
+            url = f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{feed}"
+        # The feed only selects the URL, which is given; IEX satisfies the SDK's own check.
+        super().__init__(api_key, secret_key, raw_data=True, feed=DataFeed.IEX,
+                         url_override=url, websocket_params=websocket_params)
+        self._streamwarden_events = events
+
+    async def _start_ws(self) -> None:
+        await _start(super()._start_ws, self._streamwarden_events)
+
+    async def _consume(self) -> bool:
+        stale: bool = await _consume(super()._consume, self._streamwarden_events)
+        return stale
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("T")
+        if kind == "subscription":
+            self._streamwarden_events.on_ready()
+        elif kind == "error":
+            code = msg.get("code")
+            self._streamwarden_events.on_stream_error(
+                code if isinstance(code, int) else None, str(msg.get("msg", "")))
+        await super()._dispatch(msg)
+
+
+class AdaptedTradingStream(TradingStream):
+    """A ``TradingStream`` (parsed mode) that reports its connection events."""
+
+    def __init__(self, api_key: str, secret_key: str, *, paper: bool, url: str | None,
+                 websocket_params: dict[str, Any], events: StreamEvents,
+                 on_update: Handler) -> None:
+        # Without an override the SDK picks Alpaca's paper or live endpoint.
+        super().__init__(api_key, secret_key, paper=paper, url_override=url or "",
+                         websocket_params=websocket_params)
+        self._streamwarden_events = events
+        self.subscribe_trade_updates(on_update)
+
+    async def _start_ws(self) -> None:
+        await _start(super()._start_ws, self._streamwarden_events)
+
+    async def _consume(self) -> None:
+        await _consume(super()._consume, self._streamwarden_events)
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("stream") == "listening":
+            self._streamwarden_events.on_ready()
+        await super()._dispatch(msg)
+
+
+AdaptedStream = AdaptedStockDataStream | AdaptedTradingStream
+
+
+async def run_forever(stream: AdaptedStream) -> None:
+    """The SDK's own connect / reconnect loop; returns when the SDK gives up or is stopped."""
+    await stream._run_forever()
+
+
+async def request_stop(stream: AdaptedStream) -> None:
+    """Ask the SDK's loop to end: it returns instead of reconnecting when its socket closes."""
+    await stream.stop_ws()
+
+
+async def close_socket(stream: AdaptedStream) -> None:
+    """Close the stream's socket, if any, leaving the SDK's own bookkeeping to its loop.
+
+    The close handshake is bounded by the ``close_timeout`` websocket parameter.
+    """
+    socket = stream._ws
+    if socket is not None:
+        await socket.close()
+
+
+def is_connected(stream: AdaptedStream) -> bool:
+    """Whether the stream has an authenticated socket."""
+    return bool(stream._running) and stream._ws is not None
+
+
+def registered(stream: AdaptedStockDataStream) -> set[tuple[str, str]]:
+    """The (channel, symbol) pairs the stream has a handler for."""
+    handlers: dict[str, dict[str, Handler]] = stream._handlers
+    return {(channel, symbol) for channel, table in handlers.items() for symbol in table}
+
+
+async def subscribe(stream: AdaptedStockDataStream, pairs: set[tuple[str, str]],
+                    handler: Handler) -> None:
+    """Register ``handler`` for ``pairs`` and, if connected, subscribe them on the wire."""
+    for channel, symbol in sorted(pairs):
+        stream._handlers[channel][symbol] = handler
+    if pairs and is_connected(stream):
+        await stream._send_subscribe_msg()
+
+
+async def unsubscribe(stream: AdaptedStockDataStream, pairs: set[tuple[str, str]]) -> None:
+    """Unregister ``pairs`` and, if connected, unsubscribe them on the wire."""
+    by_channel: dict[str, list[str]] = {}
+    for channel, symbol in sorted(pairs):
+        stream._handlers[channel].pop(symbol, None)
+        by_channel.setdefault(channel, []).append(symbol)
+    if is_connected(stream):
+        for channel, symbols in by_channel.items():
+            await stream._send_unsubscribe_msg(channel, symbols)
