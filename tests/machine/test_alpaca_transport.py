@@ -19,7 +19,6 @@ from streamwarden import (
     AuthenticationError,
     ConnectionLimitError,
     ConnectionManager,
-    Credentials,
     InMemoryAuditSink,
     LeaseRevokedError,
     Settings,
@@ -152,8 +151,8 @@ def test_drop_after_n_messages_reconnects(live, sim, creds, sink):
     (Faults(symbol_limit=True), SubscriptionError, "market_data"),
     (Faults(insufficient_subscription=True), SubscriptionError, "market_data"),
 ], ids=["auth-402", "auth-unauthorized", "limit-406", "symbols-405", "subscription-409"])
-def test_a_refusal_ends_the_lifecycle_with_its_typed_error(live, sim, creds, sink, faults,
-                                                           error, kind):
+def test_a_refusal_ends_the_lifecycle_with_its_typed_error(  # noqa: PLR0917
+        live, sim, creds, sink, faults, error, kind):
     sim.set_faults(faults)
     started = time.monotonic()
     with pytest.raises(error):
