@@ -98,6 +98,21 @@ def _renderer(log_format: str | None) -> structlog.typing.Processor:
     return structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"])
 
 
+class RedactedBoundLogger(structlog.stdlib.BoundLogger):
+    """A stdlib-backed structlog logger whose ``exception`` never hands the raw exception to
+    the stdlib logger.
+
+    structlog's own ``exception`` calls ``logging.Logger.exception``, which attaches
+    ``exc_info`` to the stdlib record: any handler would then print the unredacted traceback
+    (secrets in exception texts included) after the redacted line. Here the traceback is
+    rendered, and redacted, by the processors only.
+    """
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(event, *args, **kw)
+
+
 def make_logger(
     redactor: SecretRedactor, *, log_format: str | None = None
 ) -> structlog.stdlib.BoundLogger:
@@ -121,6 +136,6 @@ def make_logger(
     logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
         logging.getLogger(LOGGER_NAME),
         processors=processors,
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=RedactedBoundLogger,
     )
     return logger

@@ -85,7 +85,8 @@ def test_canary_never_leaks(caplog, creds, log_format):
     manager.close()
 
     outputs = {
-        "logs": "\n".join(record.getMessage() for record in caplog.records),
+        # Formatted as a handler would: with any traceback attached to the stdlib record.
+        "logs": "\n".join(logging.Formatter().format(record) for record in caplog.records),
         "audit": json.dumps([asdict(r) for r in sink.records()], default=str),
         "health": health,
         "errors": "\n".join(f"{exc!s} {exc!r}" for exc in raised),

@@ -7,10 +7,13 @@ attempts, and injects the faults.
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from decimal import Decimal
 
 import pytest
@@ -26,6 +29,7 @@ from streamwarden import (
     SubscriptionError,
 )
 from streamwarden.simulator import Faults, Simulator
+from tests.conftest import CANARY_KEY_ID, CANARY_SECRET
 
 BOUND = 5.0
 """Generous bound for behaviour that normally takes milliseconds."""
@@ -231,3 +235,43 @@ def test_no_thread_or_socket_left_after_200_acquire_stop_cycles(live, sim, creds
     assert sim.stats().kinds["market_data"].opened == 200
     assert wait_until(lambda: sim.stats().kinds["market_data"].open == 0)
     assert socket.gethostname()  # the process still works normally
+
+
+def test_secret_canary_across_the_sdk_path(caplog, sim, sim_settings, creds, sink):
+    """The canary credentials go through alpaca-py and the simulator: connect, stream, a callback
+    raising with them in its text, a drop, a refusal; nothing shows them."""
+    caplog.set_level(logging.DEBUG)  # the SDK's loggers and websockets' too
+    leaky = f"strategy saw key={CANARY_KEY_ID} secret={CANARY_SECRET}"
+    raised: list[BaseException] = []
+
+    def leaky_callback(quote: object) -> None:
+        raise RuntimeError(leaky)
+
+    manager = ConnectionManager(audit=sink, settings=sim_settings, log_format="json")
+    lease = manager.market_data(creds, symbols=["AAPL"], on_quote=leaky_callback)
+    sim.publish_quote("AAPL", bid_price="1.0", ask_price="1.1")
+    sim.drop_connections()
+    assert wait_until(lambda: manager.health().lifecycles[0].reconnects == 1
+                      and manager.health().lifecycles[0].state == "running")
+    lease.release()
+    sim.set_faults(Faults(auth_failure=True))
+    for acquire in (lambda: manager.market_data(creds, symbols=["MSFT"]),
+                    lambda: manager.trade_updates(creds, on_update=print)):
+        try:
+            acquire()
+        except AuthenticationError as exc:
+            raised.append(exc)
+    health = manager.health().to_json()
+    manager.close()
+    outputs = {
+        # Formatted as a handler would: with any traceback attached to the stdlib record.
+        "logs": "\n".join(logging.Formatter().format(r) for r in caplog.records),
+        "audit": json.dumps([asdict(r) for r in sink.records()], default=str),
+        "health": health,
+        "errors": "\n".join(f"{exc!s} {exc!r}" for exc in raised),
+    }
+    assert "lease.callback_failed" in outputs["logs"] and "alpaca" in outputs["logs"]
+    assert len(raised) == 2 and "connection_lost" in outputs["audit"]
+    for name, text in outputs.items():
+        for canary in (CANARY_KEY_ID, CANARY_SECRET):
+            assert canary not in text, f"{canary[:6]}... leaked into {name}"
