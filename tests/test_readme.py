@@ -1,8 +1,9 @@
-"""The README's library example runs as written."""
+"""The README's library example runs as written (real SDK, simulator, SQLite audit log)."""
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -14,4 +15,5 @@ def test_readme_library_example_runs(capsys):
     namespace: dict[str, object] = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)
     assert '{"abandoned_threads": 0' in capsys.readouterr().out
-    assert namespace["updates"] == []
+    assert namespace["quote"].bid_price == Decimal("187.10")  # type: ignore[attr-defined]
+    assert namespace["trail"][-1] == "closed"  # type: ignore[index]
