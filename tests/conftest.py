@@ -81,7 +81,8 @@ def postgresql_url() -> Iterator[str]:
 
     base = _pg_base_url()
     schema = f"sw_test_{str(ulid.ULID()).lower()}"
-    engine = sa.create_engine(base)
+    # No pool: a test may restart the server, and teardown must still reach it afresh.
+    engine = sa.create_engine(base, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
