@@ -39,7 +39,8 @@ SDK_INTERNALS: tuple[tuple[type, str], ...] = (
     (TradingStream, "stop_ws"),
 )
 #: Instance attributes read or written (checked on constructed streams by the test).
-SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running", "_trade_updates_handler")
+SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running", "_should_run",
+                           "_trade_updates_handler")
 
 # Alpaca's stream error codes and, for errors alpaca-py turns into a bare ValueError during
 # connect/auth, the message texts Alpaca sends with them.
@@ -89,10 +90,15 @@ async def _start(start_ws: Callable[[], Awaitable[None]], events: StreamEvents) 
     events.on_authenticated()
 
 
-async def _consume(consume: Callable[[], Awaitable[Any]], events: StreamEvents) -> Any:
+async def _consume(stream: AdaptedStream, consume: Callable[[], Awaitable[Any]],
+                   events: StreamEvents) -> Any:
     try:
         return await consume()
     except websockets.WebSocketException as exc:
+        if not stream._should_run:
+            # Our own stop closed the socket under the SDK's receive: end the way the SDK's own
+            # stop does, without its "restarting connection" warning (nothing restarts).
+            return False
         events.on_socket_lost(f"{type(exc).__name__}: {exc}")
         raise
 
@@ -113,7 +119,7 @@ class AdaptedStockDataStream(StockDataStream):
         await _start(super()._start_ws, self._streamwarden_events)
 
     async def _consume(self) -> bool:
-        stale: bool = await _consume(super()._consume, self._streamwarden_events)
+        stale: bool = await _consume(self, super()._consume, self._streamwarden_events)
         return stale
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
@@ -143,7 +149,7 @@ class AdaptedTradingStream(TradingStream):
         await _start(super()._start_ws, self._streamwarden_events)
 
     async def _consume(self) -> None:
-        await _consume(super()._consume, self._streamwarden_events)
+        await _consume(self, super()._consume, self._streamwarden_events)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("stream") == "listening":
