@@ -278,3 +278,31 @@ def test_secret_canary_across_the_sdk_path(caplog, sim, sim_settings, creds, sin
     for name, text in outputs.items():
         for canary in (CANARY_KEY_ID, CANARY_SECRET):
             assert canary not in text, f"{canary[:6]}... leaked into {name}"
+
+
+def test_drain_grace_keeps_the_socket_for_a_quick_reacquire(sim, creds, sink):
+    settings = Settings(market_data_url=sim.market_data_url, drain_grace=1.0, stop_timeout=1.0)
+    with ConnectionManager(audit=sink, settings=settings) as manager:
+        first = manager.market_data(creds, symbols=["AAPL"])
+        first.release()
+        again = manager.market_data(creds, symbols=["MSFT"])  # within the grace: reused
+        assert again.lifecycle_id == first.lifecycle_id
+        assert events(sink)[-1] == ("acquire", "running")
+        again.release()
+        assert wait_until(lambda: not manager.health().lifecycles, timeout=1.0 + BOUND)
+    assert sim.stats().kinds["market_data"].opened == 1
+
+
+def test_an_acquire_waits_for_a_closing_predecessor_so_sockets_never_overlap(sim, creds, sink):
+    sim.set_faults(Faults(hang_on_close=True))  # the old socket takes stop_timeout to go
+    settings = Settings(market_data_url=sim.market_data_url, stop_timeout=0.5)
+    with ConnectionManager(audit=sink, settings=settings) as manager:
+        old = manager.market_data(creds, symbols=["AAPL"])
+        old.release()
+        new = manager.market_data(creds, symbols=["AAPL"])
+        assert new.lifecycle_id != old.lifecycle_id
+        trail = [(r.lifecycle_id, r.event) for r in sink.records()]
+        # The predecessor reached stopped (forced) before the successor's first acquire.
+        assert trail.index((old.lifecycle_id, "close_timeout")) < \
+            trail.index((new.lifecycle_id, "acquire"))
+        new.release()
