@@ -18,6 +18,7 @@ from typing import Any
 import statemachine
 
 from streamwarden import __version__, demo
+from streamwarden.arguments import positive_int
 from streamwarden.audit import commands as audit_commands
 from streamwarden.diagram import FORMATS, render
 from streamwarden.errors import StreamwardenError
@@ -33,16 +34,6 @@ DEFAULT_EXAMPLES = 200
 CHECK_EXTRA_HINT = "the property-based run needs hypothesis: pip install 'streamwarden[check]'"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamwarden",
@@ -56,9 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                     "then drive a real manager through random histories (hypothesis). Exit 1 "
                     "with the shortest counterexample on any violation.",
     )
-    check.add_argument("--examples", type=_positive_int, default=DEFAULT_EXAMPLES, metavar="N",
+    check.add_argument("--examples", type=positive_int, default=DEFAULT_EXAMPLES, metavar="N",
                        help=f"property-based examples (default {DEFAULT_EXAMPLES})")
-    check.add_argument("--max-leases", type=_positive_int, default=None, metavar="K",
+    check.add_argument("--max-leases", type=positive_int, default=None, metavar="K",
                        help="model-check bound on live leases (default: the spec's, 4)")
     check.add_argument("--json", action="store_true", help="print the evidence as JSON")
     diagram = commands.add_parser(

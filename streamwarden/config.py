@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from streamwarden.errors import InvalidInputError
@@ -57,6 +57,8 @@ class Settings:
         market_data_url / trade_updates_url: endpoint overrides (the simulator's, in tests).
         audit_durability: ``sync`` (committed before the call returns) or ``batched``.
         audit_failure_policy: ``raise`` or ``spool`` when the audit database is unreachable.
+        db_url: audit database URL for :meth:`AuditLog.open` (``STREAMWARDEN_DB_URL``); None
+            means the default SQLite file. Left out of ``repr`` (it may hold a password).
         fingerprint_key: HMAC key of account fingerprints.
         debug: check the spec's invariants after every transition (slower).
 
@@ -74,6 +76,7 @@ class Settings:
     trade_updates_url: str | None = None
     audit_durability: Durability = "sync"
     audit_failure_policy: FailurePolicy = "raise"
+    db_url: str | None = field(default=None, repr=False)
     fingerprint_key: str = DEFAULT_FINGERPRINT_KEY
     debug: bool = False
 
@@ -86,6 +89,8 @@ class Settings:
         _check_choice("audit_failure_policy", self.audit_failure_policy, FAILURE_POLICIES)
         _check_url("market_data_url", self.market_data_url)
         _check_url("trade_updates_url", self.trade_updates_url)
+        if self.db_url is not None and (not isinstance(self.db_url, str) or not self.db_url):
+            raise InvalidInputError("db_url must be a non-empty string or None")
         if not isinstance(self.fingerprint_key, str) or not self.fingerprint_key:
             raise InvalidInputError("fingerprint_key must be a non-empty string")
         if not isinstance(self.debug, bool):

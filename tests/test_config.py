@@ -55,3 +55,13 @@ def test_from_env_with_overrides():
 def test_from_env_names_the_bad_variable(env, match):
     with pytest.raises(InvalidInputError, match=match):
         Settings.from_env(env)
+
+
+def test_db_url_from_env_is_kept_out_of_repr():
+    url = "postgresql+psycopg://audit:pw-CANARY@db.example/audit"
+    settings = Settings.from_env({"STREAMWARDEN_DB_URL": url})
+    assert settings.db_url == url and "pw-CANARY" not in repr(settings)
+    assert Settings.from_env({"STREAMWARDEN_DB_URL": " "}).db_url is None
+    assert Settings().db_url is None
+    with pytest.raises(InvalidInputError, match="db_url"):
+        Settings(db_url="")

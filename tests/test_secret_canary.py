@@ -72,6 +72,24 @@ def exercise(manager: ConnectionManager, factory: InMemoryTransportFactory,
     return raised
 
 
+def canary_outputs(caplog: pytest.LogCaptureFixture, sink: InMemoryAuditSink, health: str,
+                   raised: list[BaseException]) -> dict[str, str]:
+    """Everything a run showed: logs, audit records, the health report, error texts."""
+    return {
+        # Formatted as a handler would: with any traceback attached to the stdlib record.
+        "logs": "\n".join(logging.Formatter().format(record) for record in caplog.records),
+        "audit": json.dumps([asdict(r) for r in sink.records()], default=str),
+        "health": health,
+        "errors": "\n".join(f"{exc!s} {exc!r}" for exc in raised),
+    }
+
+
+def assert_no_canary(outputs: dict[str, str]) -> None:
+    for name, text in outputs.items():
+        for canary in CANARIES:
+            assert canary not in text, f"{canary[:6]}... leaked into {name}"
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_canary_never_leaks(caplog, creds, log_format):
     caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
@@ -84,18 +102,10 @@ def test_canary_never_leaks(caplog, creds, log_format):
     health = manager.health().to_json()
     manager.close()
 
-    outputs = {
-        # Formatted as a handler would: with any traceback attached to the stdlib record.
-        "logs": "\n".join(logging.Formatter().format(record) for record in caplog.records),
-        "audit": json.dumps([asdict(r) for r in sink.records()], default=str),
-        "health": health,
-        "errors": "\n".join(f"{exc!s} {exc!r}" for exc in raised),
-    }
+    outputs = canary_outputs(caplog, sink, health, raised)
     # The paths really ran: each output has content from them.
     assert "lease.callback_failed" in outputs["logs"]
     assert "transport.stop_timeout" in outputs["logs"]
     assert "<redacted>" in outputs["audit"] and "AuthenticationError" in outputs["audit"]
     assert len(raised) >= 6
-    for name, text in outputs.items():
-        for canary in CANARIES:
-            assert canary not in text, f"{canary[:6]}... leaked into {name}"
+    assert_no_canary(outputs)

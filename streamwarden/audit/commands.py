@@ -1,9 +1,241 @@
-"""The ``streamwarden db`` and ``streamwarden audit`` commands."""
+"""The ``streamwarden db`` and ``streamwarden audit`` commands.
+
+The database URL comes from ``--db``, else ``STREAMWARDEN_DB_URL``, else the default SQLite file
+(``AuditLog.open`` and the migration functions resolve it). Bad arguments exit 2 with a one-line
+reason; failures raise typed errors, which ``streamwarden.cli.main`` prints and turns into exit 1.
+Only password-redacted URLs are printed.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+import itertools
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+
+from streamwarden.arguments import positive_int
+from streamwarden.audit import migrate
+from streamwarden.audit.database import parse_url, redact_url, resolve_url, sqlite_path
+from streamwarden.audit.export import EXPORT_FORMATS, export_records
+from streamwarden.audit.log import AuditLog
+from streamwarden.audit.query import KINDS, AuditFilter, parse_time
+from streamwarden.audit.report import REPORT_FORMATS, render, render_table
+from streamwarden.audit.timeline import TIMELINE_FORMATS, build_timeline, render_timeline
+from streamwarden.config import Settings
+from streamwarden.errors import AuditUnavailableError, InvalidInputError
+
+#: Width of tables written to a file or a pipe (a terminal's own width is used otherwise).
+PIPE_WIDTH = 200
+#: Rows between two progress lines of ``audit verify`` on stderr.
+VERIFY_PROGRESS_EVERY = 100_000
+_DB_HELP = "database URL (default: $STREAMWARDEN_DB_URL, else sqlite:///./streamwarden-audit.db)"
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        return parse_time("time", text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("time ")) from None
+
+
+def _identifier(text: str) -> str:
+    if not text or not text.isprintable():
+        raise argparse.ArgumentTypeError("expected a non-empty, printable value")
+    return text
+
+
+def _database_url(text: str) -> str:
+    try:
+        parse_url(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def _console(out: TextIO) -> Console:
+    return Console(file=out, width=None if out.isatty() else PIPE_WIDTH)
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=_database_url, default=None, metavar="URL", help=_DB_HELP)
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters (combined with AND)")
+    group.add_argument("--correlation-id", type=_identifier, metavar="ID")
+    group.add_argument("--lifecycle", dest="lifecycle_id", type=_identifier, metavar="ID")
+    group.add_argument("--fingerprint", type=_identifier, metavar="F")
+    group.add_argument("--kind", choices=KINDS)
+    group.add_argument("--event", type=_identifier, metavar="E",
+                       help="acquire, release, connected, closed, lease_revoked, ...")
+    group.add_argument("--since", type=_timestamp, metavar="ISO",
+                       help="records at or after this time (ISO 8601 with offset, e.g. ...Z)")
+    group.add_argument("--until", type=_timestamp, metavar="ISO",
+                       help="records before this time (ISO 8601 with offset)")
+    group.add_argument("--limit", type=positive_int, metavar="N",
+                       help="at most N records (the first in sequence order)")
+    parser.set_defaults(usage_error=parser.error)
+
+
+def _filter(args: argparse.Namespace) -> AuditFilter:
+    try:
+        return AuditFilter(
+            correlation_id=args.correlation_id, lifecycle_id=args.lifecycle_id,
+            fingerprint=args.fingerprint, kind=args.kind, event=args.event,
+            since=args.since, until=args.until, limit=args.limit,
+        )
+    except InvalidInputError as exc:  # e.g. --since not before --until: a usage error, exit 2
+        args.usage_error(exc.message)
+        raise  # pragma: no cover  (usage_error exits)
+
+
+def _open_for_reading(url: str | None) -> AuditLog:
+    """The audit log at ``url`` for a read command: a missing SQLite file is an error (rather
+    than a new, empty database), and an unreachable database fails whatever the policy."""
+    settings = Settings.from_env().replace(audit_failure_policy="raise")
+    parsed = parse_url(resolve_url(url, settings))
+    path = sqlite_path(parsed)
+    if path is not None and not path.is_file():
+        raise AuditUnavailableError(f"no audit database at {path}", operation="audit.open")
+    return AuditLog.open(url, settings=settings)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    before, after = migrate.upgrade(args.db)
+    where = redact_url(resolve_url(args.db))
+    if before == after:
+        sys.stdout.write(f"{where}: already at the newest revision {after}\n")
+    else:
+        sys.stdout.write(f"{where}: upgraded from {before or '(empty)'} to {after}\n")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    current = migrate.current_revision(args.db)
+    head = migrate.head_revision()
+    where = redact_url(resolve_url(args.db))
+    status = "up to date" if current == head else "behind: run `streamwarden db upgrade`"
+    sys.stdout.write(f"{where}: revision {current or '(empty)'}, newest {head}: {status}\n")
+    return 0
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    flt = _filter(args)
+    with _open_for_reading(args.db) as log:
+        records = log.query(**dataclasses.asdict(flt))
+    if args.format == "table":
+        render_table(records, _console(sys.stdout),
+                     title=f"{len(records)} audit records in {log.url}")
+    else:
+        render(records, args.format, sys.stdout)
+    return 0
+
+
+def _verify_progress(rows: int) -> None:
+    if rows % VERIFY_PROGRESS_EVERY == 0:
+        sys.stderr.write(f"verified {rows:,} rows ...\n")
+        sys.stderr.flush()
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    with _open_for_reading(args.db) as log:
+        report = log.verify(progress=_verify_progress)
+        where = log.url
+    if args.json:
+        sys.stdout.write(json.dumps({
+            "ok": report.ok, "rows": report.rows, "first_bad_seq": report.first_bad_seq,
+            "reason": report.reason, "message": report.message, "db": where,
+        }, indent=2) + "\n")
+    elif report.ok:
+        sys.stdout.write(f"OK: {report.rows} rows, chain intact\n")
+    else:
+        sys.stdout.write(f"BROKEN at seq {report.first_bad_seq} ({report.reason}): "
+                         f"{report.message}\n")
+    return 0 if report.ok else 1
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    flt = _filter(args)
+    with _open_for_reading(args.db) as log:
+        try:
+            count = export_records(log.iter_records(**dataclasses.asdict(flt)), args.format,
+                                   args.output, progress=sys.stderr)
+        except OSError as exc:
+            sys.stderr.write(f"streamwarden: cannot write {args.output}: "
+                             f"{exc.strerror or exc}\n")
+            return 1
+    sys.stdout.write(f"exported {count} records to {args.output} ({args.format})\n")
+    return 0
+
+
+def _audit_timeline(args: argparse.Namespace) -> int:
+    with _open_for_reading(args.db) as log:
+        records = log.iter_records(lifecycle_id=args.lifecycle_id)
+        first = next(records, None)
+        if first is None:
+            sys.stderr.write(f"streamwarden: no audit records for lifecycle "
+                             f"{args.lifecycle_id} in {log.url}\n")
+            return 1
+        timeline = build_timeline(itertools.chain([first], records))
+    render_timeline(timeline, args.format, sys.stdout, console=_console(sys.stdout))
+    return 0
+
+
+def _add_db_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    db = commands.add_parser("db", help="audit database schema (Alembic migrations)",
+                             description="Manage the audit database's schema.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = db_commands.add_parser(
+        "upgrade", help="apply the packaged migrations up to head",
+        description="Apply streamwarden's Alembic migrations to the audit database.")
+    current = db_commands.add_parser(
+        "current", help="show the database's revision and the head revision",
+        description="Show the audit database's migration revision and whether it is behind.")
+    for sub, handler in ((upgrade, _db_upgrade), (current, _db_current)):
+        _add_db(sub)
+        sub.set_defaults(handler=handler)
+
+
+def _add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    audit = commands.add_parser("audit", help="query, verify and export the audit trail",
+                                description="Read the hash-chained lifecycle audit trail.")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True,
+                                          metavar="COMMAND")
+    report = audit_commands.add_parser(
+        "report", help="records matching filters, as a table, JSON or CSV",
+        description="Print the audit records matching the filters, in sequence order.")
+    report.add_argument("--format", choices=REPORT_FORMATS, default="table")
+    verify = audit_commands.add_parser(
+        "verify", help="walk the hash chain; exit 1 at the first break",
+        description="Recompute the hash chain over every row. Prints OK with the row count, "
+                    "or the first broken sequence number and why (edited, deleted, inserted, "
+                    "reordered) and exits 1.")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    export = audit_commands.add_parser(
+        "export", help="stream records to a JSON Lines or CSV file",
+        description="Write the matching records, every column, to FILE in constant memory. "
+                    "The file appears complete or not at all.")
+    export.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    timeline = audit_commands.add_parser(
+        "timeline", help="one connection's states in order, with durations",
+        description="Show the states of one lifecycle in order with when each was entered "
+                    "and left and how long it lasted.")
+    timeline.add_argument("--lifecycle", dest="lifecycle_id", type=_identifier, required=True,
+                          metavar="ID", help="the full lifecycle id (see report --format json)")
+    timeline.add_argument("--format", choices=TIMELINE_FORMATS, default="table")
+    _add_filters(report)
+    _add_filters(export)
+    for sub, handler in ((report, _audit_report), (verify, _audit_verify),
+                         (export, _audit_export), (timeline, _audit_timeline)):
+        _add_db(sub)
+        sub.set_defaults(handler=handler)
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -11,3 +243,5 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     Each subparser sets ``handler`` (``Callable[[argparse.Namespace], int]``) as its default.
     """
+    _add_db_commands(commands)
+    _add_audit_commands(commands)

@@ -60,7 +60,13 @@ class AuditSink(Protocol):
     """
 
     def append(self, record: AuditRecord) -> AuditRecord:
-        """Store ``record`` and return it with ``seq``, ``prev_hash`` and ``row_hash`` set.
+        """Store ``record`` and return it.
+
+        A sink that commits before returning (the in-memory sink, ``AuditLog`` in ``sync``
+        durability) returns it with ``seq``, ``prev_hash`` and ``row_hash`` set. A sink that
+        commits later (``AuditLog`` in ``batched`` durability, or a record spooled while the
+        database is unreachable) returns it with those three None: they are assigned when the
+        record is committed, after the chain's tail at that moment.
 
         Raises:
             AuditError: if the record could not be stored; nothing was stored.

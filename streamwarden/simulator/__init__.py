@@ -1,1 +1,82 @@
-"""An Alpaca protocol simulator on loopback, for tests, the demo and users' integration tests."""
+"""An Alpaca protocol simulator on loopback, for tests, the demo and users' integration tests.
+
+One asyncio WebSocket server (websockets' asyncio API), run on its own event loop in a thread
+named ``streamwarden-simulator``, speaks two of Alpaca's protocols on one port:
+
+* market data v2 at ``/v2/<feed>`` (``/v2/iex``, ``/v2/sip``, ...): ``connected`` greeting,
+  ``auth``, ``subscribe``/``unsubscribe`` answered with the connection's whole subscription,
+  quotes (``T`` = ``q``), trades (``t``) and bars (``b``), and Alpaca's error codes 400-409.
+  MessagePack frames (with ``t`` as a MessagePack Timestamp) when the client sends
+  ``Content-Type: application/msgpack``, as alpaca-py does; JSON text otherwise.
+  See :mod:`streamwarden.simulator.market_data`.
+* the trading stream at ``/stream``: ``authenticate``, ``listen`` and ``trade_updates`` events
+  whose order parses into alpaca-py's ``TradeUpdate``. See :mod:`streamwarden.simulator.trading`.
+
+Quick use::
+
+    from streamwarden.simulator import Faults, Simulator
+
+    with Simulator(faults=Faults(drop_once=True, drop_after=3)) as sim:
+        stream = StockDataStream(key, secret, url_override=sim.market_data_url)
+        ...
+        sim.publish_quote("AAPL", bid_price="187.20", ask_price="187.22")
+        sim.wait_for(lambda s: s.kind("market_data").opened == 2, timeout=5)
+
+Public API (every method thread-safe):
+
+``Simulator(*, host="127.0.0.1", port=0, faults=None, quote_rate=0.0, seed=0, credentials=None,
+auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
+    ``start(timeout=5.0) -> Simulator`` (returns once listening), ``stop(timeout=5.0)``
+    (closes every connection, hung ones included, and joins the thread), context manager;
+    ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``;
+    ``faults``, ``set_faults(faults) -> Faults`` (previous), ``update_faults(**changes)``,
+    ``quote_rate``, ``set_quote_rate(rate)``;
+    ``publish_quote(symbol, *, bid_price, ask_price, bid_size=1, ask_size=1, timestamp=None)``,
+    ``publish_trade(symbol, *, price, size=1, trade_id=None, timestamp=None)``,
+    ``publish_bar(symbol, *, open_price, high_price, low_price, close_price, volume,
+    trade_count=1, vwap=None, timestamp=None)``,
+    ``publish_quotes(symbol, count, *, batch_size=1, timeout=30.0)`` (a burst, for benchmarks),
+    ``publish_trade_update(event="fill", *, symbol="AAPL", side="buy", qty=1, price=None,
+    order_id=None, position_qty=None)`` -- each returns how many connections (for the burst:
+    messages) it reached and takes ``timeout``;
+    ``drop_connections(kind="market_data") -> int`` (server-side abort now);
+    ``stats() -> SimulatorStats``, ``wait_for(predicate, timeout=5.0) -> SimulatorStats``.
+``Faults`` (frozen): ``auth_failure``, ``connection_limit``, ``symbol_limit``,
+    ``insufficient_subscription``, ``drop_after``, ``drop_once``, ``hang_on_close``,
+    ``slow_start``; ``Faults.parse(["drop_after=3", ...])``. See :mod:`.faults`.
+``SimulatorStats``, ``ConnectionStats``, ``KindStats``, ``AuthAttempt``, ``ErrorSent``:
+    immutable snapshots. Key ids are recorded; secrets are never kept (accepted secrets only
+    as salted digests), logged, or shown in a repr.
+``SimulatorError``: could not start, stop or carry out a request in time.
+
+Command line: ``streamwarden simulator --port P [--fault ...]`` (:mod:`.command`).
+"""
+
+from __future__ import annotations
+
+from streamwarden.simulator.faults import Faults
+from streamwarden.simulator.simulator import Simulator, SimulatorError
+from streamwarden.simulator.stats import (
+    MARKET_DATA,
+    TRADE_UPDATES,
+    AuthAttempt,
+    ConnectionStats,
+    ErrorSent,
+    KindStats,
+    SimulatorStats,
+    StreamKind,
+)
+
+__all__ = [
+    "MARKET_DATA",
+    "TRADE_UPDATES",
+    "AuthAttempt",
+    "ConnectionStats",
+    "ErrorSent",
+    "Faults",
+    "KindStats",
+    "Simulator",
+    "SimulatorError",
+    "SimulatorStats",
+    "StreamKind",
+]

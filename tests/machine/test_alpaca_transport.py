@@ -7,13 +7,11 @@ attempts, and injects the faults.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -30,6 +28,8 @@ from streamwarden import (
 )
 from streamwarden.simulator import Faults, Simulator
 from tests.conftest import CANARY_KEY_ID, CANARY_SECRET
+from tests.test_secret_canary import assert_no_canary, canary_outputs
+from tests.waiting import wait_until
 
 BOUND = 5.0
 """Generous bound for behaviour that normally takes milliseconds."""
@@ -40,13 +40,6 @@ def alpaca_threads() -> list[threading.Thread]:
             if t.name.startswith(("streamwarden-alpaca", "streamwarden-supervisor"))]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = BOUND) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 @pytest.fixture
@@ -266,18 +259,10 @@ def test_secret_canary_across_the_sdk_path(caplog, sim, sim_settings, creds, sin
             raised.append(exc)
     health = manager.health().to_json()
     manager.close()
-    outputs = {
-        # Formatted as a handler would: with any traceback attached to the stdlib record.
-        "logs": "\n".join(logging.Formatter().format(r) for r in caplog.records),
-        "audit": json.dumps([asdict(r) for r in sink.records()], default=str),
-        "health": health,
-        "errors": "\n".join(f"{exc!s} {exc!r}" for exc in raised),
-    }
+    outputs = canary_outputs(caplog, sink, health, raised)
     assert "lease.callback_failed" in outputs["logs"] and "alpaca" in outputs["logs"]
     assert len(raised) == 2 and "connection_lost" in outputs["audit"]
-    for name, text in outputs.items():
-        for canary in (CANARY_KEY_ID, CANARY_SECRET):
-            assert canary not in text, f"{canary[:6]}... leaked into {name}"
+    assert_no_canary(outputs)
 
 
 def test_drain_grace_keeps_the_socket_for_a_quick_reacquire(sim, creds, sink):

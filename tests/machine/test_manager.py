@@ -23,16 +23,7 @@ from streamwarden import (
     StreamMessage,
 )
 from streamwarden.machine.memory_transport import TransportOptions
-
-
-def wait_until(predicate, timeout: float = 3.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the manager's threads are real."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+from tests.waiting import wait_until
 
 
 def events_of(sink: InMemoryAuditSink, lifecycle_id: str | None = None) -> list[str]:

@@ -1,0 +1,167 @@
+"""Group commit: a writer thread that commits queued audit records in batches.
+
+Used by :class:`~streamwarden.audit.log.AuditLog` in ``batched`` durability. Records are
+committed in the order they were submitted. While the database is unreachable the writer keeps
+the batch and retries it every ``retry_interval`` seconds (the commit callable decides whether
+to spool instead), so the queue fills up and :meth:`BatchWriter.submit` then fails after
+``put_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from streamwarden.audit.records import AuditRecord
+from streamwarden.errors import AuditError, AuditUnavailableError, StreamwardenError
+from streamwarden.logging import AUDIT_WRITE_FAILED, SecretRedactor, make_logger
+
+_log = make_logger(SecretRedactor())
+
+
+class BatchWriter:
+    """A bounded queue of records and the named thread that commits them in groups.
+
+    Args:
+        commit: stores a batch in order, or raises (``AuditUnavailableError``: retried later;
+            anything else: the batch is retried one record at a time and the records it
+            refuses are dropped and reported by the next :meth:`flush`).
+        batch_size: at most this many records per commit.
+        queue_size: at most this many records waiting.
+        put_timeout: seconds :meth:`submit` waits for room in a full queue.
+        retry_interval: seconds between attempts while the database is unreachable.
+
+    Thread-safety: :meth:`submit`, :meth:`flush` and :meth:`close` may be called from any
+    thread; records are committed in the order :meth:`submit` was called.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[list[AuditRecord]], object],
+        *,
+        batch_size: int = 500,
+        queue_size: int = 10_000,
+        put_timeout: float = 5.0,
+        retry_interval: float = 0.5,
+        name: str = "streamwarden-audit-writer",
+    ) -> None:
+        self._commit = commit
+        self._batch_size = batch_size
+        self._put_timeout = put_timeout
+        self._retry_interval = retry_interval
+        self._queue: queue.Queue[AuditRecord] = queue.Queue(maxsize=queue_size)
+        self._done = threading.Condition()
+        self._submitted = 0
+        self._processed = 0
+        self._refused: list[AuditError] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, record: AuditRecord) -> None:
+        """Queue ``record`` for the next group commit.
+
+        Raises:
+            AuditUnavailableError: if the queue stayed full for ``put_timeout`` seconds (the
+                database is slow or unreachable); the record was not queued.
+        """
+        try:
+            self._queue.put(record, timeout=self._put_timeout)
+        except queue.Full:
+            raise AuditUnavailableError(
+                f"audit queue full ({self._queue.maxsize} records) for {self._put_timeout} s:"
+                " the audit database is too slow or unreachable", operation="audit.append",
+            ) from None
+        with self._done:
+            self._submitted += 1
+
+    def flush(self, timeout: float) -> None:
+        """Wait until every record submitted before this call is committed (or spooled).
+
+        Raises:
+            AuditUnavailableError: if that did not happen within ``timeout`` seconds.
+            AuditError: if the database refused some queued records since the last flush
+                (they are not stored; the error names how many and why).
+        """
+        deadline = time.monotonic() + timeout
+        with self._done:
+            target = self._submitted
+            while self._processed < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AuditUnavailableError(
+                        f"{target - self._processed} audit records not committed within "
+                        f"{timeout} s", operation="audit.flush",
+                    )
+                self._done.wait(remaining)
+            refused, self._refused = self._refused, []
+        if refused:
+            raise AuditError(
+                f"the audit database refused {len(refused)} queued records; the last: "
+                f"{refused[-1].message}", operation="audit.flush",
+            )
+
+    def close(self, timeout: float) -> None:
+        """Flush, then stop the writer thread. Idempotent.
+
+        Raises:
+            AuditUnavailableError, AuditError: as :meth:`flush`; the thread is stopped anyway
+                and records still queued are lost (the documented loss window).
+        """
+        try:
+            if self._thread.is_alive():
+                self.flush(timeout)
+        finally:
+            self._stopping.set()
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                first = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._store(batch)
+
+    def _store(self, batch: list[AuditRecord]) -> None:
+        while True:
+            try:
+                self._commit(batch)
+            except AuditUnavailableError as exc:
+                _log.warning(AUDIT_WRITE_FAILED, pending=len(batch), error=exc.message)
+                if self._stopping.wait(self._retry_interval):
+                    return
+                continue
+            except Exception as exc:  # whatever it is, the writer thread must go on
+                if len(batch) > 1:  # find the refused record(s); store the others in order
+                    for record in batch:
+                        self._store([record])
+                    return
+                refused = _as_audit_error(exc)
+                _log.error(AUDIT_WRITE_FAILED, event_id=batch[0].event_id, error=refused.message)
+                self._mark_processed(1, [refused])
+                return
+            self._mark_processed(len(batch), [])
+            return
+
+    def _mark_processed(self, count: int, refused: list[AuditError]) -> None:
+        with self._done:
+            self._processed += count
+            self._refused.extend(refused)
+            self._done.notify_all()
+
+
+def _as_audit_error(exc: Exception) -> AuditError:
+    if isinstance(exc, AuditError):
+        return exc
+    if isinstance(exc, StreamwardenError):
+        return AuditError(exc.message, operation="audit.append")
+    return AuditError(f"{type(exc).__name__}: {exc}", operation="audit.append")

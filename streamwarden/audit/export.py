@@ -1,0 +1,110 @@
+"""Streaming export of audit records to a file, for a regulator: JSON Lines or CSV.
+
+Memory stays constant however many rows there are: records are consumed one at a time from an
+iterator (``AuditLog.iter_records``, which reads the table in ``seq``-ordered batches) and
+written straight out. The file appears complete or not at all: rows go to a temporary file in
+the target's directory, which is flushed, fsynced and renamed over the target at the end; on
+any failure the temporary file is removed and an existing target is left untouched.
+
+Every column is exported (:data:`streamwarden.audit.report.COLUMNS`) with the hashes, so the
+export can be re-verified outside the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, TextIO
+
+from streamwarden.audit.records import AuditRecord
+from streamwarden.audit.report import COLUMNS, record_to_csv_row, record_to_json
+from streamwarden.errors import InvalidInputError
+
+EXPORT_FORMATS: tuple[str, ...] = ("jsonl", "csv")
+#: Rows between two progress lines.
+PROGRESS_EVERY = 100_000
+
+
+def _write_rows(records: Iterable[AuditRecord], fmt: str, out: IO[str],
+                progress: TextIO | None, progress_every: int) -> int:
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(COLUMNS)
+    count = 0
+    for record in records:
+        if writer is not None:
+            writer.writerow(record_to_csv_row(record))
+        else:
+            out.write(json.dumps(record_to_json(record), ensure_ascii=False,
+                                 separators=(",", ":"), allow_nan=False))
+            out.write("\n")
+        count += 1
+        if progress is not None and count % progress_every == 0:
+            progress.write(f"exported {count:,} records ...\n")
+            progress.flush()
+    return count
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename durable; not every platform can open a directory (Windows cannot).
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def export_records(
+    records: Iterable[AuditRecord],
+    fmt: str,
+    path: str | os.PathLike[str],
+    *,
+    progress: TextIO | None = None,
+    progress_every: int = PROGRESS_EVERY,
+) -> int:
+    """Write ``records`` to ``path`` as ``jsonl`` (one JSON object a line) or ``csv`` (a
+    header row, then one row a record); returns how many records were written.
+
+    Postconditions: on success ``path`` holds exactly the records, in the order given; on
+    failure ``path`` is as it was before (absent or the previous file) and no temporary file
+    remains.
+
+    Args:
+        records: consumed once, lazily; pass an iterator to keep memory constant.
+        progress: where to write a line every ``progress_every`` records (None: silent).
+
+    Raises:
+        InvalidInputError: on an unknown format or a ``progress_every`` below 1.
+        OSError: if the file cannot be written (directory missing, disk full, permissions).
+        Whatever iterating ``records`` raises (e.g. AuditUnavailableError), after cleaning up.
+
+    Thread-safety: safe to call from several threads with different paths.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInputError(f"export format must be one of {', '.join(EXPORT_FORMATS)}; "
+                                f"got {fmt!r}")
+    if progress_every < 1:
+        raise InvalidInputError(f"progress_every must be at least 1, got {progress_every}")
+    target = Path(path)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below, before the rename)
+        "w", encoding="utf-8", newline="", dir=target.parent,
+        prefix=f".{target.name}.", suffix=".partial", delete=False,
+    )
+    try:
+        with handle:
+            count = _write_rows(records, fmt, handle, progress, progress_every)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+    _fsync_directory(target.resolve().parent)
+    return count

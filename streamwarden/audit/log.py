@@ -1,0 +1,393 @@
+"""AuditLog: the append-only, hash-chained audit trail in SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from streamwarden.audit.appender import append_chain, check_record
+from streamwarden.audit.batching import BatchWriter
+from streamwarden.audit.database import (
+    make_engine,
+    parse_url,
+    redact_url,
+    resolve_url,
+    translate_error,
+)
+from streamwarden.audit.migrate import ensure_schema
+from streamwarden.audit.models import row_to_record
+from streamwarden.audit.query import AuditFilter, check_limit, select_records
+from streamwarden.audit.records import AuditRecord
+from streamwarden.audit.spool import Spool, default_spool_path
+from streamwarden.audit.verify import VerifyReport, verify_records
+from streamwarden.config import Durability, FailurePolicy, Settings
+from streamwarden.errors import AuditError, AuditUnavailableError
+from streamwarden.logging import AUDIT_WRITE_FAILED, SecretRedactor, make_logger
+from streamwarden.validation import check_seconds
+
+#: Seconds :meth:`AuditLog.flush` and :meth:`AuditLog.close` wait by default.
+FLUSH_TIMEOUT = 30.0
+#: Seconds a thread waits for another thread's append (or flush) before giving up.
+APPEND_WAIT = 60.0
+_log = make_logger(SecretRedactor())
+
+
+@contextmanager
+def _holding(lock: threading.Lock, operation: str) -> Iterator[None]:
+    """Hold ``lock``, waiting at most :data:`APPEND_WAIT` seconds for it.
+
+    Raises:
+        AuditUnavailableError: if another thread held it all that time.
+    """
+    if not lock.acquire(timeout=APPEND_WAIT):
+        raise AuditUnavailableError(f"audit log busy for {APPEND_WAIT} s", operation=operation)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class AuditLog:
+    """The ``lifecycle_audit`` table: an append-only, hash-chained :class:`AuditSink`.
+
+    Open with :meth:`open`. Each appended record gets the next ``seq`` and is sealed after the
+    previous row (``row_hash = sha256(prev_hash || canonical(record))``, see
+    :mod:`streamwarden.audit.chain`); appends from threads and processes are serialised by the
+    database (:mod:`streamwarden.audit.appender`), so the chain stays linear.
+
+    Durability (``Settings.audit_durability``):
+
+    * ``sync`` (default): :meth:`append` returns the stored record after its transaction
+      committed.
+    * ``batched``: :meth:`append` queues the record (bounded queue) and returns it unsealed
+      (``seq`` and hashes None: they are assigned at commit); the writer thread
+      ``streamwarden-audit-writer`` commits up to ``batch_size`` records per transaction, in
+      order. :meth:`flush` and :meth:`close` drain the queue. **Loss window**: records queued
+      but not yet committed (at most ``queue_size``, normally those of the last few
+      milliseconds) are lost if the process dies or :meth:`close` is never called.
+
+    Failure policy when the database is unreachable (``Settings.audit_failure_policy``):
+
+    * ``raise`` (default): :meth:`append` raises :class:`AuditUnavailableError` and nothing is
+      stored, so the manager rolls the transition back. (Batched: the writer keeps the queued
+      records and retries every 0.5 s; a full queue makes :meth:`append` raise.)
+    * ``spool``: the record is appended, unsealed, to a local fsynced JSONL spool and
+      :meth:`append` returns it unsealed. While the spool holds records every append goes to
+      it too, so the order is kept. Each append and :meth:`flush` first try the database:
+      once it answers, the spool is replayed into the table in order (sealed then, chain
+      intact) and emptied. A replay interrupted part-way is resumed without duplicates
+      (records are matched by ``event_id``).
+
+    Thread-safety: every method may be called from any thread; appends are stored in the
+    order of the calls. Close it after the manager that writes to it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        url: URL,
+        *,
+        spool: Spool,
+        durability: Durability = "sync",
+        failure_policy: FailurePolicy = "raise",
+        batch_size: int = 500,
+        queue_size: int = 10_000,
+        ready: bool = True,
+    ) -> None:
+        """Use :meth:`open`; this wraps an engine whose schema :func:`ensure_schema` checked
+        (``ready``) or will check on first use."""
+        self._engine = engine
+        self._url = url
+        self._spool = spool
+        self._durability: Durability = durability
+        self._policy: FailurePolicy = failure_policy
+        self._ready = ready
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._writer = (
+            BatchWriter(self._commit, batch_size=batch_size, queue_size=queue_size)
+            if durability == "batched" else None
+        )
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        spool_path: str | Path | None = None,
+        batch_size: int = 500,
+        queue_size: int = 10_000,
+    ) -> AuditLog:
+        """Open the audit database at ``url`` (else ``STREAMWARDEN_DB_URL``, else
+        ``sqlite:///./streamwarden-audit.db``).
+
+        A SQLite file that does not exist yet (or has no tables) is created and migrated;
+        any other database must be at the newest migration. With the ``spool`` policy an
+        unreachable database is accepted (its schema is checked when it answers). Records
+        left in the spool by an earlier run are replayed now if the database answers.
+
+        Args:
+            settings: durability and failure policy; default ``Settings.from_env()``.
+            spool_path: the spool file (default :func:`default_spool_path`).
+            batch_size, queue_size: group commit size and queue bound (batched only).
+
+        Raises:
+            InvalidInputError: malformed or unsupported URL, or a bad size.
+            AuditUnavailableError: the database is unreachable (``raise`` policy).
+            AuditSchemaError: the database is behind; the message names the command to run.
+
+        Thread-safety: safe to call from any thread.
+        """
+        settings = Settings.from_env() if settings is None else settings
+        check_limit("batch_size", batch_size)
+        check_limit("queue_size", queue_size)
+        parsed = parse_url(resolve_url(url, settings))
+        engine = make_engine(parsed)
+        try:
+            try:
+                ensure_schema(engine, parsed)
+                ready = True
+            except AuditUnavailableError:
+                if settings.audit_failure_policy != "spool":
+                    raise
+                ready = False
+            spool = Spool(Path(spool_path or default_spool_path(parsed)).absolute())
+            if ready and spool.pending():  # records an earlier run could not store
+                try:
+                    replay_spool(engine, parsed, spool)
+                except AuditUnavailableError as exc:
+                    _log.warning(AUDIT_WRITE_FAILED, spool=str(spool.path), error=exc.message)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(
+            engine, parsed, spool=spool, durability=settings.audit_durability,
+            failure_policy=settings.audit_failure_policy, batch_size=batch_size,
+            queue_size=queue_size, ready=ready,
+        )
+
+    @property
+    def url(self) -> str:
+        """The database URL, password redacted."""
+        return redact_url(self._url)
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool file used while the database is unreachable."""
+        return self._spool.path
+
+    def __repr__(self) -> str:
+        return (f"AuditLog(url={self.url!r}, durability={self._durability!r}, "
+                f"failure_policy={self._policy!r})")
+
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Append ``record`` (its ``seq`` and hashes, if any, are ignored and reassigned).
+
+        Returns:
+            ``sync``: the record as stored, with ``seq``, ``prev_hash`` and ``row_hash``.
+            ``batched``, or spooled: the record unsealed (they are assigned at commit).
+
+        Raises:
+            InvalidInputError: the record is malformed (details not JSON-serialisable, naive
+                timestamp, NUL character) or refused by the database; nothing was stored.
+            AuditUnavailableError: the database is unreachable (``raise`` policy), the spool
+                or the batched queue is full, or another append held the log for
+                :data:`APPEND_WAIT` seconds; nothing was stored.
+            AuditError: the log is closed, or another database error; nothing was stored.
+
+        Thread-safety: safe from any thread; records are stored in call order.
+        """
+        check_record(record)
+        with _holding(self._lock, "audit.append"):
+            if self._closed:
+                raise AuditError("the audit log is closed", operation="audit.append",
+                                 correlation_id=record.correlation_id)
+            if self._writer is not None:
+                self._writer.submit(record)
+                return record
+            return self._commit([record])[0]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Commit every record appended before this call: drain the batched queue, replay the
+        spool. ``timeout`` (seconds, default :data:`FLUSH_TIMEOUT`) bounds the queue wait.
+
+        Raises:
+            AuditUnavailableError: records are still queued after ``timeout``, or the database
+                is unreachable while the spool holds records (they stay safe in the spool).
+            AuditError: the database refused queued records (batched), or another error.
+            InvalidInputError: ``timeout`` is not a number of seconds > 0.
+
+        Thread-safety: safe from any thread.
+        """
+        wait = FLUSH_TIMEOUT if timeout is None else check_seconds("timeout", timeout,
+                                                                  allow_zero=False)
+        if self._writer is not None:
+            self._writer.flush(wait)
+        if self._spool.pending() or not self._ready:
+            with _holding(self._write_lock, "audit.flush"):
+                self._replay()
+
+    def close(self) -> None:
+        """Drain the batched queue and the spool (if the database answers), release the
+        connections. Idempotent; appends after it raise.
+
+        Raises:
+            AuditUnavailableError, AuditError: as :meth:`flush` for the batched queue (the log
+                is closed anyway and records still queued are lost). Records left in the spool
+                stay there for the next :meth:`open` with the same spool.
+
+        Thread-safety: safe from any thread.
+        """
+        with _holding(self._lock, "audit.close"):
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self._writer is not None:
+                self._writer.close(FLUSH_TIMEOUT)
+            if self._spool.pending():
+                with _holding(self._write_lock, "audit.close"):
+                    self._replay(leave_if_unavailable=True)
+        finally:
+            self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def query(
+        self, *, correlation_id: str | None = None, lifecycle_id: str | None = None,
+        fingerprint: str | None = None, kind: str | None = None, event: str | None = None,
+        since: datetime | None = None, until: datetime | None = None, limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """The records matching every given filter, in ``seq`` order (at most ``limit``).
+
+        ``since`` is inclusive, ``until`` exclusive (timezone-aware).
+
+        Raises:
+            InvalidInputError: a filter is malformed.
+            AuditUnavailableError, AuditError: the database could not be read.
+
+        Thread-safety: safe from any thread.
+        """
+        return list(self.iter_records(
+            correlation_id=correlation_id, lifecycle_id=lifecycle_id, fingerprint=fingerprint,
+            kind=kind, event=event, since=since, until=until, limit=limit,
+        ))
+
+    def iter_records(
+        self, *, correlation_id: str | None = None, lifecycle_id: str | None = None,
+        fingerprint: str | None = None, kind: str | None = None, event: str | None = None,
+        since: datetime | None = None, until: datetime | None = None, limit: int | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[AuditRecord]:
+        """Like :meth:`query`, streamed: pages of ``batch_size`` rows read by ``seq`` (keyset
+        pagination), so memory stays constant however many rows match.
+
+        Raises:
+            InvalidInputError: a filter or ``batch_size`` is malformed (raised at once).
+            AuditError: the log is closed (raised at once).
+            AuditUnavailableError, AuditError: while iterating, if the database fails.
+
+        Thread-safety: safe from any thread; each page is one short read.
+        """
+        if self._closed:
+            raise AuditError("the audit log is closed", operation="audit.query")
+        flt = AuditFilter(correlation_id=correlation_id, lifecycle_id=lifecycle_id,
+                          fingerprint=fingerprint, kind=kind, event=event, since=since,
+                          until=until, limit=limit)
+        check_limit("batch_size", batch_size)
+        return self._pages(flt, batch_size)
+
+    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Walk the whole chain in ``seq`` order (streamed) and report the first break.
+
+        See :mod:`streamwarden.audit.verify` for the reasons. ``progress`` is called with the
+        number of rows read every 10,000 rows and at the end.
+
+        Raises:
+            AuditUnavailableError, AuditError: the database could not be read.
+
+        Thread-safety: safe from any thread.
+        """
+        return verify_records(self._pages(AuditFilter(), 1000), progress=progress)
+
+    def _pages(self, flt: AuditFilter, batch_size: int) -> Iterator[AuditRecord]:
+        after: int | None = None
+        remaining = flt.limit
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            statement = select_records(flt, after_seq=after, limit=size)
+            try:
+                with self._engine.connect() as connection:
+                    page = [row_to_record(row) for row in connection.execute(statement)]
+            except sa.exc.SQLAlchemyError as exc:
+                raise translate_error(exc, self._url, "audit.query") from None
+            yield from page
+            if remaining is not None:
+                remaining -= len(page)
+            if len(page) < size:
+                return
+            after = page[-1].seq
+
+    def _commit(self, records: list[AuditRecord]) -> list[AuditRecord]:
+        """Store ``records`` in order (spool first if it holds records); under the policy."""
+        with _holding(self._write_lock, "audit.append"):
+            try:
+                if self._spool.pending() or not self._ready:
+                    self._replay()
+                return append_chain(self._engine, self._url, records)
+            except AuditUnavailableError as exc:
+                if self._policy == "raise":
+                    raise
+                _log.warning(AUDIT_WRITE_FAILED, spooled=len(records), error=exc.message,
+                             spool=str(self._spool.path))
+                self._spool.add(records)
+                return records
+
+    def _replay(self, *, leave_if_unavailable: bool = False) -> None:
+        """Check the schema once, then replay the spool. Caller holds ``_write_lock``.
+
+        Raises:
+            AuditUnavailableError: the database is unreachable (unless
+                ``leave_if_unavailable``: the records then stay in the spool for later).
+            AuditError: the spool is corrupt or the database refused a spooled record.
+        """
+        try:
+            if not self._ready:
+                ensure_schema(self._engine, self._url)
+                self._ready = True
+            replay_spool(self._engine, self._url, self._spool)
+        except AuditUnavailableError as exc:
+            if not leave_if_unavailable:
+                raise
+            _log.warning(AUDIT_WRITE_FAILED, spool=str(self._spool.path), error=exc.message)
+
+
+def replay_spool(engine: Engine, url: URL, spool: Spool) -> None:
+    """Replay ``spool`` into the table, in order, skipping records the table already has.
+
+    Raises:
+        AuditUnavailableError: the database is unreachable; the spool is left as it was.
+        AuditError: the spool is corrupt or the database refused a spooled record.
+
+    Thread-safety: safe from any thread and process (the spool's file lock and the chain
+    lock serialise replays).
+    """
+    spool.replay(lambda chunk: append_chain(engine, url, chunk, skip_stored=True))

@@ -1,0 +1,181 @@
+"""The ``lifecycle_audit`` table as a SQLAlchemy 2.x typed declarative model.
+
+One :class:`AuditRow` is one :class:`~streamwarden.audit.records.AuditRecord`;
+:func:`record_to_row` and :func:`row_to_record` convert between them without loss, so that a
+record read back hashes to the same ``row_hash`` as the record written (see
+:mod:`streamwarden.audit.chain`).
+
+The schema itself is created only by the Alembic migrations in :mod:`streamwarden.migrations`;
+this model is what the code reads and writes, and the tests check that the two do not drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from streamwarden.audit.records import OUTCOMES, AuditRecord, Outcome
+from streamwarden.errors import InvalidInputError
+
+TABLE_NAME = "lifecycle_audit"
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp with microseconds that round-trips exactly.
+
+    PostgreSQL stores it as ``timestamp with time zone``; SQLite, which has no time zones, as
+    naive UTC text in SQLAlchemy's fixed-width format (so text order is time order). Reading
+    gives back a ``datetime`` in :data:`datetime.UTC` on both.
+
+    Raises:
+        InvalidInputError: when binding a naive ``datetime``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise InvalidInputError("audit timestamps must be timezone-aware")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class AuditBase(DeclarativeBase):
+    """Declarative base of the audit models; its metadata is what the migrations create."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+_OUTCOME_CHECK = "outcome IN (" + ", ".join(f"'{outcome}'" for outcome in OUTCOMES) + ")"
+
+
+class AuditRow(AuditBase):
+    """One row of ``lifecycle_audit``: an appended, numbered and chained audit record.
+
+    Append-only: the migration adds triggers that refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = TABLE_NAME
+    __table_args__ = (
+        sa.CheckConstraint(_OUTCOME_CHECK, name="outcome"),
+        sa.Index(None, "correlation_id", "seq"),
+        sa.Index(None, "lifecycle_id", "seq"),
+        sa.Index(None, "fingerprint", "seq"),
+        sa.Index(None, "kind", "event", "seq"),
+        sa.Index(None, "occurred_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(sa.String, unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lifecycle_id: Mapped[str] = mapped_column(sa.String)
+    fingerprint: Mapped[str] = mapped_column(sa.String)
+    kind: Mapped[str] = mapped_column(sa.String)
+    event: Mapped[str] = mapped_column(sa.String)
+    from_state: Mapped[str | None] = mapped_column(sa.String)
+    to_state: Mapped[str | None] = mapped_column(sa.String)
+    refs_before: Mapped[int | None] = mapped_column(sa.Integer)
+    refs_after: Mapped[int | None] = mapped_column(sa.Integer)
+    lease_id: Mapped[str | None] = mapped_column(sa.String)
+    owner: Mapped[str | None] = mapped_column(sa.String)
+    correlation_id: Mapped[str] = mapped_column(sa.String)
+    causation_id: Mapped[str | None] = mapped_column(sa.String)
+    host: Mapped[str] = mapped_column(sa.String)
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    outcome: Mapped[str] = mapped_column(sa.String)
+    error_type: Mapped[str | None] = mapped_column(sa.String)
+    error_message: Mapped[str | None] = mapped_column(sa.String)
+    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    schema_version: Mapped[int] = mapped_column(sa.Integer)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    row_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+audit_table: sa.Table = cast(sa.Table, AuditRow.__table__)
+#: Column names in table order; the same names as the fields of :class:`AuditRecord`.
+COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_table.columns)
+
+
+def record_to_row(record: AuditRecord) -> dict[str, Any]:
+    """The column values of a sealed ``record``, ready for ``insert(audit_table)``.
+
+    Raises:
+        InvalidInputError: if ``record`` has no ``seq``, ``prev_hash`` or ``row_hash`` yet.
+
+    Thread-safety: pure.
+    """
+    if record.seq is None or record.prev_hash is None or record.row_hash is None:
+        raise InvalidInputError(
+            "only sealed audit records (seq and hashes set) can be written",
+            operation="audit.append", correlation_id=record.correlation_id,
+        )
+    values = {name: getattr(record, name) for name in COLUMNS}
+    values["details"] = dict(record.details)
+    return values
+
+
+def row_to_record(row: AuditRow | sa.Row[Any] | Mapping[str, Any]) -> AuditRecord:
+    """The :class:`AuditRecord` stored in ``row``.
+
+    ``row`` may be an :class:`AuditRow`, a Core result row over the table's columns, or a
+    mapping of column names to values (``result.mappings()``).
+
+    Raises:
+        KeyError: if a column is missing from a row or mapping.
+
+    Thread-safety: pure.
+    """
+    if isinstance(row, AuditRow):
+        values: Mapping[Any, Any] = {name: getattr(row, name) for name in COLUMNS}
+    elif isinstance(row, sa.Row):
+        values = row._mapping
+    else:
+        values = row
+    return AuditRecord(
+        seq=values["seq"],
+        event_id=values["event_id"],
+        occurred_at=values["occurred_at"],
+        lifecycle_id=values["lifecycle_id"],
+        fingerprint=values["fingerprint"],
+        kind=values["kind"],
+        event=values["event"],
+        from_state=values["from_state"],
+        to_state=values["to_state"],
+        refs_before=values["refs_before"],
+        refs_after=values["refs_after"],
+        lease_id=values["lease_id"],
+        owner=values["owner"],
+        correlation_id=values["correlation_id"],
+        causation_id=values["causation_id"],
+        host=values["host"],
+        pid=values["pid"],
+        outcome=cast(Outcome, values["outcome"]),
+        error_type=values["error_type"],
+        error_message=values["error_message"],
+        details=dict(values["details"]),
+        schema_version=values["schema_version"],
+        prev_hash=values["prev_hash"],
+        row_hash=values["row_hash"],
+    )

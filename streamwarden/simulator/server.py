@@ -1,0 +1,152 @@
+"""The asyncio side of the simulator: the WebSocket server, routing, and a bounded shutdown.
+
+Routes: ``/v2/<feed>`` (any feed name: ``iex``, ``sip``, ...) speaks market data, ``/stream`` the
+trading stream; any other path is refused with HTTP 404 during the opening handshake. Market
+data is MessagePack when the client sends ``Content-Type: application/msgpack`` (alpaca-py
+does), JSON otherwise.
+
+Shutdown: hung connections (``hang_on_close``) are aborted, every other connection gets a
+close frame (1001, going away) and ``CLOSE_TIMEOUT`` seconds to answer, and whatever is still
+open when the grace period ends (handshakes included) is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from streamwarden.simulator.connection import SimConnection, connection_class
+from streamwarden.simulator.context import ProtocolContext
+from streamwarden.simulator.delivery import abort
+from streamwarden.simulator.events import (
+    CONNECTION_CLOSED,
+    CONNECTION_OPENED,
+    FAULT_INJECTED,
+    STOP_FORCED,
+)
+from streamwarden.simulator.market_data import serve_market_data
+from streamwarden.simulator.messages import Codec
+from streamwarden.simulator.publisher import Publisher
+from streamwarden.simulator.registry import Session
+from streamwarden.simulator.stats import MARKET_DATA, TRADE_UPDATES, StreamKind
+from streamwarden.simulator.trading import serve_trading
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds a client has to answer the server's close frame when the simulator stops."""
+
+TRADING_PATH = "/stream"
+_FEED_PATH = re.compile(r"/v2/[A-Za-z0-9_.-]+")
+
+
+def route(path: str) -> StreamKind | None:
+    """The stream kind served at ``path`` (query string ignored), or None."""
+    bare = urlsplit(path).path
+    if bare == TRADING_PATH:
+        return TRADE_UPDATES
+    if _FEED_PATH.fullmatch(bare):
+        return MARKET_DATA
+    return None
+
+
+class SimulatorServer:
+    """Serves both protocols on one port until asked to stop.
+
+    Thread-safety: lives on the simulator's event loop; no method may be called elsewhere.
+    """
+
+    def __init__(
+        self, host: str, port: int, ctx: ProtocolContext, publisher: Publisher,
+        trading_codec: Codec,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._ctx = ctx
+        self._publisher = publisher
+        self._trading_codec = trading_codec
+        self._connections = connection_class(self._should_hang)
+
+    def _should_hang(self, session: Session) -> bool:
+        if not self._ctx.registry.faults.hang_on_close:
+            return False
+        self._ctx.registry.mark_hung(session)
+        self._ctx.log.info(FAULT_INJECTED, fault="hang_on_close", connection_id=session.id)
+        return True
+
+    async def run(
+        self, started: Callable[[int], None], stopping: asyncio.Event, grace: Callable[[], float]
+    ) -> None:
+        """Listen, call ``started(port)``, serve until ``stopping`` is set, then shut down
+        within ``grace()`` seconds plus a short abort phase.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        server = await serve(
+            self._handle, self._host, self._port,
+            process_request=self._route, create_connection=self._connections,
+            compression=None, ping_interval=None, close_timeout=CLOSE_TIMEOUT,
+        )
+        generator = asyncio.create_task(
+            self._publisher.run_generator(), name="streamwarden-simulator-quotes"
+        )
+        started(server.sockets[0].getsockname()[1])
+        try:
+            await stopping.wait()
+        finally:
+            generator.cancel()
+            await self._shutdown(server, grace())
+
+    async def _shutdown(self, server: Server, grace: float) -> None:
+        for session in self._ctx.registry.sessions():
+            if session.hung:
+                abort(session)
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), grace)
+        except TimeoutError:
+            self._ctx.log.warning(STOP_FORCED, grace=grace, left=len(self._connections.live))
+        for connection in list(self._connections.live):
+            connection.transport.abort()
+        # Let connection_lost run for the aborted transports before the loop ends.
+        await asyncio.sleep(0)
+
+    @staticmethod
+    def _route(connection: ServerConnection, request: Request) -> Response | None:
+        if route(request.path) is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "streamwarden simulator: no such "
+                                      "stream; use /v2/<feed> or /stream\n")
+        return None
+
+    def _codec(self, kind: StreamKind, request: Request) -> Codec:
+        if kind == TRADE_UPDATES:
+            return self._trading_codec
+        content_type = request.headers.get("Content-Type", "").lower()
+        return "msgpack" if "msgpack" in content_type else "json"
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        request = connection.request
+        assert request is not None, "handlers run after the opening handshake"
+        path = urlsplit(request.path).path
+        kind = route(path)
+        assert kind is not None, "_route refused every other path"
+        registry, log = self._ctx.registry, self._ctx.log
+        session = registry.open_session(kind, path, self._codec(kind, request), connection)
+        cast(SimConnection, connection).session = session
+        log.debug(CONNECTION_OPENED, connection_id=session.id, kind=kind, path=path)
+        serve_protocol = serve_market_data if kind == MARKET_DATA else serve_trading
+        try:
+            await serve_protocol(session, self._ctx)
+        except ConnectionClosed:
+            pass
+        finally:
+            registry.close_session(session)
+            log.debug(CONNECTION_CLOSED, connection_id=session.id, kind=kind,
+                      dropped=session.dropped, hung=session.hung)

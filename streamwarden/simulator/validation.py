@@ -1,0 +1,93 @@
+"""Checks of the simulator's call arguments; each raises InvalidInputError with a clear reason."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, InvalidOperation
+
+from streamwarden.errors import InvalidInputError
+
+Number = Decimal | float | int | str
+"""A price or quantity as callers may give it."""
+
+
+def check_symbol(value: object) -> str:
+    """``value`` if it is a non-empty string without whitespace (sent exactly as given).
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise InvalidInputError(f"symbol must be a non-empty string without spaces, "
+                                f"got {value!r}")
+    return value
+
+
+def check_price(name: str, value: object) -> float:
+    """``value`` (Decimal, float, int or numeric string) as a positive, finite float.
+
+    Raises:
+        InvalidInputError: not a number, or not positive and finite.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | float | int | str):
+        raise InvalidInputError(f"{name} must be a number, got {type(value).__name__}")
+    try:
+        price = float(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        raise InvalidInputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(price) or price <= 0:
+        raise InvalidInputError(f"{name} must be positive and finite, got {value!r}")
+    return price
+
+
+def check_decimal(name: str, value: object) -> Decimal:
+    """``value`` as an exact positive :class:`Decimal` (``"410.50"`` stays ``410.50``).
+
+    Raises:
+        InvalidInputError: as :func:`check_price`.
+    """
+    check_price(name, value)
+    return Decimal(str(value))
+
+
+def check_count(name: str, value: object, *, minimum: int = 1) -> int:
+    """``value`` if it is a whole number >= ``minimum``.
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def check_rate(value: object) -> float:
+    """``value`` as quotes per second if it is a finite number >= 0.
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"quote_rate must be a number, got {type(value).__name__}")
+    rate = float(value)
+    if not math.isfinite(rate) or rate < 0:
+        raise InvalidInputError(f"quote_rate must be finite and >= 0, got {value!r}")
+    return rate
+
+
+def check_bar(open_price: object, high_price: object, low_price: object,
+              close_price: object) -> dict[str, float]:
+    """A bar's four prices by keyword (``open_price``, ...), checked with :func:`check_price`
+    and for consistency.
+
+    Raises:
+        InvalidInputError: a bad price, or ``low_price`` above the open or close, or
+            ``high_price`` below them.
+    """
+    prices = {name: check_price(name, value) for name, value in (
+        ("open_price", open_price), ("high_price", high_price),
+        ("low_price", low_price), ("close_price", close_price))}
+    body = (prices["open_price"], prices["close_price"])
+    if prices["low_price"] > min(body) or prices["high_price"] < max(body):
+        raise InvalidInputError("a bar needs low <= open, close <= high")
+    return prices

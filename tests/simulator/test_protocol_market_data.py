@@ -1,0 +1,186 @@
+"""The market-data protocol on the wire, byte for byte, with a plain websockets client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgpack
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from streamwarden.simulator import MARKET_DATA, Faults, Simulator
+from tests.simulator.conftest import BOUND, KEY_ID, SECRET
+
+MSGPACK = {"Content-Type": "application/msgpack"}
+
+
+@contextmanager
+def client(url: str, *, msgpack_codec: bool = True) -> Iterator[ClientConnection]:
+    headers = MSGPACK if msgpack_codec else None
+    with connect(url, additional_headers=headers, open_timeout=BOUND,
+                 close_timeout=BOUND) as connection:
+        yield connection
+
+
+def send(connection: ClientConnection, request: dict[str, Any]) -> None:
+    connection.send(msgpack.packb(request))
+
+
+def receive(connection: ClientConnection) -> list[dict[str, Any]]:
+    frame = connection.recv(timeout=BOUND)
+    decoded: list[dict[str, Any]] = (
+        msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame))
+    return decoded
+
+
+def authenticate(connection: ClientConnection) -> None:
+    assert receive(connection) == [{"T": "success", "msg": "connected"}]
+    send(connection, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+    assert receive(connection) == [{"T": "success", "msg": "authenticated"}]
+
+
+def test_handshake_subscribe_and_unsubscribe_acks(sim: Simulator) -> None:
+    with client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "trades": ["AAPL"], "quotes": ["MSFT", "AMD"],
+                  "bars": ["*"], "dailyBars": ["SPY"]})
+        (ack,) = receive(ws)
+        assert ack == {
+            "T": "subscription", "trades": ["AAPL"], "quotes": ["AMD", "MSFT"], "bars": ["*"],
+            "updatedBars": [], "dailyBars": ["SPY"], "statuses": [], "lulds": [],
+            "corrections": ["AAPL"], "cancelErrors": ["AAPL"],
+        }
+        send(ws, {"action": "unsubscribe", "quotes": ["MSFT"], "bars": ["*"]})
+        (ack,) = receive(ws)
+        assert (ack["quotes"], ack["bars"], ack["trades"]) == (["AMD"], [], ["AAPL"])
+        (connection,) = sim.stats().open_connections(MARKET_DATA)
+        assert connection.subscription == {
+            "trades": {"AAPL"}, "quotes": {"AMD"}, "dailyBars": {"SPY"}}
+
+
+def test_errors_before_and_after_auth(sim: Simulator) -> None:
+    with client(sim.feed_url("sip")) as ws:
+        assert receive(ws)[0]["msg"] == "connected"
+        send(ws, {"action": "subscribe", "trades": ["AAPL"]})
+        assert receive(ws) == [{"T": "error", "code": 401, "msg": "not authenticated"}]
+        ws.send(b"\xc1 not msgpack")
+        assert receive(ws)[0]["code"] == 400
+        send(ws, {"action": "auth", "key": "", "secret": SECRET})
+        assert receive(ws) == [{"T": "error", "code": 402, "msg": "auth failed"}]
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})  # may try again
+        assert receive(ws)[0]["msg"] == "authenticated"
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+        assert receive(ws)[0] == {"T": "error", "code": 403, "msg": "already authenticated"}
+        for bad in ({"action": "dance"}, ["auth"], {"action": "subscribe", "news": ["AAPL"]},
+                    {"action": "subscribe", "trades": "AAPL"},
+                    {"action": "subscribe", "trades": [""]}):
+            ws.send(msgpack.packb(bad))
+            assert receive(ws)[0]["code"] == 400, bad
+    stats = sim.stats()
+    assert stats.error_codes() == (401, 400, 402, 403, 400, 400, 400, 400, 400)
+    assert [a.outcome for a in stats.auth_attempts] == ["auth_failed", "authorized"]
+    assert stats.connections[0].path == "/v2/sip"
+
+
+def test_json_codec_without_the_msgpack_header(sim: Simulator) -> None:
+    with client(sim.market_data_url, msgpack_codec=False) as ws:
+        assert receive(ws) == [{"T": "success", "msg": "connected"}]
+        ws.send(json.dumps({"action": "auth", "key": KEY_ID, "secret": SECRET}))
+        assert receive(ws)[0]["msg"] == "authenticated"
+        ws.send(json.dumps({"action": "subscribe", "trades": ["AAPL"]}).encode())  # binary JSON
+        assert receive(ws)[0]["trades"] == ["AAPL"]
+        ws.send("{not json")
+        assert receive(ws)[0]["code"] == 400
+        sim.publish_trade("AAPL", price="187.25", size=2, trade_id=9,
+                          timestamp=msgpack.Timestamp(1714573800, 123456789).to_datetime())
+        frame = ws.recv(timeout=BOUND)
+    assert isinstance(frame, str)
+    (trade,) = json.loads(frame)
+    assert trade == {"T": "t", "S": "AAPL", "i": 9, "x": "V", "p": 187.25, "s": 2, "c": ["@"],
+                     "z": "C", "t": "2024-05-01T14:30:00.123456000Z"}
+
+
+def test_configured_credentials_only() -> None:
+    with Simulator(credentials={KEY_ID: SECRET}) as sim, client(sim.market_data_url) as ws:
+        assert receive(ws)[0]["msg"] == "connected"
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": "wrong"})
+        assert receive(ws)[0]["code"] == 402
+        send(ws, {"action": "auth", "key": "OTHER", "secret": SECRET})
+        assert receive(ws)[0]["code"] == 402
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+        assert receive(ws)[0]["msg"] == "authenticated"
+        assert SECRET not in repr(sim) and SECRET not in repr(sim.stats())
+
+
+def test_auth_timeout_closes_with_404() -> None:
+    with Simulator(auth_timeout=0.2) as sim, client(sim.market_data_url) as ws:
+        assert receive(ws)[0]["msg"] == "connected"
+        assert receive(ws) == [{"T": "error", "code": 404, "msg": "auth timeout"}]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=BOUND)
+
+
+def test_connection_limit_then_close(sim: Simulator) -> None:
+    sim.set_faults(Faults(connection_limit=True))
+    with client(sim.market_data_url) as ws:
+        assert receive(ws)[0]["msg"] == "connected"
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+        assert receive(ws) == [{"T": "error", "code": 406, "msg": "connection limit exceeded"}]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=BOUND)
+
+
+def test_unknown_path_is_refused_during_the_handshake(sim: Simulator) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{sim.port}/v1beta3/crypto/us", open_timeout=BOUND)
+    assert refused.value.response.status_code == 404
+    assert sim.stats().kind(MARKET_DATA).opened == 0
+
+
+def test_drop_after_drops_every_connection_without_once(sim: Simulator) -> None:
+    sim.set_faults(Faults(drop_after=2))
+    for _ in range(2):
+        with client(sim.market_data_url) as ws:
+            authenticate(ws)
+            send(ws, {"action": "subscribe", "quotes": ["AAPL"]})
+            receive(ws)
+            assert sim.publish_quotes("AAPL", 5, batch_size=5) == 2
+            assert len(receive(ws)) == 2
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=BOUND)
+            assert closed.value.rcvd is None  # aborted: no close frame
+    stats = sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 0, BOUND)
+    assert stats.kind(MARKET_DATA).drops == 2
+    assert [c.data_messages for c in stats.connections] == [2, 2]
+
+
+def test_hang_on_close_never_answers_and_stop_aborts(sim: Simulator) -> None:
+    sim.set_faults(Faults(hang_on_close=True))
+    with connect(sim.market_data_url, additional_headers=MSGPACK, close_timeout=0.3) as ws:
+        authenticate(ws)
+        begin = time.monotonic()
+    # Leaving the block closed it: the server never answered, the client gave up after 0.3 s.
+    assert time.monotonic() - begin >= 0.3
+    stats = sim.wait_for(lambda s: s.connections[0].hung, BOUND)
+    assert stats.kind(MARKET_DATA).open == 1  # still open on the server side
+
+
+def test_slow_start_delays_the_greeting() -> None:
+    with Simulator(faults=Faults(slow_start=0.3)) as sim:
+        begin = time.monotonic()
+        with client(sim.market_data_url) as ws:
+            assert receive(ws)[0]["msg"] == "connected"
+            assert time.monotonic() - begin >= 0.3
+
+
+def test_slow_start_ends_early_when_the_client_leaves() -> None:
+    with Simulator(faults=Faults(slow_start=30)) as sim:
+        with client(sim.market_data_url):
+            sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 1, BOUND)
+        stats = sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 0, BOUND)
+    assert stats.connections[0].control_messages == 0
