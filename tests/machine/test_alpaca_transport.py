@@ -26,6 +26,8 @@ from streamwarden import (
     StartTimeoutError,
     SubscriptionError,
 )
+from streamwarden.machine.alpaca_transport import AlpacaTransport
+from streamwarden.machine.keys import StreamKey
 from streamwarden.simulator import Faults, Simulator
 from tests.conftest import CANARY_KEY_ID, CANARY_SECRET
 from tests.test_secret_canary import assert_no_canary, canary_outputs
@@ -291,3 +293,45 @@ def test_an_acquire_waits_for_a_closing_predecessor_so_sockets_never_overlap(sim
         assert trail.index((old.lifecycle_id, "close_timeout")) < \
             trail.index((new.lifecycle_id, "acquire"))
         new.release()
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_connected(self) -> None:
+        self.calls.append("connected")
+
+    def on_connection_lost(self, reason: str) -> None:
+        self.calls.append("lost")
+
+    def on_fatal_error(self, error: object) -> None:
+        self.calls.append("fatal")
+
+    def on_message(self, message: object) -> None:
+        self.calls.append("message")
+
+
+def test_a_transport_stopped_before_it_started_never_starts(sim, sim_settings, creds):
+    key = StreamKey("0" * 24, "market_data", True, "iex")
+    transport = AlpacaTransport(key, creds, sim_settings)
+    transport.subscribe([("quotes", "AAPL")])
+    assert transport.stop(0.1) is True
+    listener = _Listener()
+    transport.start(listener)
+    assert not transport.thread_alive and not transport.socket_open
+    assert transport.subscriptions == {("quotes", "AAPL")}
+    assert sim.stats().kinds["market_data"].opened == 0 and listener.calls == []
+
+
+def test_a_transport_stops_twice_and_its_thread_is_named(sim, sim_settings, creds):
+    key = StreamKey("1" * 24, "trade_updates", True, None)
+    transport = AlpacaTransport(key, creds, sim_settings)
+    listener = _Listener()
+    transport.start(listener)
+    assert wait_until(lambda: listener.calls == ["connected"])
+    assert transport.socket_open
+    assert "streamwarden-alpaca-trade_updates-11111111" in [t.name for t in alpaca_threads()]
+    assert transport.stop(BOUND) is True
+    assert transport.stop(BOUND) is True and not transport.thread_alive
+    assert listener.calls == ["connected"]  # a deliberate stop is not a lost connection
