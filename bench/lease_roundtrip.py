@@ -32,11 +32,11 @@ def bench_manager(iterations: int) -> dict[str, float]:
     creds = Credentials("PKBENCHACCOUNT000001", "bench-secret-value")
     manager = ConnectionManager(transport_factory=InMemoryTransportFactory(),
                                 audit=InMemoryAuditSink(), settings=Settings())
-    anchor = manager.market_data(creds)  # keeps the connection running
+    anchor = manager.market_data(creds, symbols=["AAPL"])  # keeps the connection running
     samples = []
     for _ in range(iterations):
         started = time.perf_counter_ns()
-        manager.market_data(creds).release()
+        manager.market_data(creds, symbols=["AAPL"]).release()
         samples.append(time.perf_counter_ns() - started)
     anchor.release()
     manager.close()

@@ -1,0 +1,28 @@
+"""The benchmark scripts run and print one JSON document (tiny sizes: a smoke test, not a
+measurement; the figures come from running them with their defaults)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize(("script", "arguments", "key"), [
+    ("lease_roundtrip.py", ["--iterations", "50"], "manager"),
+    ("stream_throughput.py", ["--quotes", "200", "--repeat", "1", "--stop-reps", "1",
+                              "--sdk-stop-reps", "1", "--idle", "0", "--cycles", "2"],
+     "throughput"),
+    ("audit_throughput.py", ["--rows", "300", "--sync-appends", "10", "--batched-appends", "50",
+                             "--no-pg"], "results"),
+], ids=["lease_roundtrip", "stream_throughput", "audit_throughput"])
+def test_benchmark_prints_json(script, arguments, key):
+    done = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert key in json.loads(done.stdout)
