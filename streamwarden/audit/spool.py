@@ -195,7 +195,7 @@ class Spool:
                             f"the audit spool {self.path} stayed locked for {LOCK_TIMEOUT} s",
                             operation="audit.spool",
                         ) from None
-                    time.sleep(0.01)
+                    time.sleep(0.01)  # flock has no timed wait: poll until the deadline
             try:
                 yield handle
             finally:

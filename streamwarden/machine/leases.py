@@ -127,6 +127,14 @@ class Lease:
                 correlation_id=self.correlation_id,
             )
 
+    def raise_unless_live(self) -> None:
+        """If the lease is not live, raise why: a revoked lease's cause itself (for example the
+        AuthenticationError that failed its connection), or LeaseError if it was released."""
+        if self.status is LeaseStatus.REVOKED:
+            cause = self.revocation or LeaseRevokedError(f"lease {self.lease_id} was revoked")
+            raise cause.derive(operation="acquire", correlation_id=self.correlation_id)
+        self.ensure_live()
+
     def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the connection is running (for leases acquired with ``wait=False``).
 

@@ -32,7 +32,6 @@ from streamwarden.errors import (
     AuditError,
     InvalidInputError,
     InvalidTransitionError,
-    LeaseRevokedError,
     ManagerClosedError,
     StartTimeoutError,
     StopTimeoutError,
@@ -271,7 +270,7 @@ class ConnectionManager:
             lambda: not lease.is_live or connection.state == RUNNING,
             timeout=max(0.0, deadline - self._clock.monotonic()),
         )
-        _raise_unless_live(lease)
+        lease.raise_unless_live()
         if not ready:
             state = connection.state
             if release_on_timeout:
@@ -288,7 +287,7 @@ class ConnectionManager:
         seconds = self._settings.start_timeout if timeout is None else check_seconds(
             "timeout", timeout)
         with self._core.cond:
-            _raise_unless_live(lease)
+            lease.raise_unless_live()
             connection = self._core.active[lease.lifecycle_id]
             deadline = self._clock.monotonic() + seconds
             self._await_running(lease, connection, deadline, release_on_timeout=False)
@@ -399,12 +398,3 @@ class ConnectionManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _raise_unless_live(lease: Lease) -> None:
-    """Raise the cause of a revoked lease (e.g. AuthenticationError), or LeaseError."""
-    if lease.status is LeaseStatus.REVOKED:
-        cause = lease.revocation or LeaseRevokedError(f"lease {lease.lease_id} was revoked")
-        raise cause.derive(operation="acquire", correlation_id=lease.correlation_id)
-    lease.ensure_live()
-
