@@ -63,10 +63,6 @@ class FanOut:
         self.remove(lease, lease.subscriptions)
         self._leases.pop(lease.lease_id, None)
 
-    def wanted(self) -> frozenset[Subscription]:
-        """The union of the live leases' subscriptions."""
-        return frozenset(self._counts)
-
     def route(self, message: StreamMessage) -> list[Lease]:
         """The leases ``message`` goes to; remembers it if it is the latest quote or trade."""
         if message.channel == TRADE_UPDATES_CHANNEL:
