@@ -1,45 +1,59 @@
 """streamwarden: shared, audited Alpaca WebSocket connections with a formally specified lifecycle.
 
-The public API: :class:`ConnectionManager` hands out :class:`Lease` objects on shared connections
-(alpaca-py's streams by default); :class:`Credentials` and :class:`Settings` configure it;
-:class:`AuditLog` records every transition in SQLite or PostgreSQL; market data arrives as
-:class:`Quote`, :class:`Trade` and :class:`Bar`; every error is a :class:`StreamwardenError`.
+The public API: :class:`ConnectionManager` (threads) and :class:`AsyncConnectionManager`
+(asyncio) hand out leases on shared connections (alpaca-py's streams by default);
+:class:`Credentials` and :class:`Settings` configure them; :class:`AuditLog` records every
+transition in SQLite or PostgreSQL; market data arrives as :class:`Quote`, :class:`Trade` and
+:class:`Bar`; every error is a :class:`StreamwardenError`.
+
+``import streamwarden`` is light: each name below is imported on first use, so alpaca-py (and
+pandas), SQLAlchemy and alembic load only when a manager, a transport or an ``AuditLog`` is used.
 """
 
-from streamwarden.audit.log import AuditLog
-from streamwarden.audit.memory import InMemoryAuditSink
-from streamwarden.audit.records import AuditRecord, AuditSink
-from streamwarden.config import Settings
-from streamwarden.credentials import Credentials, Secret
-from streamwarden.errors import (
-    AuditError,
-    AuditIntegrityError,
-    AuditSchemaError,
-    AuditUnavailableError,
-    AuthenticationError,
-    ConnectionLimitError,
-    ConnectionStartError,
-    InvalidInputError,
-    InvalidTransitionError,
-    InvariantViolationError,
-    LeaseError,
-    LeaseRevokedError,
-    ManagerClosedError,
-    StartTimeoutError,
-    StopTimeoutError,
-    StreamwardenError,
-    SubscriptionError,
-)
-from streamwarden.machine.health import HealthReport, LeaseHealth, LifecycleHealth
-from streamwarden.machine.keys import StreamKey
-from streamwarden.machine.leases import Lease, LeaseStatus
-from streamwarden.machine.manager import ConnectionManager
-from streamwarden.machine.market_data import Bar, Quote, Trade
-from streamwarden.machine.transport import StreamMessage, Transport, TransportListener
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "AuditLog": "streamwarden.audit.log",
+    "InMemoryAuditSink": "streamwarden.audit.memory",
+    "AuditRecord": "streamwarden.audit.records",
+    "AuditSink": "streamwarden.audit.records",
+    "Settings": "streamwarden.config",
+    "Credentials": "streamwarden.credentials",
+    "Secret": "streamwarden.credentials",
+    "Bar": "streamwarden.marketdata",
+    "Quote": "streamwarden.marketdata",
+    "Trade": "streamwarden.marketdata",
+    "StreamMessage": "streamwarden.transports",
+    "Transport": "streamwarden.transports",
+    "TransportEvents": "streamwarden.transports",
+    "TransportFactory": "streamwarden.transports",
+    **dict.fromkeys(
+        ["Acquiring", "AsyncConnectionManager", "AsyncMarketDataLease",
+         "AsyncTradeUpdatesLease", "ConnectionManager", "HealthReport", "LeaseHealth",
+         "LeaseStatus", "LifecycleHealth", "MarketDataLease", "StreamKey",
+         "TradeUpdatesLease"],
+        "streamwarden.runtime"),
+    **dict.fromkeys(
+        ["AuditError", "AuditIntegrityError", "AuditSchemaError", "AuditUnavailableError",
+         "AuthenticationError", "ConnectionLimitError", "ConnectionStartError",
+         "InvalidInputError", "InvalidTransitionError", "InvariantViolationError", "LeaseError",
+         "LeaseOverflowError", "LeaseRevokedError", "ManagerClosedError", "ReentrancyError",
+         "StartTimeoutError", "StopTimeoutError", "StreamwardenError", "SubscriptionError",
+         "WaitTimeoutError"],
+        "streamwarden.errors"),
+}
+
 __all__ = [
+    "Acquiring",
+    "AsyncConnectionManager",
+    "AsyncMarketDataLease",
+    "AsyncTradeUpdatesLease",
     "AuditError",
     "AuditIntegrityError",
     "AuditLog",
@@ -58,14 +72,16 @@ __all__ = [
     "InvalidInputError",
     "InvalidTransitionError",
     "InvariantViolationError",
-    "Lease",
     "LeaseError",
     "LeaseHealth",
+    "LeaseOverflowError",
     "LeaseRevokedError",
     "LeaseStatus",
     "LifecycleHealth",
     "ManagerClosedError",
+    "MarketDataLease",
     "Quote",
+    "ReentrancyError",
     "Secret",
     "Settings",
     "StartTimeoutError",
@@ -75,7 +91,74 @@ __all__ = [
     "StreamwardenError",
     "SubscriptionError",
     "Trade",
+    "TradeUpdatesLease",
     "Transport",
-    "TransportListener",
+    "TransportEvents",
+    "TransportFactory",
+    "WaitTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamwarden' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from streamwarden.audit.log import AuditLog
+    from streamwarden.audit.memory import InMemoryAuditSink
+    from streamwarden.audit.records import AuditRecord, AuditSink
+    from streamwarden.config import Settings
+    from streamwarden.credentials import Credentials, Secret
+    from streamwarden.errors import (
+        AuditError,
+        AuditIntegrityError,
+        AuditSchemaError,
+        AuditUnavailableError,
+        AuthenticationError,
+        ConnectionLimitError,
+        ConnectionStartError,
+        InvalidInputError,
+        InvalidTransitionError,
+        InvariantViolationError,
+        LeaseError,
+        LeaseOverflowError,
+        LeaseRevokedError,
+        ManagerClosedError,
+        ReentrancyError,
+        StartTimeoutError,
+        StopTimeoutError,
+        StreamwardenError,
+        SubscriptionError,
+        WaitTimeoutError,
+    )
+    from streamwarden.marketdata import Bar, Quote, Trade
+    from streamwarden.runtime import (
+        Acquiring,
+        AsyncConnectionManager,
+        AsyncMarketDataLease,
+        AsyncTradeUpdatesLease,
+        ConnectionManager,
+        HealthReport,
+        LeaseHealth,
+        LeaseStatus,
+        LifecycleHealth,
+        MarketDataLease,
+        StreamKey,
+        TradeUpdatesLease,
+    )
+    from streamwarden.transports import (
+        StreamMessage,
+        Transport,
+        TransportEvents,
+        TransportFactory,
+    )

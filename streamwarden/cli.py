@@ -20,9 +20,9 @@ import statemachine
 from streamwarden import __version__, demo
 from streamwarden.arguments import positive_int
 from streamwarden.audit import commands as audit_commands
-from streamwarden.diagram import FORMATS, render
 from streamwarden.errors import StreamwardenError
 from streamwarden.logging import LOGGER_NAME
+from streamwarden.machine.diagram import FORMATS, render
 from streamwarden.machine.modelcheck import ModelCheckResult, describe, model_check
 from streamwarden.machine.spec import LifecycleSpec, load_spec
 from streamwarden.simulator import command as simulator_command
@@ -90,7 +90,7 @@ def _print_model_check(spec: LifecycleSpec, result: ModelCheckResult) -> None:
 def _property_run(spec: LifecycleSpec, examples: int) -> dict[str, Any]:
     try:
         # Optional extra: hypothesis is imported only when the property run is asked for.
-        from streamwarden.machine.properties import (  # noqa: PLC0415
+        from streamwarden.testing._stateful import (  # noqa: PLC0415
             STEPS_PER_EXAMPLE,
             run_properties,
         )

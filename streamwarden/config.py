@@ -37,6 +37,12 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a whole number >= 1; got {value!r}")
+    return value
+
+
 def _check_url(name: str, value: object) -> str | None:
     if value is None:
         return None
@@ -60,6 +66,11 @@ class Settings:
         db_url: audit database URL for :meth:`AuditLog.open` (``STREAMWARDEN_DB_URL``); None
             means the default SQLite file. Left out of ``repr`` (it may hold a password).
         fingerprint_key: HMAC key of account fingerprints.
+        lease_queue_size: messages a lease's delivery queue holds per channel before its
+            overflow policy applies (quotes conflate, trades and bars drop the oldest, trade
+            updates revoke the lease).
+        callback_workers: threads that run lease callbacks (at most one call per lease at a
+            time); a callback that never returns holds one of them.
         debug: check the spec's invariants after every transition (slower).
 
     Raises:
@@ -78,6 +89,8 @@ class Settings:
     audit_failure_policy: FailurePolicy = "raise"
     db_url: str | None = field(default=None, repr=False)
     fingerprint_key: str = DEFAULT_FINGERPRINT_KEY
+    lease_queue_size: int = 10_000
+    callback_workers: int = 4
     debug: bool = False
 
     def __post_init__(self) -> None:
@@ -93,6 +106,8 @@ class Settings:
             raise InvalidInputError("db_url must be a non-empty string or None")
         if not isinstance(self.fingerprint_key, str) or not self.fingerprint_key:
             raise InvalidInputError("fingerprint_key must be a non-empty string")
+        _check_count("lease_queue_size", self.lease_queue_size)
+        _check_count("callback_workers", self.callback_workers)
         if not isinstance(self.debug, bool):
             raise InvalidInputError("debug must be a bool")
 
@@ -128,6 +143,11 @@ def _parse_env_value(name: str, text: str, *, default: object) -> object:
         if lowered not in _TRUE | _FALSE:
             raise InvalidInputError(f"{variable} must be true or false")
         return lowered in _TRUE
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidInputError(f"{variable} must be a whole number") from None
     if isinstance(default, float):
         try:
             return float(text)

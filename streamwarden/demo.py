@@ -29,11 +29,10 @@ from streamwarden.audit.log import AuditLog
 from streamwarden.audit.report import render_table
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
-from streamwarden.diagram import render
 from streamwarden.ids import new_id
-from streamwarden.machine.leases import Lease
-from streamwarden.machine.manager import ConnectionManager
+from streamwarden.machine.diagram import render
 from streamwarden.machine.spec import default_spec
+from streamwarden.runtime import ConnectionManager, MarketDataLease, TradeUpdatesLease
 from streamwarden.simulator import Simulator
 
 STRATEGIES = {"momentum": ["AAPL", "MSFT"], "pairs": ["MSFT", "SPY"], "meanrev": ["AAPL", "SPY"]}
@@ -51,7 +50,7 @@ class Strategy:
     symbols: list[str]
     quotes: int = 0
     fills: int = 0
-    leases: list[Lease] = field(default_factory=list)
+    leases: list[MarketDataLease | TradeUpdatesLease] = field(default_factory=list)
 
     def on_quote(self, quote: object) -> None:
         self.quotes += 1

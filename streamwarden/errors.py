@@ -16,6 +16,9 @@ Hierarchy (the contract in ARCHITECTURE.md)::
       StopTimeoutError
       LeaseError
         LeaseRevokedError
+          LeaseOverflowError
+      WaitTimeoutError (also TimeoutError)
+      ReentrancyError
       AuditError
         AuditUnavailableError, AuditSchemaError, AuditIntegrityError
 """
@@ -118,6 +121,21 @@ class LeaseError(StreamwardenError):
 
 class LeaseRevokedError(LeaseError):
     """The lifecycle under the lease failed or was shut down; the lease is no longer usable."""
+
+
+class LeaseOverflowError(LeaseRevokedError):
+    """The lease's consumer fell so far behind that trade updates would have been dropped; the
+    lease was revoked instead (trade updates are never dropped silently)."""
+
+
+class WaitTimeoutError(StreamwardenError, TimeoutError):
+    """A wait (for a message, a quote, a subscription acknowledgement) ran out of time; nothing
+    changed."""
+
+
+class ReentrancyError(StreamwardenError):
+    """A blocking call was made on the manager's own engine thread, where it would wait for
+    itself (for example from a custom transport); nothing changed."""
 
 
 class AuditError(StreamwardenError):

@@ -35,8 +35,13 @@ RELEASE_IGNORED = "lease.release_ignored"
 CALLBACK_FAILED = "lease.callback_failed"
 TRANSPORT_STALE_CALLBACK = "transport.stale_callback"
 TRANSPORT_STOP_TIMEOUT = "transport.stop_timeout"
+TRANSPORT_STOP_FAILED = "transport.stop_failed"
+SUPERVISOR_FAILED = "lifecycle.supervisor_failed"
 AUDIT_WRITE_FAILED = "audit.write_failed"
+AUDIT_FINAL_RECORD_LOST = "audit.final_record_lost"
+AUDIT_NOT_DURABLE = "audit.not_durable"
 MANAGER_CLOSED = "manager.closed"
+CALLBACK_WORKERS_STUCK = "manager.callback_workers_stuck"
 
 
 class SecretRedactor:

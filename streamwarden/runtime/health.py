@@ -12,12 +12,20 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LeaseHealth:
-    """A live lease, as shown in health."""
+    """A live lease, as shown in health: its delivery queue's depth, the age in seconds of its
+    oldest undelivered message, what it was delivered and dropped (quotes conflated, trades
+    and bars past the queue's size), and how long its running callback has been running."""
 
     lease_id: str
     owner: str | None
     correlation_id: str
     symbols: tuple[str, ...]
+    queue_depth: int
+    oldest_undelivered_age: float | None
+    delivered: int
+    dropped: int
+    callback_errors: int
+    callback_running_for: float | None
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,16 @@ class LifecycleHealth:
 
 @dataclass(frozen=True)
 class HealthReport:
-    """The manager's state at one instant."""
+    """The manager's state at one instant: whether its audit sink is durable, transports
+    abandoned after a stop timeout, final records lost to an audit outage, the threads the
+    manager runs (engine, audit writer, callback workers), and every live lifecycle."""
 
     generated_at: str
     closed: bool
-    abandoned_threads: int
+    durable_audit: bool
+    abandoned_transports: int
+    final_records_lost: int
+    threads: int
     lifecycles: tuple[LifecycleHealth, ...]
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,17 +38,22 @@ from streamwarden.errors import (
     ManagerClosedError,
 )
 from streamwarden.machine.conformance import replay
-from streamwarden.machine.keys import MARKET_DATA
-from streamwarden.machine.leases import Lease, LeaseStatus
-from streamwarden.machine.manager import ConnectionManager
-from streamwarden.machine.market_data import CHANNELS, Quote
-from streamwarden.machine.memory_transport import (
+from streamwarden.machine.spec import LifecycleSpec
+from streamwarden.marketdata import CHANNELS, Quote
+from streamwarden.runtime import (
+    ConnectionManager,
+    LeaseStatus,
+    MarketDataLease,
+    TradeUpdatesLease,
+)
+from streamwarden.testing._transport import (
     InMemoryTransport,
     InMemoryTransportFactory,
     TransportOptions,
 )
-from streamwarden.machine.spec import LifecycleSpec
-from streamwarden.machine.transport import StreamMessage
+from streamwarden.transports import StreamMessage
+
+Lease = MarketDataLease | TradeUpdatesLease
 
 ACCOUNTS = (Credentials("PKPROPERTYACCOUNT001", "property-secret-one"),
             Credentials("PKPROPERTYACCOUNT002", "property-secret-two", paper=False))
@@ -144,7 +149,7 @@ class ManagerMachine(RuleBasedStateMachine):
     @rule(lease=leases, channel=st.sampled_from(CHANNELS), symbols=SYMBOLS, add=st.booleans())
     def change_subscriptions(self, lease: Lease | None, channel: str, symbols: list[str],
                              add: bool) -> None:
-        if lease is None or lease.info.key.kind != MARKET_DATA:
+        if not isinstance(lease, MarketDataLease):
             return
         try:
             if add:

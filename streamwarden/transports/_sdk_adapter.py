@@ -6,15 +6,17 @@ subscribed, *why* it failed (the Alpaca error code), a way to stop without waiti
 5-second receive poll, and subscription changes that do not block the caller. This module gets
 them by subclassing the streams and overriding their private coroutines (``_start_ws``,
 ``_dispatch``, ``_consume``) and by driving ``_run_forever`` and the handler tables directly.
-Every private name used is listed in :data:`SDK_INTERNALS`; ``tests/machine/test_sdk_adapter.py``
-fails loudly when an alpaca-py release changes any of them.
+Every private name used is listed in :data:`SDK_INTERNALS`;
+``tests/transports/test_sdk_adapter.py`` fails loudly when an alpaca-py release changes any of
+them.
 
-Every coroutine here runs on the stream's own event loop (the transport's thread).
+Every coroutine here runs on the manager's engine loop, which all of a manager's streams share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 import websockets
@@ -62,14 +64,29 @@ class StreamEvents(Protocol):
     def on_authenticated(self) -> None:
         """Connected and authenticated (again, after a reconnect)."""
 
-    def on_ready(self) -> None:
-        """The subscription was acknowledged (market data) or the listen confirmed (trading)."""
+    def on_ready(self, pairs: frozenset[tuple[str, str]]) -> None:
+        """The subscription was acknowledged with the (channel, symbol) ``pairs`` the wire now
+        carries (market data), or the listen was confirmed (trading; no pairs)."""
 
-    def on_stream_error(self, code: int | None, message: str) -> None:
-        """Alpaca refused something: an error frame, or a failed connect/auth."""
+    def on_stream_error(self, code: int | None, message: str) -> bool:
+        """Alpaca refused something: an error frame, or a failed connect/auth. Returns True
+        when retrying cannot help: the stream is then stopped instead of reconnecting."""
 
     def on_socket_lost(self, reason: str) -> None:
         """The socket closed or failed while the stream was usable."""
+
+
+_ACK_CHANNELS = ("quotes", "trades", "bars")
+
+
+def acknowledged(message: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """The (channel, symbol) pairs a market-data ``subscription`` message says the wire carries.
+
+    >>> sorted(acknowledged({"T": "subscription", "quotes": ["AAPL"], "trades": [], "bars": None}))
+    [('quotes', 'AAPL')]
+    """
+    return frozenset((channel, str(symbol)) for channel in _ACK_CHANNELS
+                     for symbol in message.get(channel) or ())
 
 
 def error_code(message: str) -> int | None:
@@ -81,11 +98,13 @@ def error_code(message: str) -> int | None:
     return ERROR_TEXT_CODES.get(message.strip().lower())
 
 
-async def _start(start_ws: Callable[[], Awaitable[None]], events: StreamEvents) -> None:
+async def _start(start_ws: Callable[[], Awaitable[None]], stop_ws: Callable[[], Awaitable[None]],
+                 events: StreamEvents) -> None:
     try:
         await start_ws()
     except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
-        events.on_stream_error(error_code(str(exc)), str(exc))
+        if events.on_stream_error(error_code(str(exc)), str(exc)):
+            await stop_ws()
         raise
     events.on_authenticated()
 
@@ -116,7 +135,7 @@ class AdaptedStockDataStream(StockDataStream):
         self._streamwarden_events = events
 
     async def _start_ws(self) -> None:
-        await _start(super()._start_ws, self._streamwarden_events)
+        await _start(super()._start_ws, self.stop_ws, self._streamwarden_events)
 
     async def _consume(self) -> bool:
         stale: bool = await _consume(self, super()._consume, self._streamwarden_events)
@@ -125,11 +144,12 @@ class AdaptedStockDataStream(StockDataStream):
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
         if kind == "subscription":
-            self._streamwarden_events.on_ready()
+            self._streamwarden_events.on_ready(acknowledged(msg))
         elif kind == "error":
             code = msg.get("code")
-            self._streamwarden_events.on_stream_error(
-                code if isinstance(code, int) else None, str(msg.get("msg", "")))
+            if self._streamwarden_events.on_stream_error(
+                    code if isinstance(code, int) else None, str(msg.get("msg", ""))):
+                await self.stop_ws()
         await super()._dispatch(msg)
 
 
@@ -146,14 +166,14 @@ class AdaptedTradingStream(TradingStream):
         self.subscribe_trade_updates(on_update)
 
     async def _start_ws(self) -> None:
-        await _start(super()._start_ws, self._streamwarden_events)
+        await _start(super()._start_ws, self.stop_ws, self._streamwarden_events)
 
     async def _consume(self) -> None:
         await _consume(self, super()._consume, self._streamwarden_events)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("stream") == "listening":
-            self._streamwarden_events.on_ready()
+            self._streamwarden_events.on_ready(frozenset())
         await super()._dispatch(msg)
 
 
@@ -191,7 +211,7 @@ def registered(stream: AdaptedStockDataStream) -> set[tuple[str, str]]:
     return {(channel, symbol) for channel, table in handlers.items() for symbol in table}
 
 
-async def subscribe(stream: AdaptedStockDataStream, pairs: set[tuple[str, str]],
+async def subscribe(stream: AdaptedStockDataStream, pairs: AbstractSet[tuple[str, str]],
                     handler: Handler) -> None:
     """Register ``handler`` for ``pairs`` and, if connected, subscribe them on the wire."""
     for channel, symbol in sorted(pairs):
@@ -200,7 +220,8 @@ async def subscribe(stream: AdaptedStockDataStream, pairs: set[tuple[str, str]],
         await stream._send_subscribe_msg()
 
 
-async def unsubscribe(stream: AdaptedStockDataStream, pairs: set[tuple[str, str]]) -> None:
+async def unsubscribe(stream: AdaptedStockDataStream,
+                      pairs: AbstractSet[tuple[str, str]]) -> None:
     """Unregister ``pairs`` and, if connected, unsubscribe them on the wire."""
     by_channel: dict[str, list[str]] = {}
     for channel, symbol in sorted(pairs):

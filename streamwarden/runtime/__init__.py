@@ -1,0 +1,33 @@
+"""The runtime: connection managers, leases and health, over one engine per manager.
+
+``ConnectionManager`` (threads) and ``AsyncConnectionManager`` (asyncio) are thin facades over
+the same engine: one event-loop thread that runs every transport and every lifecycle's
+supervisor, a sans-I/O lifecycle core that records before it acts, and per-lease bounded
+delivery queues with callbacks on a small worker pool.
+"""
+
+from streamwarden.runtime._keys import StreamKey
+from streamwarden.runtime.health import HealthReport, LeaseHealth, LifecycleHealth
+from streamwarden.runtime.leases import (
+    AsyncMarketDataLease,
+    AsyncTradeUpdatesLease,
+    LeaseStatus,
+    MarketDataLease,
+    TradeUpdatesLease,
+)
+from streamwarden.runtime.manager import Acquiring, AsyncConnectionManager, ConnectionManager
+
+__all__ = [
+    "Acquiring",
+    "AsyncConnectionManager",
+    "AsyncMarketDataLease",
+    "AsyncTradeUpdatesLease",
+    "ConnectionManager",
+    "HealthReport",
+    "LeaseHealth",
+    "LeaseStatus",
+    "LifecycleHealth",
+    "MarketDataLease",
+    "StreamKey",
+    "TradeUpdatesLease",
+]

@@ -1,0 +1,422 @@
+"""Per-lease delivery: a bounded queue per lease, and the worker pool that runs callbacks.
+
+The engine loop puts each message into the mailbox of every lease that wants it and never
+waits: a mailbox is bounded, and its overflow policy decides what a slow consumer loses
+
+* quotes conflate per symbol: a newer quote replaces the queued one (the newest wins), and the
+  replaced one is counted as dropped;
+* trades and bars keep the newest ``capacity`` messages; older ones are dropped and counted;
+* trade updates are never dropped: an overflow calls ``on_overflow`` (the lease is revoked).
+
+Consumers take messages either through callbacks, run on a small :class:`CallbackPool` with at
+most one call in flight per lease (so each lease sees its messages in order), or by iterating
+(:meth:`Mailbox.get` from a thread, :meth:`Mailbox.aget` from any event loop). Callbacks never
+run on the engine loop, so a slow or stuck callback delays only its own lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from streamwarden import logging as events
+from streamwarden.errors import StreamwardenError, WaitTimeoutError
+from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
+from streamwarden.transports._contract import StreamMessage
+
+Callback = Callable[[Any], object]
+"""Receives each parsed message of a channel: a Quote, Trade, Bar or alpaca-py's TradeUpdate."""
+
+_KEPT_CHANNELS = frozenset({"quotes", "trades"})
+_BATCH = 64  # callbacks run per turn on a worker before the lease yields to the others
+
+
+class MailboxClosedError(Exception):
+    """The mailbox was closed by a release: iteration ends (internal; never escapes a lease)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStats:
+    """A mailbox at one instant, for health."""
+
+    depth: int
+    oldest_age: float | None
+    delivered: int
+    dropped: int
+    callback_errors: int
+    callback_running_for: float | None
+
+
+class Mailbox:
+    """One lease's bounded delivery queue.
+
+    Thread-safety: :meth:`put` and :meth:`close` are called on the engine loop; every other
+    method may be called from any thread. The internal lock is held only for queue operations,
+    never while a callback runs or while waiting.
+    """
+
+    def __init__(
+        self,
+        *,
+        lease_id: str,
+        owner: str | None,
+        capacity: int,
+        callbacks: Mapping[str, Callback],
+        pool: CallbackPool | None,
+        on_overflow: Callable[[Mailbox], None],
+        log: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self.lease_id = lease_id
+        self.owner = owner
+        self._capacity = capacity
+        self._callbacks = dict(callbacks)
+        self._pool = pool
+        self._on_overflow = on_overflow
+        self._log = log
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = itertools.count()
+        self._quotes: OrderedDict[str, tuple[int, float, Any]] = OrderedDict()
+        self._lanes: dict[str, deque[tuple[int, float, Any]]] = {}
+        self._latest: dict[Subscription, Any] = {}
+        self._sync_waiters = 0
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._scheduled = False
+        self._running_since: float | None = None
+        self._closed = False
+        self._error: StreamwardenError | None = None
+        self._overflowed = False
+        self.delivered = 0
+        self.dropped = 0
+        self.callback_errors = 0
+
+    @property
+    def uses_callbacks(self) -> bool:
+        """Whether messages go to callbacks (else they wait for the iterators)."""
+        return bool(self._callbacks)
+
+    # Producer side (engine loop).
+
+    def put(self, message: StreamMessage) -> None:
+        """Queue ``message`` (or keep only its latest value); never blocks."""
+        channel = message.channel
+        schedule = overflow = False
+        with self._cond:
+            if self._closed:
+                return
+            if channel in _KEPT_CHANNELS:
+                self._latest[(channel, message.symbol or "")] = message.payload
+            if not self._callbacks or channel in self._callbacks:
+                overflow = not self._enqueue(message)
+                schedule = bool(self._callbacks) and not self._scheduled
+                if schedule:
+                    self._scheduled = True
+            self._wake()
+        if schedule and self._pool is not None:
+            self._pool.submit(self)
+        if overflow:
+            self._on_overflow(self)
+
+    def _enqueue(self, message: StreamMessage) -> bool:
+        entry = (next(self._seq), time.monotonic(), message.payload)
+        if message.channel == "quotes":
+            symbol = message.symbol or ""
+            queued = self._quotes.get(symbol)
+            if queued is not None:
+                self.dropped += 1
+                entry = (queued[0], queued[1], message.payload)  # keeps its place in line
+            self._quotes[symbol] = entry
+            return True
+        lane = self._lanes.get(message.channel)
+        if lane is None:
+            lane = self._lanes[message.channel] = deque()
+        if len(lane) >= self._capacity:
+            if message.channel == TRADE_UPDATES_CHANNEL:
+                self._overflowed = True
+                return False
+            lane.popleft()
+            self.dropped += 1
+        lane.append(entry)
+        return True
+
+    def _wake(self) -> None:
+        if self._sync_waiters:
+            self._cond.notify_all()
+        if self._async_waiters:
+            waiters, self._async_waiters = self._async_waiters, []
+            for loop, future in waiters:
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(_resolve, future)
+
+    def close(self, error: StreamwardenError | None) -> None:
+        """End delivery: released (``error`` None) or revoked (iterators raise ``error``)."""
+        with self._cond:
+            self._closed = True
+            self._error = error
+            self._quotes.clear()
+            self._lanes.clear()
+            self._wake()
+
+    # Consumer side.
+
+    def latest(self, pair: Subscription) -> Any:
+        """The latest quote or trade of ``pair`` this lease received, or None."""
+        return self._latest.get(pair)
+
+    def get(self, channel: str, timeout: float | None) -> Any:
+        """The next message of ``channel``, waiting up to ``timeout`` seconds (None: no bound).
+
+        Raises:
+            MailboxClosedError: the lease was released.
+            StreamwardenError: the revocation error, if the lease was revoked.
+            WaitTimeoutError: nothing arrived in time.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found, payload = self._take(channel)
+                if found:
+                    return payload
+                remaining = self._remaining(deadline, channel, timeout)
+                self._sync_waiters += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._sync_waiters -= 1
+
+    def wait_latest(self, pair: Subscription, timeout: float) -> Any:
+        """The latest value of ``pair``, waiting up to ``timeout`` seconds for the first one.
+
+        Raises:
+            MailboxClosedError / StreamwardenError / WaitTimeoutError: as :meth:`get`.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                latest = self._latest.get(pair)
+                if latest is not None:
+                    return latest
+                remaining = self._remaining(deadline, pair[0], timeout, symbol=pair[1])
+                self._sync_waiters += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._sync_waiters -= 1
+
+    async def aget(self, channel: str, timeout: float | None) -> Any:
+        """:meth:`get` for a coroutine on any event loop; never blocks that loop."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            future = self._register(loop, lambda: self._take(channel), deadline, channel,
+                                    timeout=timeout)
+            if not isinstance(future, asyncio.Future):
+                return future[1]
+            await self._await(future, deadline, channel, timeout)
+
+    async def await_latest(self, pair: Subscription, timeout: float) -> Any:
+        """:meth:`wait_latest` for a coroutine on any event loop."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+
+        def latest() -> tuple[bool, Any]:
+            value = self._latest.get(pair)
+            return value is not None, value
+
+        while True:
+            future = self._register(loop, latest, deadline, pair[0], timeout=timeout,
+                                    symbol=pair[1])
+            if not isinstance(future, asyncio.Future):
+                return future[1]
+            await self._await(future, deadline, pair[0], timeout, symbol=pair[1])
+
+    def _register(self, loop: asyncio.AbstractEventLoop, probe: Callable[[], tuple[bool, Any]],
+                  deadline: float | None, channel: str, *, timeout: float | None,
+                  symbol: str | None = None) -> asyncio.Future[None] | tuple[bool, Any]:
+        with self._cond:
+            found = probe()
+            if found[0]:
+                return found
+            self._remaining(deadline, channel, timeout, symbol=symbol)
+            future: asyncio.Future[None] = loop.create_future()
+            self._async_waiters.append((loop, future))
+            return future
+
+    async def _await(self, future: asyncio.Future[None], deadline: float | None, channel: str,
+                     timeout: float | None, symbol: str | None = None) -> None:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(future, remaining)
+        except TimeoutError:
+            with self._cond:
+                self._async_waiters = [w for w in self._async_waiters if w[1] is not future]
+            raise _timeout(channel, timeout, symbol) from None
+
+    def _remaining(self, deadline: float | None, channel: str, timeout: float | None,
+                   symbol: str | None = None) -> float | None:
+        """Seconds left to wait; raises when closed or out of time. Call with the lock held."""
+        if self._closed:
+            if self._error is not None:
+                raise self._error.derive()
+            raise MailboxClosedError
+        if deadline is None:
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timeout(channel, timeout, symbol)
+        return remaining
+
+    def _take(self, channel: str) -> tuple[bool, Any]:
+        if channel == "quotes":
+            if self._quotes:
+                self.delivered += 1
+                return True, self._quotes.popitem(last=False)[1][2]
+            return False, None
+        lane = self._lanes.get(channel)
+        if lane:
+            self.delivered += 1
+            return True, lane.popleft()[2]
+        return False, None
+
+    def _take_oldest(self) -> tuple[str, Any] | None:
+        best: str | None = None
+        best_seq = -1
+        if self._quotes:
+            best, best_seq = "quotes", next(iter(self._quotes.values()))[0]
+        for channel, lane in self._lanes.items():
+            if lane and (best is None or lane[0][0] < best_seq):
+                best, best_seq = channel, lane[0][0]
+        if best is None:
+            return None
+        return best, self._take(best)[1]
+
+    # Callbacks (worker threads).
+
+    def run_callbacks(self) -> bool:
+        """Deliver queued messages to the callbacks, one at a time, in order.
+
+        Returns:
+            True if messages are left (the pool schedules this mailbox again).
+        """
+        for _ in range(_BATCH):
+            with self._cond:
+                item = None if self._closed else self._take_oldest()
+                if item is None:
+                    self._scheduled = False
+                    return False
+                self._running_since = time.monotonic()
+            channel, payload = item
+            try:
+                self._callbacks[channel](payload)
+            except Exception:
+                self._failed(channel, payload)
+            finally:
+                self._running_since = None
+        return True
+
+    def _failed(self, channel: str, payload: Any) -> None:
+        with self._cond:
+            self.callback_errors += 1
+        self._log.exception(events.CALLBACK_FAILED, lease_id=self.lease_id, owner=self.owner,
+                            channel=channel, symbol=getattr(payload, "symbol", None))
+
+    def stats(self) -> MailboxStats:
+        """Queue depth, oldest undelivered age, counters."""
+        now = time.monotonic()
+        with self._cond:
+            heads = [lane[0][1] for lane in self._lanes.values() if lane]
+            heads += [entry[1] for entry in self._quotes.values()]
+            depth = len(self._quotes) + sum(len(lane) for lane in self._lanes.values())
+            running = self._running_since
+        return MailboxStats(
+            depth=depth,
+            oldest_age=now - min(heads) if heads else None,
+            delivered=self.delivered,
+            dropped=self.dropped,
+            callback_errors=self.callback_errors,
+            callback_running_for=now - running if running is not None else None,
+        )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _timeout(channel: str, timeout: float | None, symbol: str | None) -> WaitTimeoutError:
+    what = f"{channel} of {symbol}" if symbol else channel
+    return WaitTimeoutError(f"no {what} within {timeout}s", operation="wait")
+
+
+class CallbackPool:
+    """A fixed number of named daemon threads that run lease callbacks.
+
+    Threads start on first use and never grow with leases or connections. A callback that never
+    returns holds one worker; the others carry on.
+
+    Thread-safety: every method may be called from any thread.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._size = workers
+        self._name = name
+        self._queue: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, mailbox: Mailbox) -> None:
+        """Run ``mailbox``'s callbacks on a worker."""
+        if not self._threads:
+            self._start()
+        self._queue.put(mailbox)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._threads or self._closed:
+                return
+            for index in range(self._size):
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"{self._name}-callback-{index}")
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            mailbox = self._queue.get()
+            if mailbox is None:
+                return
+            if mailbox.run_callbacks():
+                self._queue.put(mailbox)
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The worker threads started so far."""
+        return tuple(self._threads)
+
+    def shutdown(self, timeout: float) -> int:
+        """Stop the workers, waiting up to ``timeout`` seconds in all.
+
+        Returns:
+            How many workers were still busy (stuck in a callback) and were left behind.
+        """
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return sum(1 for thread in threads if thread.is_alive() and thread is not current)

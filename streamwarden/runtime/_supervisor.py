@@ -1,0 +1,657 @@
+"""The supervisor task of one lifecycle: the only code that changes it.
+
+Each lifecycle gets one task on the engine loop. It owns the sans-I/O :class:`Lifecycle`, its
+transport (whose ``run`` it starts as a child task and always ends), and the engine's handles of
+its leases. Everything that can change the lifecycle arrives in its inbox, in order: acquires,
+releases and subscription changes from the manager, and the transport's connection events. For
+each, the task asks the core for the pending change, writes its audit record, then commits (the
+effects run) or rolls back. Market-data messages do not go through the inbox: the transport hands
+them straight to the leases' queues through the core's immutable routing snapshot.
+
+The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, drain
+grace), and ends the lifecycle when it is due: it stops the transport within ``stop_timeout``
+(cancelling it past the bound), then records the final event. The final record is retried for at
+most ``stop_timeout`` more; past that the lifecycle still reaches ``stopped``, and the loss is
+logged and counted (invariants.yaml, L2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from streamwarden import logging as events
+from streamwarden.audit.records import AuditRecord
+from streamwarden.clock import Clock
+from streamwarden.config import Settings
+from streamwarden.errors import (
+    AuditError,
+    ConnectionStartError,
+    InvalidInputError,
+    InvalidTransitionError,
+    InvariantViolationError,
+    LeaseError,
+    LeaseOverflowError,
+    LeaseRevokedError,
+    StartTimeoutError,
+    StopTimeoutError,
+    StreamwardenError,
+)
+from streamwarden.machine.spec import LifecycleSpec
+from streamwarden.marketdata import Subscription
+from streamwarden.runtime._delivery import Callback, CallbackPool, Mailbox
+from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
+from streamwarden.runtime._lifecycle import (
+    DRAINING,
+    IDLE,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    Draft,
+    Effects,
+    LeaseInfo,
+    Lifecycle,
+    Pending,
+)
+from streamwarden.runtime._recording import AuditWriter
+from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
+from streamwarden.transports._contract import StreamMessage, Transport
+
+#: Seconds a cancelled transport task may take to end before it is counted as abandoned.
+CANCEL_GRACE_SECONDS = 0.5
+#: Seconds between attempts to write a lifecycle's final record while the sink fails.
+AUDIT_RETRY_SECONDS = 0.2
+
+
+class Retry:
+    """Answer to an acquire sent to a lifecycle that is ending: use its successor."""
+
+
+RETRY = Retry()
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every supervisor of one engine shares. Immutable; the members are thread-safe."""
+
+    spec: LifecycleSpec
+    settings: Settings
+    clock: Clock
+    writer: AuditWriter
+    pool: CallbackPool
+    log: structlog.stdlib.BoundLogger
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str) -> None:
+        """Add one to an engine-wide counter (engine loop only)."""
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+
+@dataclass(frozen=True)
+class AcquireRequest:
+    """A lease to grant on a lifecycle."""
+
+    lease_id: str
+    owner: str | None
+    correlation_id: str
+    subscriptions: frozenset[Subscription]
+    callbacks: Mapping[str, Callback]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A command from the manager, with the future its caller awaits."""
+
+    run: Callable[[], Awaitable[Any]]
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True)
+class _Event:
+    """A connection event from the transport, or an overflow from a delivery queue."""
+
+    run: Callable[[], Awaitable[None]]
+
+
+_Item = _Call | _Event
+
+
+class Supervisor:
+    """Owns one lifecycle. Every method runs on the engine loop; none blocks it.
+
+    The transport reports to it through the :class:`~streamwarden.transports.TransportEvents`
+    methods ``on_*``.
+    """
+
+    def __init__(self, *, lifecycle: Lifecycle, transport: Transport, services: Services) -> None:
+        self.core = lifecycle
+        self.transport = transport
+        self._services = services
+        self._clock = services.clock
+        self._settings = services.settings
+        self._log = services.log.bind(lifecycle_id=lifecycle.lifecycle_id,
+                                      fingerprint=lifecycle.key.fingerprint,
+                                      kind=lifecycle.key.kind)
+        self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        self._handles: dict[str, LeaseHandle] = {}
+        self._transport_task: asyncio.Task[None] | None = None
+        self._retired = False
+        self.finished = asyncio.Event()
+        self.stop_abandoned = False
+        self.messages = 0
+        self.created_at: datetime = self._clock.now()
+        self.started_at: datetime | None = None
+        self.last_transition_at: datetime = self.created_at
+
+    @property
+    def lifecycle_id(self) -> str:
+        """The lifecycle's id."""
+        return self.core.lifecycle_id
+
+    # Commands from the manager (engine loop).
+
+    async def acquire(self, request: AcquireRequest) -> LeaseHandle | Retry:
+        """Grant a lease, or RETRY if this lifecycle is ending (acquire on its successor).
+
+        Raises:
+            AuditError / InvalidInputError: the acquire could not be recorded; nothing changed.
+        """
+        result: LeaseHandle | Retry = await self._call(lambda: self._acquire(request), RETRY)
+        return result
+
+    async def release(self, handle: LeaseHandle, correlation_id: str,
+                      details: Mapping[str, Any] | None = None) -> None:
+        """Count ``handle`` out; a no-op if it is no longer live.
+
+        Raises:
+            AuditError: the release could not be recorded; the lease stays live.
+        """
+        await self._call(lambda: self._release(handle, correlation_id, details), None)
+
+    async def change(self, handle: LeaseHandle, pairs: frozenset[Subscription], *,
+                     subscribe: bool, correlation_id: str) -> None:
+        """Add or remove a lease's (channel, symbol) pairs.
+
+        Raises:
+            LeaseError / LeaseRevokedError: the lease is no longer live.
+            AuditError: the change could not be recorded; nothing changed.
+        """
+        gone = LeaseError(f"lease {handle.info.lease_id} is not live", operation="subscribe")
+        await self._call(lambda: self._change(handle, pairs, subscribe, correlation_id), gone)
+
+    async def shutdown(self, correlation_id: str, error: LeaseRevokedError) -> None:
+        """Revoke every lease and stop (the manager is closing).
+
+        Raises:
+            AuditError: the shutdown could not be recorded (the lifecycle will still stop).
+        """
+        await self._call(lambda: self._shutdown(correlation_id, error), None)
+
+    async def _call(self, run: Callable[[], Awaitable[Any]], if_finished: Any) -> Any:
+        if self.finished.is_set():
+            if isinstance(if_finished, BaseException):
+                raise if_finished
+            return if_finished
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Call(run, future))
+        return await future
+
+    # What the transport reports (TransportEvents), on the engine loop.
+
+    def on_connected(self) -> None:
+        self._post(self._on_connected)
+
+    def on_connection_lost(self, reason: str) -> None:
+        self._post(lambda: self._on_lost(reason))
+
+    def on_fatal_error(self, error: ConnectionStartError) -> None:
+        self._post(lambda: self._on_fatal(error))
+
+    def on_subscribed(self, pairs: frozenset[Subscription]) -> None:
+        self._post(lambda: self._on_acked(pairs))
+
+    def on_message(self, message: StreamMessage) -> None:
+        if self._retired:
+            return
+        self.messages += 1
+        for delivery in self.core.routes.targets(message):
+            delivery.put(message)
+
+    def _post(self, run: Callable[[], Awaitable[None]]) -> None:
+        if self._retired:
+            self._log.info(events.TRANSPORT_STALE_CALLBACK)
+            return
+        self._inbox.put_nowait(_Event(run))
+
+    def _overflowed(self, mailbox: Mailbox) -> None:
+        handle = self._handles.get(mailbox.lease_id)
+        if handle is not None:
+            self._post(lambda: self._on_overflow(handle))
+
+    # The task.
+
+    async def run(self) -> None:
+        """Serve the inbox until the lifecycle has stopped (or never started). Never raises."""
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not take the engine's other lifecycles down
+            self._log.exception(events.SUPERVISOR_FAILED)
+        finally:
+            self._retired = True
+            self.finished.set()
+            self._answer_leftovers()
+            if self._transport_task is not None and not self._transport_task.done():
+                self._transport_task.cancel()
+
+    async def _serve(self) -> None:
+        while True:
+            item = await self._next()
+            if item is not None:
+                await self._handle(item)
+            state = self.core.state
+            if state == STOPPED or (state == IDLE and not self.core.leases):
+                return
+            if self.core.due(self._clock.monotonic()):
+                await self._stop()
+                return
+
+    async def _next(self) -> _Item | None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return await self._inbox.get()
+        timeout = deadline - self._clock.monotonic()
+        if timeout <= 0:
+            return None if self._inbox.empty() else self._inbox.get_nowait()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._inbox.get()
+        except TimeoutError:
+            return None
+
+    async def _handle(self, item: _Item) -> None:
+        if isinstance(item, _Event):
+            await item.run()
+            return
+        if item.future.done():  # its caller gave up
+            return
+        try:
+            result = await item.run()
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        if not item.future.done():
+            item.future.set_result(result)
+        elif isinstance(result, LeaseHandle):  # its caller gave up meanwhile: nobody holds it
+            try:
+                await self._release(result, result.info.correlation_id,
+                                    {"reason": "acquire_cancelled"})
+            except (AuditError, InvalidInputError) as exc:
+                self._log.error(events.AUDIT_WRITE_FAILED, spec_event="release", error=str(exc))
+
+    def _answer_leftovers(self) -> None:
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Call) and not item.future.done():
+                item.future.set_result(RETRY)
+
+    # Commands.
+
+    async def _acquire(self, request: AcquireRequest) -> LeaseHandle | Retry:
+        core = self.core
+        info = LeaseInfo(request.lease_id, core.lifecycle_id, core.key, request.owner,
+                         request.correlation_id)
+        mailbox = Mailbox(lease_id=info.lease_id, owner=info.owner,
+                          capacity=self._settings.lease_queue_size,
+                          callbacks=request.callbacks, pool=self._services.pool,
+                          on_overflow=self._overflowed, log=self._log)
+        try:
+            pending = core.acquire(info, request.subscriptions, mailbox,
+                                   self._clock.monotonic())
+        except InvalidTransitionError:
+            return RETRY  # stopped, or draining past reuse: the successor takes it
+        handle = LeaseHandle(info, mailbox, request.subscriptions)
+        self._handles[info.lease_id] = handle
+        try:
+            await self._apply(pending)
+        except BaseException:
+            del self._handles[info.lease_id]
+            raise
+        return handle
+
+    async def _release(self, handle: LeaseHandle, correlation_id: str,
+                       details: Mapping[str, Any] | None) -> None:
+        pending = self.core.release(handle.info.lease_id, correlation_id, details=details)
+        if pending is None:
+            self._log.info(events.RELEASE_IGNORED, lease_id=handle.info.lease_id,
+                           status=handle.status.value)
+            return
+        await self._apply(pending)
+
+    async def _change(self, handle: LeaseHandle, pairs: frozenset[Subscription],
+                      subscribe: bool, correlation_id: str) -> None:
+        if handle.status is not LeaseStatus.LIVE:
+            raise _not_live(handle, "subscribe")
+        pending = self.core.change_subscriptions(handle.info.lease_id, pairs,
+                                                 subscribe=subscribe,
+                                                 correlation_id=correlation_id)
+        if pending is not None:
+            await self._apply(pending)
+
+    async def _shutdown(self, correlation_id: str, error: LeaseRevokedError) -> None:
+        self.core.close_now()
+        if self.core.state in (STARTING, RUNNING):
+            pending = self.core.signal("shutdown", correlation_id=correlation_id,
+                                       revoke_error=error)
+            await self._apply(pending)
+
+    # Connection events.
+
+    async def _on_connected(self) -> None:
+        await self._signal("connected")
+
+    async def _on_lost(self, reason: str) -> None:
+        self.core.disconnected()
+        await self._signal("connection_lost", details={"reason": self._redact(reason)})
+
+    async def _on_fatal(self, error: ConnectionStartError) -> None:
+        message = self._redact(error.message)
+        self.core.fail(type(error)(message, operation="start",
+                                   fingerprint=self.core.key.fingerprint,
+                                   state=self.core.state,
+                                   correlation_id=self.core.origin_correlation_id))
+        if self.core.state == RUNNING:
+            await self._signal("connection_lost", details={"reason": message})
+
+    async def _on_acked(self, pairs: frozenset[Subscription]) -> None:
+        self.core.acknowledge(pairs)
+        self._update_readiness()
+
+    async def _on_overflow(self, handle: LeaseHandle) -> None:
+        lease_id = handle.info.lease_id
+        entry = self.core.leases.get(lease_id)
+        if entry is None:
+            return
+        error = LeaseOverflowError(
+            f"lease {lease_id} fell {self._settings.lease_queue_size} trade updates behind; "
+            "revoked so that no update is dropped silently",
+            operation="deliver", fingerprint=self.core.key.fingerprint,
+            correlation_id=handle.info.correlation_id)
+        pending = self.core.release(lease_id, handle.info.correlation_id, outcome="failed",
+                                    error=error, details={"reason": "delivery_overflow"})
+        assert pending is not None
+        try:
+            await self._apply(pending)
+        except (AuditError, InvalidInputError) as exc:
+            self._log.error(events.AUDIT_WRITE_FAILED, spec_event="release", error=str(exc))
+            return
+        self._log.warning(events.LEASE_REVOKED, lease_id=lease_id, owner=handle.info.owner,
+                          reason=error.message)
+        await self._record_quietly(self.core.revocation(entry, error, self.core.cause_id))
+
+    async def _signal(self, event: str, details: Mapping[str, Any] | None = None) -> None:
+        try:
+            pending = self.core.signal(event, details=details)
+        except InvalidTransitionError as exc:
+            self._log.warning(events.TRANSITION_REJECTED, spec_event=event,
+                              state=self.core.state, refs=self.core.refs, reason=exc.message)
+            await self._record_quietly(self.core.rejection(event, exc))
+            return
+        try:
+            await self._apply(pending)
+        except (AuditError, InvalidInputError) as exc:
+            self._log.error(events.AUDIT_WRITE_FAILED, spec_event=event, error=str(exc))
+
+    # Applying a change: record, then commit and carry out, or roll back.
+
+    async def _apply(self, pending: Pending) -> Effects:
+        core = self.core
+        record = self._services.writer.build(core.lifecycle_id, core.key, pending.draft)
+        try:
+            stored = await self._services.writer.write(record)
+        except BaseException:
+            core.rollback(pending)
+            raise
+        return await self._commit(pending, stored)
+
+    async def _commit(self, pending: Pending, record: AuditRecord | None) -> Effects:
+        effects = self.core.commit(pending, record, self._clock.monotonic())
+        self._entered(pending, record)
+        if effects.wire is not None:
+            self.transport.set_subscriptions(effects.wire)
+        if effects.start_transport:
+            self._transport_task = asyncio.create_task(
+                self._run_transport(), name=f"streamwarden-transport-{self.lifecycle_id}")
+        if effects.ended is not None:
+            handle = self._handles.pop(effects.ended.info.lease_id)
+            handle.end(LeaseStatus.REVOKED if effects.revoke_error else LeaseStatus.RELEASED,
+                       effects.revoke_error)
+        if pending.resubscribe is not None:
+            self._handles[pending.resubscribe.info.lease_id].subscriptions = (
+                pending.resubscribe.subscriptions)
+        await self._revoke(effects, record)
+        self._update_readiness()
+        if self._settings.debug:
+            self.check_invariants()
+        return effects
+
+    def _entered(self, pending: Pending, record: AuditRecord | None) -> None:
+        transition = pending.transition
+        if transition is None:
+            return
+        self.last_transition_at = record.occurred_at if record else self._clock.now()
+        if transition.to_state == RUNNING and self.started_at is None:
+            self.started_at = self.last_transition_at
+        draft = pending.draft
+        self._log.info(events.TRANSITION, spec_event=draft.event,
+                       from_state=draft.from_state, to_state=draft.to_state,
+                       refs_before=draft.refs_before, refs_after=draft.refs_after,
+                       lease_id=draft.lease_id, owner=draft.owner, outcome=draft.outcome,
+                       event_id=record.event_id if record else None)
+
+    async def _revoke(self, effects: Effects, cause: AuditRecord | None) -> None:
+        if not effects.revoked:
+            return
+        error = effects.revoke_error or ConnectionStartError(
+            "the connection failed", fingerprint=self.core.key.fingerprint)
+        for entry in effects.revoked:
+            handle = self._handles.pop(entry.info.lease_id, None)
+            if handle is not None:
+                handle.end(LeaseStatus.REVOKED, error)
+            self._log.warning(events.LEASE_REVOKED, lease_id=entry.info.lease_id,
+                              owner=entry.info.owner, reason=error.message)
+            await self._record_quietly(self.core.revocation(
+                entry, error, cause.event_id if cause else None))
+
+    async def _record_quietly(self, draft: Draft) -> None:
+        """Record an event that changes nothing; a failure is logged, not raised."""
+        record = self._services.writer.build(self.core.lifecycle_id, self.core.key, draft)
+        try:
+            await self._services.writer.write(record)
+        except (AuditError, InvalidInputError) as exc:
+            self._log.error(events.AUDIT_WRITE_FAILED, spec_event=draft.event, error=str(exc))
+
+    def _update_readiness(self) -> None:
+        for lease_id, handle in self._handles.items():
+            if self.core.ready(lease_id):
+                handle.ready.set()
+            else:
+                handle.ready.clear()
+
+    # Ending the lifecycle.
+
+    async def _stop(self) -> None:
+        self.core.issue_close()
+        self._retired = True
+        clean = await self._stop_transport()
+        await self._finish(clean)
+
+    async def _run_transport(self) -> None:
+        try:
+            await self.transport.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken transport must not leave the lifecycle starting
+            self.on_fatal_error(ConnectionStartError(f"transport failed: {type(exc).__name__}"))
+
+    async def _stop_transport(self) -> bool:
+        task = self._transport_task
+        if task is None:
+            return True
+        loop = asyncio.get_running_loop()
+        bound = self._settings.stop_timeout
+        deadline = loop.time() + bound
+        try:
+            await asyncio.wait_for(self.transport.stop(), bound)
+        except Exception as exc:  # a hung or failing stop is bounded, then forced below
+            self._log.warning(events.TRANSPORT_STOP_FAILED, error_type=type(exc).__name__)
+        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+        if task.done():
+            return True
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+        if not task.done():
+            self.stop_abandoned = True
+            self._services.count("abandoned_transports")
+        self._log.error(events.TRANSPORT_STOP_TIMEOUT, stop_timeout=bound,
+                        abandoned=self.stop_abandoned)
+        return False
+
+    async def _finish(self, clean: bool) -> None:
+        event, outcome, error = self._final_event(clean)
+        pending = self.core.signal(event, outcome=outcome, error=error,
+                                   details={"stop_clean": clean}, revoke_error=error)
+        record = self._services.writer.build(self.core.lifecycle_id, self.core.key,
+                                             pending.draft)
+        stored = await self._write_final(record)
+        await self._commit(pending, stored)
+
+    def _final_event(self, clean: bool) -> tuple[str, Any, StreamwardenError | None]:
+        core = self.core
+        if core.state == STARTING:
+            error = core.failure or StartTimeoutError(
+                f"not connected within start_timeout={self._settings.start_timeout}s",
+                operation="start", fingerprint=core.key.fingerprint, state=STARTING)
+            self._log.warning(events.LIFECYCLE_FAILED, error_type=type(error).__name__,
+                              error=error.message)
+            return "start_failed", "failed" if clean else "forced", error
+        if clean:
+            return "closed", "ok", None
+        return "close_timeout", "forced", StopTimeoutError(
+            f"transport did not stop within stop_timeout={self._settings.stop_timeout}s",
+            operation="stop", fingerprint=core.key.fingerprint, state=DRAINING)
+
+    async def _write_final(self, record: AuditRecord) -> AuditRecord | None:
+        """Write the final record, retrying for at most ``stop_timeout``; None if it is lost.
+
+        One attempt at a time: an attempt that outlives the bound may still store the record
+        later, but it is never written twice.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.stop_timeout
+        attempt: asyncio.Future[AuditRecord] | None = None
+        while True:
+            if attempt is None:
+                attempt = asyncio.ensure_future(self._services.writer.write(record))
+                attempt.add_done_callback(_retrieve)
+            try:
+                return await asyncio.wait_for(asyncio.shield(attempt),
+                                              max(0.0, deadline - loop.time()))
+            except (AuditError, InvalidInputError) as exc:
+                attempt = None
+                problem = str(exc)
+            except TimeoutError:
+                problem = "timeout"
+            if loop.time() + AUDIT_RETRY_SECONDS >= deadline:
+                self._services.count("final_records_lost")
+                self._log.error(events.AUDIT_FINAL_RECORD_LOST, spec_event=record.event,
+                                event_id=record.event_id, error=problem)
+                return None
+            await asyncio.sleep(AUDIT_RETRY_SECONDS)
+
+    # Views.
+
+    def transport_done(self) -> bool:
+        """INV7's ``transport_done``: the transport task ended, or was counted as abandoned."""
+        task = self._transport_task
+        return task is None or task.done() or self.stop_abandoned
+
+    def violations(self) -> list[str]:
+        """The machine- and connection-level invariants that fail now."""
+        env = self.core.invariant_env(socket_open=self.transport.socket_open,
+                                      transport_done=self.transport_done(),
+                                      wire=self.transport.subscriptions)
+        return [f"{inv.id}: {inv.expr.source}"
+                for inv in self._services.spec.invariants_in("machine", "connection")
+                if not inv.expr.evaluate(env)]
+
+    def check_invariants(self) -> None:
+        """Debug mode: log and raise if an invariant fails.
+
+        Raises:
+            InvariantViolationError: naming the invariants that fail.
+        """
+        failed = self.violations()
+        if failed:
+            self._log.critical(events.INVARIANT_VIOLATED, violations=failed)
+            raise InvariantViolationError(f"invariant(s) violated: {'; '.join(failed)}",
+                                          state=self.core.state,
+                                          fingerprint=self.core.key.fingerprint)
+
+    def health(self) -> LifecycleHealth:
+        """This lifecycle as shown in the health report."""
+        core = self.core
+        leases = []
+        for handle in self._handles.values():
+            stats = handle.mailbox.stats()
+            leases.append(LeaseHealth(
+                lease_id=handle.info.lease_id, owner=handle.info.owner,
+                correlation_id=handle.info.correlation_id,
+                symbols=tuple(sorted({symbol for _, symbol in handle.subscriptions})),
+                queue_depth=stats.depth, oldest_undelivered_age=stats.oldest_age,
+                delivered=stats.delivered, dropped=stats.dropped,
+                callback_errors=stats.callback_errors,
+                callback_running_for=stats.callback_running_for,
+            ))
+        return LifecycleHealth(
+            lifecycle_id=core.lifecycle_id, fingerprint=core.key.fingerprint,
+            kind=core.key.kind, paper=core.key.paper, feed=core.key.feed, state=core.state,
+            refs=core.refs, leases=tuple(leases), created_at=_iso(self.created_at),
+            started_at=_iso(self.started_at) if self.started_at else None,
+            last_transition_at=_iso(self.last_transition_at), messages=self.messages,
+            reconnects=core.reconnects,
+            callback_errors=sum(lease.callback_errors for lease in leases),
+            stop_abandoned=self.stop_abandoned,
+        )
+
+    def handles(self) -> tuple[LeaseHandle, ...]:
+        """The live leases' handles."""
+        return tuple(self._handles.values())
+
+    def _redact(self, text: str) -> str:
+        return self._services.writer.redact(text)
+
+
+def _retrieve(future: asyncio.Future[AuditRecord]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: the failure was logged by the final-record loop
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def _not_live(handle: LeaseHandle, operation: str) -> LeaseError:
+    if handle.status is LeaseStatus.REVOKED:
+        return LeaseRevokedError(f"lease {handle.info.lease_id} was revoked",
+                                 operation=operation,
+                                 correlation_id=handle.info.correlation_id)
+    return LeaseError(f"lease {handle.info.lease_id} was released", operation=operation,
+                      correlation_id=handle.info.correlation_id)

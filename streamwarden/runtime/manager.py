@@ -1,0 +1,407 @@
+"""The connection managers: ``ConnectionManager`` (threads) and ``AsyncConnectionManager``.
+
+Both are thin facades over one engine (:mod:`streamwarden.runtime._engine`): the same
+lifecycles, leases, audit records and bounds; the sync one waits for the engine from the
+caller's thread, the async one awaits it from the caller's event loop and never blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+import structlog
+
+from streamwarden import logging as events
+from streamwarden.audit.memory import InMemoryAuditSink
+from streamwarden.audit.records import AuditSink
+from streamwarden.clock import Clock, SystemClock
+from streamwarden.config import Settings
+from streamwarden.credentials import Credentials
+from streamwarden.errors import InvalidInputError, StopTimeoutError
+from streamwarden.ids import new_id, resolve_correlation_id
+from streamwarden.logging import SecretRedactor, make_logger
+from streamwarden.machine.spec import LifecycleSpec, default_spec
+from streamwarden.marketdata import TRADE_UPDATES_CHANNEL
+from streamwarden.runtime._delivery import Callback
+from streamwarden.runtime._engine import CLOSE_SLACK_SECONDS, Engine
+from streamwarden.runtime._handle import LeaseHandle
+from streamwarden.runtime._keys import MARKET_DATA, TRADE_UPDATES, StreamKey, StreamKind
+from streamwarden.runtime._supervisor import AcquireRequest
+from streamwarden.runtime.health import HealthReport
+from streamwarden.runtime.leases import (
+    AsyncMarketDataLease,
+    AsyncTradeUpdatesLease,
+    MarketDataLease,
+    TradeUpdatesLease,
+)
+from streamwarden.transports._contract import TransportFactory
+from streamwarden.validation import check_credentials, check_owner, check_seconds, check_symbols
+
+#: Records the default in-memory audit sink keeps (a ring: older ones are forgotten).
+DEFAULT_MEMORY_AUDIT_RECORDS = 1000
+
+L = TypeVar("L")
+
+
+def _check_callbacks(**by_channel: object) -> dict[str, Callback]:
+    callbacks: dict[str, Callback] = {}
+    for channel, callback in by_channel.items():
+        if callback is None:
+            continue
+        if not callable(callback):
+            raise InvalidInputError(f"the {channel} callback must be callable",
+                                    operation="acquire")
+        callbacks[channel] = callback
+    return callbacks
+
+
+class _Manager:
+    """Construction, argument checks and acquire requests shared by both facades."""
+
+    def __init__(
+        self,
+        *,
+        transport_factory: TransportFactory | None = None,
+        audit: AuditSink | None = None,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        spec: LifecycleSpec | None = None,
+        log_format: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self._settings = settings if settings is not None else Settings.from_env()
+        self._correlation_id = resolve_correlation_id(correlation_id)
+        self._spec = spec or default_spec()
+        self._redactor = SecretRedactor()
+        self._log: structlog.stdlib.BoundLogger = make_logger(self._redactor,
+                                                              log_format=log_format)
+        if audit is None:
+            audit = InMemoryAuditSink(capacity=DEFAULT_MEMORY_AUDIT_RECORDS)
+            self._log.warning(events.AUDIT_NOT_DURABLE, kept_records=DEFAULT_MEMORY_AUDIT_RECORDS,
+                              hint="pass audit=AuditLog.open(...) for a durable trail")
+        if transport_factory is None:
+            # Imported here so that alpaca-py loads only when a manager needs it.
+            from streamwarden.transports._alpaca import AlpacaTransportFactory  # noqa: PLC0415
+
+            transport_factory = AlpacaTransportFactory()
+        self._audit = audit
+        self._engine = Engine(spec=self._spec, settings=self._settings,
+                              clock=clock or SystemClock(), sink=audit,
+                              transport_factory=transport_factory, log=self._log,
+                              redactor=self._redactor)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings this manager runs with."""
+        return self._settings
+
+    @property
+    def audit(self) -> AuditSink:
+        """The audit sink transitions are recorded in (the caller owns and closes it)."""
+        return self._audit
+
+    @property
+    def correlation_id(self) -> str:
+        """The manager's own correlation id: its shutdown records carry it."""
+        return self._correlation_id
+
+    def _request(self, credentials: object, kind: StreamKind, *, owner: object,
+                 correlation_id: str | None, subscriptions: frozenset[tuple[str, str]],
+                 callbacks: dict[str, Callback]) -> tuple[StreamKey, Credentials, AcquireRequest]:
+        checked = check_credentials(credentials)
+        self._redactor.register(*checked.sensitive_values())
+        key = StreamKey(
+            fingerprint=checked.fingerprint(self._settings.fingerprint_key_bytes),
+            kind=kind, paper=checked.paper,
+            feed=self._settings.feed if kind == MARKET_DATA else None,
+        )
+        request = AcquireRequest(lease_id=new_id(), owner=check_owner(owner),
+                                 correlation_id=resolve_correlation_id(correlation_id),
+                                 subscriptions=subscriptions, callbacks=callbacks)
+        return key, checked, request
+
+    def _market_request(self, credentials: object, symbols: object, owner: object,
+                        correlation_id: str | None,
+                        callbacks: dict[str, Callback]) -> tuple[StreamKey, Credentials,
+                                                                  AcquireRequest]:
+        checked = check_symbols(symbols)
+        if not checked:
+            raise InvalidInputError("a market-data lease needs at least one symbol",
+                                    operation="acquire")
+        pairs = frozenset((channel, symbol) for symbol in checked
+                          for channel in ("quotes", "trades"))
+        return self._request(credentials, MARKET_DATA, owner=owner,
+                             correlation_id=correlation_id, subscriptions=pairs,
+                             callbacks=callbacks)
+
+    def _close_bound(self, timeout: float | None) -> float:
+        return (self._settings.stop_timeout + CLOSE_SLACK_SECONDS if timeout is None
+                else check_seconds("timeout", timeout))
+
+    def _close_result(self, result: tuple[list[str], Any], bound: float, cid: str) -> None:
+        pending, failure = result
+        if failure is not None:
+            raise failure
+        if pending:
+            raise StopTimeoutError(
+                f"{len(pending)} lifecycle(s) not stopped within {bound}s: {', '.join(pending)}",
+                operation="close", correlation_id=cid)
+        self._log.info(events.MANAGER_CLOSED, correlation_id=cid)
+
+
+class ConnectionManager(_Manager):
+    """Shares one connection per account and stream kind among many consumers, via leases.
+
+    Args:
+        transport_factory: builds the transport of each new lifecycle (default: alpaca-py's
+            streams).
+        audit: where transitions and lease events are recorded (default: an in-memory ring of
+            the last 1,000 records, not durable, and the manager says so once in the log; pass
+            an ``AuditLog`` for compliance). The caller owns and closes it.
+        settings: default ``Settings.from_env()``.
+        clock: default the system clock.
+        spec: the lifecycle spec (default: the packaged one).
+        log_format: ``json`` or ``text`` (default from ``STREAMWARDEN_LOG_FORMAT``).
+        correlation_id: the manager's own id, recorded on the shutdown its ``close`` (or the end
+            of its ``with`` block) causes (default: generated).
+
+    Raises:
+        InvalidInputError: a malformed correlation id.
+
+    Thread-safety: every method may be called from any thread, lease callbacks included. Each
+    waits for the manager's engine thread, within a bound.
+    """
+
+    def market_data(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        on_bar: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> MarketDataLease:
+        """A lease on the account's shared market-data connection (the configured feed).
+
+        The lease subscribes quotes and trades of ``symbols`` (at least one: the SDK opens its
+        socket on the first subscription) and may add more, and bars, later. With callbacks,
+        each parsed Quote, Trade or Bar of the lease's subscriptions goes to ``on_quote``,
+        ``on_trade``, ``on_bar`` on a callback worker (one that raises is logged and counted);
+        without, read them with ``quotes()``, ``trades()``, ``bars()``. With ``wait``
+        (default) the call returns once the connection is running and the lease's
+        subscriptions are acknowledged on the wire, so no first message is lost.
+
+        Raises:
+            InvalidInputError: bad credentials, symbols, callbacks, owner or correlation id;
+                nothing changed.
+            ConnectionStartError: the connection could not be started (a subclass says why),
+                within ``start_timeout`` (+ ``stop_timeout`` if a predecessor was closing).
+            ManagerClosedError: the manager was closed.
+            AuditError: the acquire could not be recorded; nothing changed.
+        """
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
+        key, checked, request = self._market_request(credentials, symbols, owner,
+                                                     correlation_id, callbacks)
+        handle = self._acquire(key, checked, request, wait)
+        return MarketDataLease(handle, self._engine)
+
+    def trade_updates(
+        self,
+        credentials: Credentials,
+        *,
+        on_update: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> TradeUpdatesLease:
+        """A lease on the account's shared trade-updates connection.
+
+        Every order update of the account (alpaca-py's ``TradeUpdate``) goes to ``on_update``
+        on a callback worker, or, without it, to ``updates()``.
+
+        Raises:
+            The same errors as :meth:`market_data`.
+        """
+        callbacks = _check_callbacks(**{TRADE_UPDATES_CHANNEL: on_update})
+        key, checked, request = self._request(credentials, TRADE_UPDATES, owner=owner,
+                                              correlation_id=correlation_id,
+                                              subscriptions=frozenset(), callbacks=callbacks)
+        handle = self._acquire(key, checked, request, wait)
+        return TradeUpdatesLease(handle, self._engine)
+
+    def _acquire(self, key: StreamKey, credentials: Credentials, request: AcquireRequest,
+                 wait: bool) -> LeaseHandle:
+        with structlog.contextvars.bound_contextvars(correlation_id=request.correlation_id):
+            return self._engine.run_sync(
+                self._engine.acquire(key, credentials, request, wait=bool(wait)),
+                self._engine.acquire_bound())
+
+    def health(self) -> HealthReport:
+        """A typed, JSON-serialisable snapshot of every live lifecycle and lease (queue depth,
+        oldest undelivered age, drops); no secret, no key id."""
+        return self._engine.inspect(self._engine.health)
+
+    def check_invariants(self) -> list[str]:
+        """Every spec invariant (INV1..INV7) that fails now; an empty list when all hold."""
+        return self._engine.inspect(lambda: self._engine.violations(self._spec))
+
+    def close(self, timeout: float | None = None, *, correlation_id: str | None = None) -> None:
+        """Revoke every lease, drain and stop every lifecycle, end the manager's threads.
+
+        Args:
+            timeout: seconds to wait for every lifecycle to stop (default ``stop_timeout`` + 1).
+            correlation_id: recorded on the shutdowns (default: the manager's own).
+
+        Raises:
+            InvalidInputError: a negative timeout or bad correlation id; nothing changed.
+            StopTimeoutError: some lifecycle had not stopped in time (it still will, forced).
+            AuditError: a ``shutdown`` could not be recorded; that connection stays up: call
+                ``close`` again once the audit sink is back (new leases are refused).
+
+        Idempotent; may be called from a callback.
+        """
+        bound = self._close_bound(timeout)
+        cid = resolve_correlation_id(correlation_id, default=self._correlation_id)
+        if self._engine.stopped:
+            return
+        result = self._engine.run_sync(self._engine.close(cid, bound),
+                                       bound + self._engine.operation_bound())
+        if result[1] is None:
+            self._engine.stop()
+        self._close_result(result, bound, cid)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Acquiring(Generic[L]):
+    """What :class:`AsyncConnectionManager` acquires return: ``await`` it for the lease, or
+    ``async with`` it to release the lease when the block ends."""
+
+    __slots__ = ("_acquire", "_lease")
+
+    def __init__(self, acquire: Callable[[], Awaitable[L]]) -> None:
+        self._acquire = acquire
+        self._lease: L | None = None
+
+    def __await__(self) -> Generator[Any, None, L]:
+        return self._acquire().__await__()
+
+    async def __aenter__(self) -> L:
+        self._lease = await self._acquire()
+        return self._lease
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        lease = self._lease
+        if lease is not None:
+            await lease.release()  # type: ignore[attr-defined]
+
+
+class AsyncConnectionManager(_Manager):
+    """The asyncio twin of :class:`ConnectionManager`: same arguments, same leases and audit
+    records; every call is a coroutine that never blocks the caller's event loop.
+
+    ``async with AsyncConnectionManager(...) as manager``; ``async with
+    manager.market_data(creds, symbols=[...]) as feed`` or ``feed = await
+    manager.market_data(...)``; ``async for quote in feed.quotes()``; ``await
+    manager.health()``.
+
+    Thread-safety: use one instance from one event loop (any loop: it runs its connections on
+    its own engine thread).
+    """
+
+    def market_data(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        on_bar: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> Acquiring[AsyncMarketDataLease]:
+        """As :meth:`ConnectionManager.market_data`; callbacks, if given, are plain callables
+        run on the callback workers.
+
+        Raises:
+            InvalidInputError: at once, before anything is awaited; the rest when awaited.
+        """
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
+        key, checked, request = self._market_request(credentials, symbols, owner,
+                                                     correlation_id, callbacks)
+
+        async def acquire() -> AsyncMarketDataLease:
+            handle = await self._acquire(key, checked, request, wait)
+            return AsyncMarketDataLease(handle, self._engine)
+
+        return Acquiring(acquire)
+
+    def trade_updates(
+        self,
+        credentials: Credentials,
+        *,
+        on_update: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> Acquiring[AsyncTradeUpdatesLease]:
+        """As :meth:`ConnectionManager.trade_updates`."""
+        callbacks = _check_callbacks(**{TRADE_UPDATES_CHANNEL: on_update})
+        key, checked, request = self._request(credentials, TRADE_UPDATES, owner=owner,
+                                              correlation_id=correlation_id,
+                                              subscriptions=frozenset(), callbacks=callbacks)
+
+        async def acquire() -> AsyncTradeUpdatesLease:
+            handle = await self._acquire(key, checked, request, wait)
+            return AsyncTradeUpdatesLease(handle, self._engine)
+
+        return Acquiring(acquire)
+
+    async def _acquire(self, key: StreamKey, credentials: Credentials,
+                       request: AcquireRequest, wait: bool) -> LeaseHandle:
+        with structlog.contextvars.bound_contextvars(correlation_id=request.correlation_id):
+            return await self._engine.run_async(
+                self._engine.acquire(key, credentials, request, wait=bool(wait)),
+                self._engine.acquire_bound())
+
+    async def health(self) -> HealthReport:
+        """As :meth:`ConnectionManager.health`."""
+        return await self._engine.ainspect(self._engine.health)
+
+    async def check_invariants(self) -> list[str]:
+        """As :meth:`ConnectionManager.check_invariants`."""
+        return await self._engine.ainspect(lambda: self._engine.violations(self._spec))
+
+    async def close(self, timeout: float | None = None, *,
+                    correlation_id: str | None = None) -> None:
+        """As :meth:`ConnectionManager.close`; the engine's threads are joined off the caller's
+        loop."""
+        bound = self._close_bound(timeout)
+        cid = resolve_correlation_id(correlation_id, default=self._correlation_id)
+        if self._engine.stopped:
+            return
+        result = await self._engine.run_async(self._engine.close(cid, bound),
+                                              bound + self._engine.operation_bound())
+        if result[1] is None:
+            await asyncio.to_thread(self._engine.stop)
+        self._close_result(result, bound, cid)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

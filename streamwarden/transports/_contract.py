@@ -1,0 +1,94 @@
+"""The transport contract: what the engine needs from one physical stream connection.
+
+A transport runs as a task on the manager's engine loop: :meth:`Transport.run` connects,
+reconnects after drops, and returns when :meth:`Transport.stop` asks it to or when it meets an
+error retrying cannot fix. It reports what happens through :class:`TransportEvents`, whose
+methods never block and never run consumer code: they only hand the news to the lifecycle that
+owns the transport (connection events) or to the leases' delivery queues (messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from streamwarden.config import Settings
+    from streamwarden.credentials import Credentials
+    from streamwarden.errors import ConnectionStartError
+    from streamwarden.marketdata import Subscription
+    from streamwarden.runtime._keys import StreamKey
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One message from the stream: its channel (quotes, trades, bars, trade_updates), the
+    symbol it concerns (if any) and the payload, parsed once (a Quote, Trade or Bar of
+    :mod:`streamwarden.marketdata`, or alpaca-py's ``TradeUpdate``)."""
+
+    channel: str
+    symbol: str | None
+    payload: Any
+
+
+class TransportEvents(Protocol):
+    """What a transport reports. Call only from the engine loop; every method returns at once."""
+
+    def on_connected(self) -> None:
+        """Authenticated and listening: the stream is usable (again, after a reconnect)."""
+        ...
+
+    def on_connection_lost(self, reason: str) -> None:
+        """The socket closed or failed while the stream was usable; the transport reconnects."""
+        ...
+
+    def on_fatal_error(self, error: ConnectionStartError) -> None:
+        """The stream cannot be (re)established, e.g. refused credentials; ``run`` returns.
+        ``error``'s message must hold no secret."""
+        ...
+
+    def on_subscribed(self, pairs: frozenset[Subscription]) -> None:
+        """The peer acknowledged that the wire now carries exactly ``pairs`` (market data)."""
+        ...
+
+    def on_message(self, message: StreamMessage) -> None:
+        """A message arrived."""
+        ...
+
+
+class Transport(Protocol):
+    """One physical connection to an Alpaca stream, driven on the engine's event loop."""
+
+    async def run(self, events: TransportEvents) -> None:
+        """Connect and stay connected until :meth:`stop` or a fatal error; then return.
+
+        Called at most once. Must not block the loop; the engine bounds how long it takes to
+        return after :meth:`stop` and cancels it past the bound.
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Ask :meth:`run` to end and close the socket. Returns without waiting for the close
+        handshake; may be called before :meth:`run` or more than once."""
+        ...
+
+    def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
+        """The (channel, symbol) pairs the wire should carry. Returns at once; the transport
+        reconciles the wire on the loop and reports the acknowledgement through
+        :meth:`TransportEvents.on_subscribed`. May be called before :meth:`run`."""
+        ...
+
+    @property
+    def subscriptions(self) -> frozenset[Subscription]:
+        """The pairs most recently asked for with :meth:`set_subscriptions`."""
+        ...
+
+    @property
+    def socket_open(self) -> bool:
+        """Whether an authenticated socket is open."""
+        ...
+
+
+TransportFactory = Callable[["StreamKey", "Credentials", "Settings"], Transport]
+"""Builds the transport of a new lifecycle of a stream key. Called on the engine loop."""
