@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamwarden.cli import main
-from streamwarden.diagram import GraphvizMissingError, render, svg
+from streamwarden.machine.diagram import GraphvizMissingError, render, svg
 from streamwarden.machine.spec import default_spec
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"

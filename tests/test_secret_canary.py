@@ -23,7 +23,7 @@ from streamwarden import (
     StreamwardenError,
 )
 from streamwarden.logging import LOGGER_NAME
-from streamwarden.machine.memory_transport import InMemoryTransportFactory, TransportOptions
+from streamwarden.testing import InMemoryTransportFactory, TransportOptions
 from tests.conftest import CANARY_KEY_ID, CANARY_SECRET
 
 CANARIES = (CANARY_KEY_ID, CANARY_SECRET)

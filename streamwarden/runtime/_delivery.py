@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from streamwarden import logging as events
-from streamwarden.errors import StreamwardenError, WaitTimeoutError
+from streamwarden.errors import LeaseRevokedError, StreamwardenError, WaitTimeoutError
 from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
 from streamwarden.transports._contract import StreamMessage
 
@@ -166,6 +166,12 @@ class Mailbox:
             self._lanes.clear()
             self._wake()
 
+    def forget(self, pairs: frozenset[Subscription]) -> None:
+        """Drop the latest values of ``pairs`` (the lease unsubscribed them)."""
+        with self._cond:
+            for pair in pairs:
+                self._latest.pop(pair, None)
+
     # Consumer side.
 
     def latest(self, pair: Subscription) -> Any:
@@ -265,8 +271,12 @@ class Mailbox:
                    symbol: str | None = None) -> float | None:
         """Seconds left to wait; raises when closed or out of time. Call with the lock held."""
         if self._closed:
-            if self._error is not None:
-                raise self._error.derive()
+            error = self._error
+            if isinstance(error, LeaseRevokedError):
+                raise error.derive()
+            if error is not None:
+                raise LeaseRevokedError(f"lease {self.lease_id} was revoked: {error.message}",
+                                        operation=channel) from error
             raise MailboxClosedError
         if deadline is None:
             return None

@@ -417,6 +417,12 @@ class Engine:
         pending = sorted(s.lifecycle_id for s in waiting if not s.finished.is_set())
         return pending, failure
 
+    async def settle(self) -> None:
+        """Return once every lifecycle has handled what was posted to it before this call (for
+        tests that drive a transport by hand)."""
+        for supervisor in list(self._active.values()):
+            await supervisor.settle()
+
     def health(self) -> HealthReport:
         """A snapshot of every live lifecycle. Call through :meth:`inspect`."""
         counters = self._services.counters

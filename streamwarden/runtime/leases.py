@@ -90,6 +90,15 @@ class _Lease:
         """Neither released nor revoked."""
         return self._handle.status is LeaseStatus.LIVE
 
+    def ensure_live(self) -> None:
+        """Raise if the lease may no longer be used.
+
+        Raises:
+            LeaseRevokedError: it was revoked (its cause is chained as ``__cause__``).
+            LeaseError: it was released.
+        """
+        raise_unless_live(self._handle, "use", plain=True)
+
     def issued_by(self, manager: object) -> bool:
         """Whether ``manager`` issued this lease."""
         return getattr(manager, "_engine", None) is self._engine

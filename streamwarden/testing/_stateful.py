@@ -59,6 +59,7 @@ ACCOUNTS = (Credentials("PKPROPERTYACCOUNT001", "property-secret-one"),
             Credentials("PKPROPERTYACCOUNT002", "property-secret-two", paper=False))
 SYMBOLS = st.lists(st.sampled_from(["AAPL", "MSFT", "SPY", "BRK.B"]), min_size=1, max_size=3)
 STEPS_PER_EXAMPLE = 25
+SETTLE_SECONDS = 10.0
 _QUOTE = Quote("AAPL", Decimal("187.10"), Decimal(3), Decimal("187.12"), Decimal(1),
                datetime(2026, 11, 23, 15, tzinfo=UTC))
 
@@ -90,6 +91,14 @@ class ManagerMachine(RuleBasedStateMachine):
     def _manager(self) -> ConnectionManager:
         assert self.manager is not None
         return self.manager
+
+    def _settle(self) -> None:
+        """Wait until the lifecycles have handled the event just emitted, so that each step
+        sees the effect of the one before (the engine handles transport events in order, on
+        its own loop)."""
+        engine = self._manager()._engine
+        if not engine.stopped:
+            engine.run_sync(engine.settle(), SETTLE_SECONDS)
 
     def _transport(self, index: int) -> InMemoryTransport | None:
         created = self.factory.created
@@ -127,24 +136,28 @@ class ManagerMachine(RuleBasedStateMachine):
         transport = self._transport(index)
         if transport is not None:
             transport.emit_connected()
+            self._settle()
 
     @rule(index=st.integers(0, 20))
     def connection_lost(self, index: int) -> None:
         transport = self._transport(index)
         if transport is not None:
             transport.emit_connection_lost("peer reset")
+            self._settle()
 
     @rule(index=st.integers(0, 20))
     def fatal_error(self, index: int) -> None:
         transport = self._transport(index)
         if transport is not None:
             transport.emit_fatal_error(AuthenticationError("unauthorized"))
+            self._settle()
 
     @rule(index=st.integers(0, 20))
     def message(self, index: int) -> None:
         transport = self._transport(index)
         if transport is not None:
             transport.emit_message(StreamMessage("quotes", "AAPL", _QUOTE))
+            self._settle()
 
     @rule(lease=leases, channel=st.sampled_from(CHANNELS), symbols=SYMBOLS, add=st.booleans())
     def change_subscriptions(self, lease: Lease | None, channel: str, symbols: list[str],

@@ -35,7 +35,8 @@ def snapshot(manager: ConnectionManager):
     (lambda m, c: m.trade_updates(c, on_update="print"), "trade_updates callback must be"),
     (lambda m, c: m.close(timeout=-1), "timeout must be >= 0 seconds"),
     (lambda m, c: m.close(timeout="soon"), "timeout must be a number"),
-    (lambda m, c: m.release("not a lease"), "not issued by this connection manager"),
+    (lambda m, c: m.market_data(c, symbols=["AAPL"], on_quote="print"),
+     "quotes callback must be"),
 ])
 def test_bad_input_is_refused_and_changes_nothing(manager, creds, call, match):
     with manager.market_data(creds, symbols=["AAPL"]) as lease:

@@ -9,7 +9,7 @@ from collections import Counter
 
 from streamwarden import ConnectionManager, Credentials, InMemoryAuditSink, Settings
 from streamwarden.machine.conformance import replay
-from streamwarden.machine.memory_transport import InMemoryTransportFactory
+from streamwarden.testing import InMemoryTransportFactory
 from streamwarden.machine.spec import default_spec
 
 THREADS = 32

@@ -22,7 +22,7 @@ from streamwarden import (
     StopTimeoutError,
     StreamMessage,
 )
-from streamwarden.machine.memory_transport import TransportOptions
+from streamwarden.testing import TransportOptions
 from tests.waiting import wait_until
 
 
@@ -85,15 +85,16 @@ def test_double_release_is_a_noop(manager, sink, creds):
     assert [r.event for r in sink.records()[before:]] in ([], ["closed"])
 
 
-def test_release_of_a_foreign_lease_is_refused(manager, factory, creds, fast_settings):
+def test_leases_of_two_managers_are_independent(manager, factory, creds, fast_settings):
     other_manager = ConnectionManager(transport_factory=factory, settings=fast_settings)
     try:
         foreign = other_manager.market_data(creds, symbols=["AAPL"])
         with manager.market_data(creds, symbols=["AAPL"]) as mine:
-            with pytest.raises(InvalidInputError, match="not issued by this connection manager"):
-                manager.release(foreign)
-            assert foreign.is_live and mine.is_live
+            assert mine.issued_by(manager) and not mine.issued_by(other_manager)
+            assert foreign.issued_by(other_manager) and not foreign.issued_by(manager)
             assert manager.health().lifecycles[0].refs == 1
+        assert foreign.is_live and not mine.is_live
+        assert other_manager.health().lifecycles[0].refs == 1
     finally:
         other_manager.close()
 
@@ -197,6 +198,7 @@ def test_connection_lost_and_reconnect(manager, factory, sink, creds):
 def test_stray_event_is_rejected_and_recorded(manager, factory, sink, creds):
     with manager.market_data(creds, symbols=["AAPL"]):
         factory.latest().emit_connected()  # already running: the spec has no such transition
+        assert wait_until(lambda: any(r.outcome == "rejected" for r in sink.records()))
         rejected = [r for r in sink.records() if r.outcome == "rejected"]
         assert [(r.event, r.from_state, r.error_type) for r in rejected] == [
             ("connected", "running", "InvalidTransitionError")]
@@ -211,7 +213,7 @@ def test_hung_stop_is_forced_and_counted(factory, sink, creds):
         assert wait_until(lambda: "close_timeout" in events_of(sink))
         (record,) = [r for r in sink.records() if r.event == "close_timeout"]
         assert (record.outcome, record.error_type) == ("forced", "StopTimeoutError")
-        assert mgr.health().abandoned_threads == 1
+        assert mgr.health().abandoned_transports == 1
         assert mgr.check_invariants() == []
 
 
@@ -283,7 +285,9 @@ def test_trade_updates_reach_every_lease_and_a_failing_callback_is_isolated(
     manager.trade_updates(creds, on_update=broken)
     manager.trade_updates(creds, on_update=lambda u: received.append(("c", u)))
     factory.latest().emit_message(StreamMessage("trade_updates", "AAPL", {"event": "fill"}))
+    assert wait_until(lambda: len(received) == 2)
     assert sorted(received) == [("a", {"event": "fill"}), ("c", {"event": "fill"})]
+    assert wait_until(lambda: manager.health().lifecycles[0].callback_errors == 1)
     (lifecycle,) = manager.health().lifecycles
     assert (lifecycle.messages, lifecycle.callback_errors, lifecycle.state) == (1, 1, "running")
     first.release()

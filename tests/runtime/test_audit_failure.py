@@ -17,7 +17,7 @@ from streamwarden import (
     InMemoryAuditSink,
     Settings,
 )
-from streamwarden.machine.memory_transport import InMemoryTransportFactory
+from streamwarden.testing import InMemoryTransportFactory
 from tests.conftest import CANARY_SECRET
 
 
