@@ -16,7 +16,7 @@ import threading
 import time
 
 from streamwarden import ConnectionManager, Credentials, InMemoryAuditSink, Settings
-from streamwarden.machine.memory_transport import InMemoryTransportFactory
+from streamwarden.testing import InMemoryTransportFactory
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:

@@ -18,6 +18,7 @@ logged and counted (invariants.yaml, L2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -281,10 +282,9 @@ class Supervisor:
 
     async def _handle(self, item: _Item) -> None:
         if isinstance(item, _Event):
-            try:
+            # Debug mode: a violation was logged, and the transition took effect.
+            with contextlib.suppress(InvariantViolationError):
                 await item.run()
-            except InvariantViolationError:
-                pass  # debug mode: the transition took effect and the violation was logged
             return
         if item.future.done():  # its caller gave up
             return
@@ -539,10 +539,8 @@ class Supervisor:
         record = self._services.writer.build(self.core.lifecycle_id, self.core.key,
                                              pending.draft)
         stored = await self._write_final(record)
-        try:
+        with contextlib.suppress(InvariantViolationError):  # debug mode: logged, took effect
             await self._commit(pending, stored)
-        except InvariantViolationError:
-            pass  # debug mode: the transition took effect and the violation was logged
 
     def _final_event(self, clean: bool) -> tuple[str, Any, StreamwardenError | None]:
         core = self.core

@@ -7,6 +7,7 @@ demand: the fault (an unreachable database) is produced for real by the SQL sink
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -19,6 +20,7 @@ from streamwarden import (
 )
 from streamwarden.testing import InMemoryTransportFactory
 from tests.conftest import CANARY_SECRET
+from tests.waiting import wait_until
 
 
 class FlakySink(InMemoryAuditSink):
@@ -93,3 +95,22 @@ def test_final_transition_is_retried_until_recorded(audited, flaky, creds):
             break
         done.wait(0.05)
     assert done.is_set() and audited.health().lifecycles == ()
+
+
+def test_final_record_lost_to_an_outage_does_not_wedge_the_stream_key(audited, flaky, creds):
+    """invariants.yaml, L2 with the sink down: the final record is retried for stop_timeout,
+    then the lifecycle stops anyway; the loss is logged and counted, and the key is free."""
+    lease = audited.market_data(creds, symbols=["AAPL"])
+    first = lease.lifecycle_id
+    flaky.fail_events = {"closed"}
+    flaky.failures.extend(AuditUnavailableError("database unreachable") for _ in range(1000))
+    started = time.monotonic()
+    lease.release()
+    assert wait_until(lambda: audited.health().lifecycles == (), timeout=5.0)
+    bound = audited.settings.drain_grace + 2 * audited.settings.stop_timeout + 1.0
+    assert time.monotonic() - started < bound
+    assert audited.health().final_records_lost == 1
+    assert not any(r.event == "closed" for r in flaky.records())
+    flaky.failures.clear()  # the outage ends
+    with audited.market_data(creds, symbols=["AAPL"]) as again:
+        assert again.lifecycle_id != first and again.is_live

@@ -10,9 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from streamwarden import InvalidInputError, LeaseError, LeaseRevokedError
+from streamwarden import Bar, InvalidInputError, LeaseError, LeaseRevokedError, Quote, Trade
 from streamwarden.errors import AuthenticationError
-from streamwarden import Bar, Quote, Trade
 from streamwarden.transports import StreamMessage
 from tests.waiting import wait_until
 

@@ -9,8 +9,8 @@ from collections import Counter
 
 from streamwarden import ConnectionManager, Credentials, InMemoryAuditSink, Settings
 from streamwarden.machine.conformance import replay
-from streamwarden.testing import InMemoryTransportFactory
 from streamwarden.machine.spec import default_spec
+from streamwarden.testing import InMemoryTransportFactory
 
 THREADS = 32
 OPERATIONS = 2_000

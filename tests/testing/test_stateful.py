@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 from streamwarden.machine.modelcheck import model_check
-from streamwarden.testing._stateful import evidence_settings
-from streamwarden.testing import manager_machine, run_properties
 from streamwarden.machine.spec import default_spec, load_spec
+from streamwarden.testing import manager_machine, run_properties
+from streamwarden.testing._stateful import evidence_settings
 from tests.machine.test_spec import edit_yaml
 
 EXAMPLES = int(os.environ.get("STREAMWARDEN_STATEFUL_EXAMPLES",
