@@ -1,4 +1,4 @@
-"""The README's library example runs as written (real SDK, simulator, SQLite audit log)."""
+"""The README's library examples run as written (real SDK, simulator, SQLite audit log)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,21 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_library_example_runs(capsys):
+def _examples() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert blocks, "the README has no python example"
+    assert len(blocks) >= 2, "the README needs its sync and its async example"
+    return blocks
+
+
+def test_readme_sync_example_runs(capsys):
     namespace: dict[str, object] = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
-    assert '{"abandoned_threads": 0' in capsys.readouterr().out
+    exec(compile(_examples()[0], str(README), "exec"), namespace)
+    assert '{"abandoned_transports": 0' in capsys.readouterr().out
     assert namespace["quote"].bid_price == Decimal("187.10")  # type: ignore[attr-defined]
     assert namespace["trail"][-1] == "closed"  # type: ignore[index]
+
+
+def test_readme_async_example_runs():
+    namespace: dict[str, object] = {}
+    exec(compile(_examples()[1], str(README), "exec"), namespace)
+    assert namespace["seen"] == ["AAPL", "fill", "2"]
