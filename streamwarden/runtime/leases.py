@@ -114,6 +114,7 @@ class _Lease:
     def _ready_call(self, timeout: float | None) -> Any:
         seconds = (self._engine.settings.start_timeout if timeout is None
                    else check_seconds("timeout", timeout))
+        raise_unless_live(self._handle, "wait_ready")  # no engine needed to say so
         return self._engine.wait_ready(self._handle, seconds)
 
     def _pull(self, channel: str) -> None:
@@ -232,6 +233,7 @@ class _MarketData(_Lease):
             raise InvalidInputError(f"channel must be one of {', '.join(CHANNELS)}; "
                                     f"got {channel!r}", operation="subscribe")
         pairs = frozenset((str(channel), symbol) for symbol in check_symbols(symbols))
+        raise_unless_live(self._handle, "subscribe", plain=True)  # no engine needed to say so
         return self._engine.change(self._handle, pairs, subscribe=subscribe,
                                    correlation_id=self.correlation_id)
 

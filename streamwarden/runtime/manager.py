@@ -37,7 +37,7 @@ from streamwarden.runtime.leases import (
     MarketDataLease,
     TradeUpdatesLease,
 )
-from streamwarden.transports._contract import TransportFactory
+from streamwarden.transports._contract import Transport, TransportFactory
 from streamwarden.validation import check_credentials, check_owner, check_seconds, check_symbols
 
 #: Records the default in-memory audit sink keeps (a ring: older ones are forgotten).
@@ -56,6 +56,17 @@ def _check_callbacks(**by_channel: object) -> dict[str, Callback]:
                                     operation="acquire")
         callbacks[channel] = callback
     return callbacks
+
+
+def _alpaca_transport(key: StreamKey, credentials: Credentials, settings: Settings) -> Transport:
+    """The default transport factory: alpaca-py's streams.
+
+    alpaca-py (and pandas) are imported on first use, on the engine thread, so neither
+    ``import streamwarden`` nor building a manager inside a running event loop waits for them.
+    """
+    from streamwarden.transports._alpaca import AlpacaTransport  # noqa: PLC0415
+
+    return AlpacaTransport(key, credentials, settings)
 
 
 class _Manager:
@@ -82,15 +93,11 @@ class _Manager:
             audit = InMemoryAuditSink(capacity=DEFAULT_MEMORY_AUDIT_RECORDS)
             self._log.warning(events.AUDIT_NOT_DURABLE, kept_records=DEFAULT_MEMORY_AUDIT_RECORDS,
                               hint="pass audit=AuditLog.open(...) for a durable trail")
-        if transport_factory is None:
-            # Imported here so that alpaca-py loads only when a manager needs it.
-            from streamwarden.transports._alpaca import AlpacaTransportFactory  # noqa: PLC0415
-
-            transport_factory = AlpacaTransportFactory()
         self._audit = audit
         self._engine = Engine(spec=self._spec, settings=self._settings,
                               clock=clock or SystemClock(), sink=audit,
-                              transport_factory=transport_factory, log=self._log,
+                              transport_factory=transport_factory or _alpaca_transport,
+                              log=self._log,
                               redactor=self._redactor)
 
     @property

@@ -11,9 +11,12 @@ Needs hypothesis: ``pip install 'streamwarden[check]'``.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -34,6 +37,7 @@ from streamwarden.credentials import Credentials
 from streamwarden.errors import (
     AuthenticationError,
     ConnectionStartError,
+    InvalidInputError,
     LeaseError,
     ManagerClosedError,
 )
@@ -41,10 +45,11 @@ from streamwarden.machine.conformance import replay
 from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import CHANNELS, Quote
 from streamwarden.runtime import (
+    AsyncConnectionManager,
+    AsyncMarketDataLease,
     ConnectionManager,
     LeaseStatus,
     MarketDataLease,
-    TradeUpdatesLease,
 )
 from streamwarden.testing._transport import (
     InMemoryTransport,
@@ -53,7 +58,7 @@ from streamwarden.testing._transport import (
 )
 from streamwarden.transports import StreamMessage
 
-Lease = MarketDataLease | TradeUpdatesLease
+T = TypeVar("T")
 
 ACCOUNTS = (Credentials("PKPROPERTYACCOUNT001", "property-secret-one"),
             Credentials("PKPROPERTYACCOUNT002", "property-secret-two", paper=False))
@@ -64,10 +69,84 @@ _QUOTE = Quote("AAPL", Decimal("187.10"), Decimal(3), Decimal("187.12"), Decimal
                datetime(2026, 11, 23, 15, tzinfo=UTC))
 
 
+class _SyncDriver:
+    """Drives a :class:`ConnectionManager` from the test's thread."""
+
+    def __init__(self, manager_kwargs: dict[str, Any]) -> None:
+        self.manager = ConnectionManager(**manager_kwargs)
+        self.engine = self.manager._engine
+
+    def acquire(self, account: Credentials, market: bool, symbols: list[str]) -> Any:
+        if market:
+            return self.manager.market_data(account, symbols=symbols, wait=False)
+        return self.manager.trade_updates(account, on_update=_ignore, wait=False)
+
+    def release(self, lease: Any) -> None:
+        lease.release()
+
+    def change(self, lease: Any, channel: str, symbols: list[str], add: bool) -> None:
+        if add:
+            getattr(lease, f"subscribe_{channel}")(*symbols)
+        else:
+            lease.unsubscribe(channel, *symbols)
+
+    def close(self, timeout: float) -> None:
+        self.manager.close(timeout=timeout)
+
+    def lifecycles(self) -> int:
+        return len(self.manager.health().lifecycles)
+
+    def violations(self) -> list[str]:
+        return self.manager.check_invariants()
+
+    def end(self) -> None:
+        """Nothing to release beyond the manager."""
+
+
+class _AsyncDriver:
+    """Drives an :class:`AsyncConnectionManager` from an event loop of the test's own."""
+
+    def __init__(self, manager_kwargs: dict[str, Any]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self.manager = AsyncConnectionManager(**manager_kwargs)
+        self.engine = self.manager._engine
+
+    def _run(self, awaitable: Awaitable[T]) -> T:
+        return self._loop.run_until_complete(awaitable)
+
+    def acquire(self, account: Credentials, market: bool, symbols: list[str]) -> Any:
+        if market:
+            return self._run(self.manager.market_data(account, symbols=symbols, wait=False))
+        return self._run(self.manager.trade_updates(account, on_update=_ignore, wait=False))
+
+    def release(self, lease: Any) -> None:
+        self._run(lease.release())
+
+    def change(self, lease: Any, channel: str, symbols: list[str], add: bool) -> None:
+        if add:
+            self._run(getattr(lease, f"subscribe_{channel}")(*symbols))
+        else:
+            self._run(lease.unsubscribe(channel, *symbols))
+
+    def close(self, timeout: float) -> None:
+        self._run(self.manager.close(timeout=timeout))
+
+    def lifecycles(self) -> int:
+        return len(self._run(self.manager.health()).lifecycles)
+
+    def violations(self) -> list[str]:
+        return self._run(self.manager.check_invariants())
+
+    def end(self) -> None:
+        self._loop.close()
+
+
 class ManagerMachine(RuleBasedStateMachine):
-    """Drives one manager per example; subclass it with ``spec`` set (see manager_machine)."""
+    """Drives one manager per example; subclass it with ``spec`` (and ``facade``: ``sync`` or
+    ``async``) set, see :func:`manager_machine`."""
 
     spec: LifecycleSpec
+    facade = "sync"
     examples = 0
     leases = Bundle("leases")
 
@@ -76,7 +155,7 @@ class ManagerMachine(RuleBasedStateMachine):
         type(self).examples += 1
         self.factory = InMemoryTransportFactory()
         self.sink = InMemoryAuditSink()
-        self.manager: ConnectionManager | None = None
+        self.driver: _SyncDriver | _AsyncDriver | None = None
         self.closed = False
         self.acquires = 0
 
@@ -85,18 +164,19 @@ class ManagerMachine(RuleBasedStateMachine):
         # A long drain grace makes draining -> running reuse reachable between steps.
         settings_ = Settings(start_timeout=1.0, stop_timeout=0.02, drain_grace=drain_grace,
                              debug=True)
-        self.manager = ConnectionManager(transport_factory=self.factory, audit=self.sink,
-                                         settings=settings_, spec=self.spec)
+        kwargs = {"transport_factory": self.factory, "audit": self.sink,
+                  "settings": settings_, "spec": self.spec}
+        self.driver = _AsyncDriver(kwargs) if self.facade == "async" else _SyncDriver(kwargs)
 
-    def _manager(self) -> ConnectionManager:
-        assert self.manager is not None
-        return self.manager
+    def _driver(self) -> _SyncDriver | _AsyncDriver:
+        assert self.driver is not None
+        return self.driver
 
     def _settle(self) -> None:
         """Wait until the lifecycles have handled the event just emitted, so that each step
         sees the effect of the one before (the engine handles transport events in order, on
         its own loop)."""
-        engine = self._manager()._engine
+        engine = self._driver().engine
         if not engine.stopped:
             engine.run_sync(engine.settle(), SETTLE_SECONDS)
 
@@ -107,12 +187,10 @@ class ManagerMachine(RuleBasedStateMachine):
     @rule(target=leases, account=st.sampled_from(ACCOUNTS), market=st.booleans(),
           symbols=SYMBOLS, auto_connect=st.booleans(), hang=st.booleans())
     def acquire(self, account: Credentials, market: bool, symbols: list[str],
-                auto_connect: bool, hang: bool) -> Lease | None:
+                auto_connect: bool, hang: bool) -> Any:
         self.factory.options = TransportOptions(auto_connect=auto_connect, hang_on_stop=hang)
-        manager = self._manager()
         try:
-            lease = (manager.market_data(account, symbols=symbols, wait=False) if market
-                     else manager.trade_updates(account, on_update=_ignore, wait=False))
+            lease = self._driver().acquire(account, market, symbols)
         except ManagerClosedError:
             assert self.closed
             return None
@@ -123,10 +201,10 @@ class ManagerMachine(RuleBasedStateMachine):
         return lease
 
     @rule(lease=leases)
-    def release(self, lease: Lease | None) -> None:
+    def release(self, lease: Any) -> None:
         if lease is None:
             return
-        lease.release()  # a second release of the same lease is a no-op
+        self._driver().release(lease)  # a second release of the same lease is a no-op
         # A supervisor may revoke the lease concurrently (start timeout, fatal error), so the
         # lease ends released or revoked, never live.
         assert lease.status in (LeaseStatus.RELEASED, LeaseStatus.REVOKED)
@@ -160,15 +238,12 @@ class ManagerMachine(RuleBasedStateMachine):
             self._settle()
 
     @rule(lease=leases, channel=st.sampled_from(CHANNELS), symbols=SYMBOLS, add=st.booleans())
-    def change_subscriptions(self, lease: Lease | None, channel: str, symbols: list[str],
+    def change_subscriptions(self, lease: Any, channel: str, symbols: list[str],
                              add: bool) -> None:
-        if not isinstance(lease, MarketDataLease):
+        if not isinstance(lease, MarketDataLease | AsyncMarketDataLease):
             return
         try:
-            if add:
-                getattr(lease, f"subscribe_{channel}")(*symbols)
-            else:
-                lease.unsubscribe(channel, *symbols)  # type: ignore[arg-type]
+            self._driver().change(lease, channel, symbols, add)
         except LeaseError:  # released, or revoked by a concurrent supervisor
             assert not lease.is_live
             return
@@ -177,14 +252,14 @@ class ManagerMachine(RuleBasedStateMachine):
 
     @rule()
     def close(self) -> None:
-        self._manager().close(timeout=2.0)
+        self._driver().close(timeout=2.0)
         self.closed = True
-        assert self._manager().health().lifecycles == ()
+        assert self._driver().lifecycles() == 0
 
     @invariant()
     def spec_invariants_hold(self) -> None:
-        if self.manager is not None:
-            assert self.manager.check_invariants() == []
+        if self.driver is not None:
+            assert self.driver.violations() == []
 
     @invariant()
     def audit_trail_conforms_to_the_spec(self) -> None:
@@ -197,17 +272,28 @@ class ManagerMachine(RuleBasedStateMachine):
             previous = record.row_hash
 
     def teardown(self) -> None:
-        if self.manager is None:
+        if self.driver is None:
             return
-        self.manager.close(timeout=2.0)
-        assert self.manager.check_invariants() == []
+        try:
+            self.driver.close(timeout=2.0)
+            assert self.driver.violations() == []
+        finally:
+            self.driver.end()
         acquires = [r for r in self.sink.records() if r.event == "acquire"]
         assert len(acquires) == self.acquires
 
 
-def manager_machine(spec: LifecycleSpec) -> type[ManagerMachine]:
-    """A :class:`ManagerMachine` class whose managers run ``spec``."""
-    return type("ManagerMachine", (ManagerMachine,), {"spec": spec, "examples": 0})
+def manager_machine(spec: LifecycleSpec, facade: str = "sync") -> type[ManagerMachine]:
+    """A :class:`ManagerMachine` class whose managers run ``spec`` through the ``sync``
+    (:class:`ConnectionManager`) or ``async`` (:class:`AsyncConnectionManager`) facade.
+
+    Raises:
+        InvalidInputError: an unknown facade.
+    """
+    if facade not in ("sync", "async"):
+        raise InvalidInputError(f"facade must be sync or async; got {facade!r}")
+    return type("ManagerMachine", (ManagerMachine,),
+                {"spec": spec, "facade": facade, "examples": 0})
 
 
 def _ignore(update: object) -> None:

@@ -1,6 +1,7 @@
-"""Property-based test of the manager (the machine lives in streamwarden.machine.properties).
+"""Property-based test of the managers (the machine lives in streamwarden.testing).
 
-At least 500 examples under CI (STREAMWARDEN_STATEFUL_EXAMPLES overrides).
+The same rules drive a ConnectionManager and an AsyncConnectionManager; each gets at least 500
+examples under CI (STREAMWARDEN_STATEFUL_EXAMPLES overrides).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
+from streamwarden import InvalidInputError
 from streamwarden.machine.modelcheck import model_check
 from streamwarden.machine.spec import default_spec, load_spec
 from streamwarden.testing import manager_machine, run_properties
@@ -20,6 +24,8 @@ EXAMPLES = int(os.environ.get("STREAMWARDEN_STATEFUL_EXAMPLES",
 
 TestManagerMachine = manager_machine(default_spec()).TestCase
 TestManagerMachine.settings = evidence_settings(EXAMPLES)
+TestAsyncManagerMachine = manager_machine(default_spec(), facade="async").TestCase
+TestAsyncManagerMachine.settings = evidence_settings(EXAMPLES)
 
 
 def test_ci_runs_at_least_500_examples():
@@ -41,3 +47,8 @@ def test_a_runtime_invariant_the_model_check_cannot_see_fails_the_property_run(t
     result = run_properties(spec, examples=200)
     assert not result.ok and result.failure is not None
     assert "INV6" in result.failure and "state.acquire(" in result.failure
+
+
+def test_an_unknown_facade_is_refused():
+    with pytest.raises(InvalidInputError, match="facade must be sync or async"):
+        manager_machine(default_spec(), facade="threads")
