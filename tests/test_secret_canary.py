@@ -47,7 +47,7 @@ def exercise(manager: ConnectionManager, factory: InMemoryTransportFactory,
     market.emit_connected()  # rejected: already running
     market.emit_fatal_error(AuthenticationError(LEAKY))
     try:
-        lease.ensure_live()
+        lease.wait_ready(timeout=1.0)  # raises what revoked the lease
     except StreamwardenError as exc:
         raised.append(exc)
     factory.options = TransportOptions(fatal_error=AuthenticationError(LEAKY))
@@ -108,4 +108,6 @@ def test_canary_never_leaks(caplog, creds, log_format):
     assert "transport.stop_timeout" in outputs["logs"]
     assert "<redacted>" in outputs["audit"] and "AuthenticationError" in outputs["audit"]
     assert len(raised) >= 6
+    # The revoked lease raised its cause, and the refused acquire its typed error.
+    assert [type(exc) for exc in raised[:2]] == [AuthenticationError, AuthenticationError]
     assert_no_canary(outputs)

@@ -141,6 +141,7 @@ class Supervisor:
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
         self._handles: dict[str, LeaseHandle] = {}
         self._transport_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
         self._retired = False
         self.finished = asyncio.Event()
         self.stop_abandoned = False
@@ -516,16 +517,23 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         bound = self._settings.stop_timeout
         deadline = loop.time() + bound
-        try:
-            await asyncio.wait_for(self.transport.stop(), bound)
-        except Exception as exc:  # a hung or failing stop is bounded, then forced below
-            self._log.warning(events.TRANSPORT_STOP_FAILED, error_type=type(exc).__name__)
+        # Not wait_for: past its timeout it waits for the cancelled stop to end, and a stop that
+        # swallows the cancellation (websockets' close() does while the peer withholds its close
+        # frame) would hold the lifecycle far past stop_timeout.
+        stopping = self._stop_task = asyncio.create_task(
+            self.transport.stop(), name=f"streamwarden-stop-{self.lifecycle_id}")
+        stopping.add_done_callback(_retrieve)
+        await asyncio.wait({stopping}, timeout=bound)
         await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-        if task.done():
+        if stopping.done() and not stopping.cancelled() and stopping.exception() is not None:
+            self._log.warning(events.TRANSPORT_STOP_FAILED,
+                              error_type=type(stopping.exception()).__name__)
+        if task.done() and stopping.done():
             return True
         task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
-        if not task.done():
+        stopping.cancel()
+        await asyncio.wait({task, stopping}, timeout=CANCEL_GRACE_SECONDS)
+        if not (task.done() and stopping.done()):  # its socket may still be open
             self.stop_abandoned = True
             self._services.count("abandoned_transports")
         self._log.error(events.TRANSPORT_STOP_TIMEOUT, stop_timeout=bound,
@@ -652,9 +660,9 @@ async def _nothing() -> None:
     return None
 
 
-def _retrieve(future: asyncio.Future[AuditRecord]) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
-        future.exception()  # retrieved: the failure was logged by the final-record loop
+        future.exception()  # retrieved: the failure is logged by the loop that awaited it
 
 
 def _iso(moment: datetime) -> str:

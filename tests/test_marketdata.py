@@ -8,7 +8,7 @@ from decimal import Decimal
 import msgpack
 import pytest
 
-from streamwarden.machine.market_data import Bar, Quote, Trade, channel_of, parse_market_data
+from streamwarden.marketdata import Bar, Quote, Trade, channel_of, parse_market_data
 
 MOMENT = datetime(2026, 11, 23, 15, 30, 1, 250000, tzinfo=UTC)
 

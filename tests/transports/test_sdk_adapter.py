@@ -1,8 +1,8 @@
 """The alpaca-py internals streamwarden relies on are still there.
 
-If this fails after an alpaca-py upgrade, the SDK changed under ``streamwarden/machine/
-sdk_adapter.py``: read the new SDK source, adapt that module (and only it), then widen the pin
-in pyproject.toml.
+If this fails after an alpaca-py upgrade, the SDK changed under ``streamwarden/transports/
+_sdk_adapter.py``: read the new SDK source, adapt that module (and only it), then widen the pin
+in pyproject.toml. (A test about the adapter itself, so it imports the private modules.)
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from importlib.metadata import version
 
 import pytest
 
-from streamwarden.machine import sdk_adapter
-from streamwarden.machine.alpaca_transport import fatal_error
-from streamwarden.machine.sdk_adapter import (
+from streamwarden.transports import _sdk_adapter as sdk_adapter
+from streamwarden.transports._alpaca import fatal_error
+from streamwarden.transports._sdk_adapter import (
     SDK_INSTANCE_ATTRIBUTES,
     SDK_INTERNALS,
     AdaptedStockDataStream,
     AdaptedTradingStream,
+    acknowledged,
     error_code,
 )
 
@@ -27,8 +28,8 @@ TESTED_RANGE = ((0, 43), (0, 44))
 
 class _Events:
     def on_authenticated(self) -> None: ...
-    def on_ready(self) -> None: ...
-    def on_stream_error(self, code: int | None, message: str) -> None: ...
+    def on_ready(self, pairs: frozenset[tuple[str, str]]) -> None: ...
+    def on_stream_error(self, code: int | None, message: str) -> bool: return False
     def on_socket_lost(self, reason: str) -> None: ...
 
 
@@ -75,3 +76,10 @@ def test_the_sdk_error_texts_map_to_alpaca_codes_and_typed_errors():
         "AuthenticationError", "AuthenticationError", "SubscriptionError",
         "ConnectionLimitError", "SubscriptionError"]
     assert fatal_error(None, "connected message not received") is None
+
+
+def test_a_subscription_message_names_the_pairs_the_wire_carries():
+    message = {"T": "subscription", "trades": ["AAPL"], "quotes": ["AAPL", "MSFT"],
+               "bars": [], "updatedBars": ["SPY"], "dailyBars": None}
+    assert acknowledged(message) == {("quotes", "AAPL"), ("quotes", "MSFT"), ("trades", "AAPL")}
+    assert acknowledged({"T": "subscription"}) == frozenset()
