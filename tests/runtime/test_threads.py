@@ -1,78 +1,61 @@
-"""Concurrency: 32 threads x 2,000 random acquire/release on one stream key."""
+"""Threads per manager stay constant as connections grow, and none outlive close() (issue 9)."""
 
 from __future__ import annotations
 
-import random
 import threading
-import time
-from collections import Counter
 
-from streamwarden import ConnectionManager, Credentials, InMemoryAuditSink, Settings
-from streamwarden.machine.conformance import replay
-from streamwarden.machine.spec import default_spec
-from streamwarden.testing import InMemoryTransportFactory
+import pytest
 
-THREADS = 32
-OPERATIONS = 2_000
-BOUND_SECONDS = 240  # no deadlock: generous, the run takes a fraction of it
+import streamwarden as sw
+from streamwarden.simulator import MARKET_DATA, TRADE_UPDATES, Simulator
+from tests.runtime.conftest import BOUND, account, sim_settings
+from tests.waiting import wait_until
+
+ACCOUNTS = 8
 
 
-def test_32_threads_hammering_one_key():
-    creds = Credentials("PKTHREADSACCOUNT0001", "threads-secret-value")
-    sink = InMemoryAuditSink()
-    factory = InMemoryTransportFactory()
-    # Generous bounds: under 32 contending threads a lifecycle change may wait for the lock.
-    settings = Settings(start_timeout=10.0, stop_timeout=5.0)
-    manager = ConnectionManager(transport_factory=factory, audit=sink, settings=settings)
-    counts: Counter[str] = Counter()
-    counts_lock = threading.Lock()
-    errors: list[BaseException] = []
+def thread_names(threads: set[threading.Thread]) -> list[str]:
+    return sorted(thread.name for thread in threads)
 
-    def worker(seed: int) -> None:
-        rng = random.Random(seed)
-        held = []
-        mine: Counter[str] = Counter()
-        try:
-            for _ in range(OPERATIONS):
-                mine["operations"] += 1
-                if held and (rng.random() < 0.5 or len(held) >= 4):
-                    held.pop(rng.randrange(len(held))).release()
-                    mine["release"] += 1
-                else:
-                    held.append(manager.market_data(creds, symbols=["AAPL"], owner=f"t{seed}"))
-                    mine["acquire"] += 1
-            for lease in held:
-                lease.release()
-                mine["release"] += 1
-        except BaseException as exc:  # reported below; a thread must not die silently
-            errors.append(exc)
-        with counts_lock:
-            counts.update(mine)
 
-    threads = [threading.Thread(target=worker, args=(seed,), name=f"hammer-{seed}")
-               for seed in range(THREADS)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(0.0, BOUND_SECONDS - (time.monotonic() - started)))
-    assert not any(thread.is_alive() for thread in threads), "deadlock: workers still running"
-    assert errors == []
-    assert manager.check_invariants() == []
+@pytest.mark.xfail(strict=True, reason="fails before the runtime rebuild (issue 9): each "
+                   "connection runs its own transport thread (with its own event loop) and its "
+                   "own supervisor thread")
+@pytest.mark.timeout(60)
+def test_threads_do_not_grow_with_connections(sim: Simulator) -> None:
+    accounts = [account(number) for number in range(1, ACCOUNTS + 1)]
+    delivered = threading.Semaphore(0)
 
-    end = time.monotonic() + 5
-    while manager.health().lifecycles and time.monotonic() < end:
-        time.sleep(0.01)
-    assert manager.health().lifecycles == (), "refs returned to 0 but a lifecycle did not stop"
+    def streaming(manager: sw.ConnectionManager, creds: sw.Credentials) -> None:
+        """A lease on ``creds``' connection, counted once a quote went through its callback
+        (so that whatever runs callbacks has started too)."""
+        manager.market_data(creds, symbols=["AAPL"], on_quote=lambda quote: delivered.release())
+        sim.publish_quote("AAPL", bid_price="100.00", ask_price="100.02")
+        assert delivered.acquire(timeout=BOUND)
+
+    with sw.ConnectionManager(settings=sim_settings(sim)) as manager:
+        streaming(manager, accounts[0])
+        with_one = set(threading.enumerate())
+        for creds in accounts[1:]:
+            streaming(manager, creds)
+        assert len(sim.stats().open_connections(MARKET_DATA)) == ACCOUNTS
+        with_all = set(threading.enumerate())
+    added = len(with_all) - len(with_one)
+    assert added == 0, (
+        f"{len(with_one)} threads with 1 connection, {len(with_all)} with {ACCOUNTS}; new: "
+        f"{thread_names(with_all - with_one)}")
+
+
+@pytest.mark.timeout(60)
+def test_no_thread_outlives_close(sim: Simulator) -> None:
+    before = set(threading.enumerate())
+    manager = sw.ConnectionManager(settings=sim_settings(sim))
+    for number in range(1, ACCOUNTS + 1):
+        creds = account(number)
+        manager.market_data(creds, symbols=["AAPL"])
+        manager.trade_updates(creds, on_update=lambda update: None)
     manager.close()
-
-    records = sink.records()
-    by_event = Counter(record.event for record in records)
-    assert by_event["acquire"] == counts["acquire"] == by_event["release"]
-    assert counts["operations"] == THREADS * OPERATIONS
-    lifecycles = {record.lifecycle_id for record in records}
-    assert by_event["closed"] == len(lifecycles)
-    assert by_event["connected"] == len(lifecycles)
-    assert len(records) == (by_event["acquire"] + by_event["release"]
-                            + by_event["connected"] + by_event["closed"])
-    assert replay(default_spec(), records) == []
+    assert wait_until(lambda: set(threading.enumerate()) <= before, timeout=BOUND), (
+        f"still running after close(): {thread_names(set(threading.enumerate()) - before)}")
+    sim.wait_for(lambda stats: stats.kind(MARKET_DATA).open == stats.kind(TRADE_UPDATES).open == 0,
+                 BOUND)
