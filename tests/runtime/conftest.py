@@ -1,9 +1,9 @@
 """Fixtures for the runtime tests: the simulator, settings pointing at it, accounts.
 
 These tests drive the real alpaca-py SDK against :class:`streamwarden.simulator.Simulator` on
-127.0.0.1 through the public API only (``import streamwarden as sw``). Several of them describe
-what the runtime rebuild of issue 9 must deliver and are marked ``xfail(strict=True)`` until it
-does: once one passes, pytest reports XPASS as a failure; drop its mark then.
+127.0.0.1 through the public API only (``import streamwarden as sw``). Several were written
+before the runtime rebuild of issue 9, failed on the old runtime for the reasons its issue
+measured, and pass on the engine.
 """
 
 from __future__ import annotations

@@ -15,9 +15,6 @@ from tests.waiting import wait_until
 SYMBOLS = [f"NEW{letter}" for letter in "ABCDEFGHIJ"]
 
 
-@pytest.mark.xfail(strict=True, reason="fails before the runtime rebuild (issue 9): "
-                   "market_data() returns before the new lease's symbols are subscribed on the "
-                   "wire, so the first quotes published right after it are lost")
 @pytest.mark.timeout(60)
 def test_second_lease_gets_its_first_quote(sim: Simulator) -> None:
     received: defaultdict[str, list[int]] = defaultdict(list)

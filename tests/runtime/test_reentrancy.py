@@ -18,7 +18,6 @@ from streamwarden.simulator import Simulator
 from tests.runtime.conftest import BOUND, account, open_market_data, sim_settings
 from tests.waiting import wait_until
 
-ISSUE = "fails before the runtime rebuild (issue 9): "
 PROMPT = 2.0
 """Seconds a call made from a callback may take: generous, and well below the timeouts."""
 TIMEOUT = 4.0
@@ -28,9 +27,9 @@ class InCallback:
     """A quote callback that makes one call with its lease (on its first quote) and records
     how it went. Set ``lease`` once acquired."""
 
-    def __init__(self, call: Callable[[sw.Lease], object]) -> None:
+    def __init__(self, call: Callable[[sw.MarketDataLease], object]) -> None:
         self._call = call
-        self.lease: sw.Lease | None = None
+        self.lease: sw.MarketDataLease | None = None
         self._claimed = threading.Lock()
         self.done = threading.Event()
         self.result: object = None
@@ -70,7 +69,7 @@ def settings(sim: Simulator) -> sw.Settings:
 def test_release_from_a_callback(sim: Simulator, settings: sw.Settings) -> None:
     creds = account(1)
     with sw.ConnectionManager(settings=settings) as manager:
-        callback = InCallback(sw.Lease.release)
+        callback = InCallback(sw.MarketDataLease.release)
         callback.lease = lease = manager.market_data(creds, symbols=["AAPL"], on_quote=callback)
         publish(sim)
         callback.check()
@@ -80,9 +79,6 @@ def test_release_from_a_callback(sim: Simulator, settings: sw.Settings) -> None:
             assert wait_until(lambda: open_market_data(sim.stats(), creds) == 0, BOUND)
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE + "close() from a callback waits for the "
-                   "transport's thread to stop, and that thread is the one running the "
-                   "callback: it returns only when stop_timeout gives up on it")
 @pytest.mark.timeout(60)
 def test_close_from_a_callback(sim: Simulator, settings: sw.Settings) -> None:
     creds = account(1)
@@ -100,9 +96,6 @@ def test_close_from_a_callback(sim: Simulator, settings: sw.Settings) -> None:
         manager.close()
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE + "wait_for_quote() from a callback blocks the "
-                   "transport's thread, which is the one that would deliver the quote it waits "
-                   "for: it ends only at its timeout, with the builtin TimeoutError")
 @pytest.mark.timeout(60)
 def test_wait_for_quote_from_a_callback(sim: Simulator, settings: sw.Settings) -> None:
     creds = account(1)

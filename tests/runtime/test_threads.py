@@ -18,9 +18,6 @@ def thread_names(threads: set[threading.Thread]) -> list[str]:
     return sorted(thread.name for thread in threads)
 
 
-@pytest.mark.xfail(strict=True, reason="fails before the runtime rebuild (issue 9): each "
-                   "connection runs its own transport thread (with its own event loop) and its "
-                   "own supervisor thread")
 @pytest.mark.timeout(60)
 def test_threads_do_not_grow_with_connections(sim: Simulator) -> None:
     accounts = [account(number) for number in range(1, ACCOUNTS + 1)]
