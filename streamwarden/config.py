@@ -60,6 +60,11 @@ class Settings:
         db_url: audit database URL for :meth:`AuditLog.open` (``STREAMWARDEN_DB_URL``); None
             means the default SQLite file. Left out of ``repr`` (it may hold a password).
         fingerprint_key: HMAC key of account fingerprints.
+        checkpoint_dir / checkpoint_key: where :class:`AuditLog` writes signed checkpoints and
+            the private key file it signs them with (both, or neither: no checkpoints).
+        checkpoint_every: a checkpoint after this many committed records.
+        checkpoint_interval: seconds between checkpoints at the latest (a heartbeat when
+            nothing was appended).
         debug: check the spec's invariants after every transition (slower).
 
     Raises:
@@ -79,6 +84,10 @@ class Settings:
     db_url: str | None = field(default=None, repr=False)
     fingerprint_key: str = DEFAULT_FINGERPRINT_KEY
     debug: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_key: str | None = None
+    checkpoint_every: int = 1000
+    checkpoint_interval: float = 300.0
 
     def __post_init__(self) -> None:
         check_seconds("start_timeout", self.start_timeout, allow_zero=False)
@@ -95,6 +104,14 @@ class Settings:
             raise InvalidInputError("fingerprint_key must be a non-empty string")
         if not isinstance(self.debug, bool):
             raise InvalidInputError("debug must be a bool")
+        for name in ("checkpoint_dir", "checkpoint_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInputError(f"{name} must be a non-empty path or None")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidInputError("checkpoint_every must be a whole number >= 1")
+        check_seconds("checkpoint_interval", self.checkpoint_interval, allow_zero=False)
 
     @property
     def fingerprint_key_bytes(self) -> bytes:
@@ -128,6 +145,11 @@ def _parse_env_value(name: str, text: str, *, default: object) -> object:
         if lowered not in _TRUE | _FALSE:
             raise InvalidInputError(f"{variable} must be true or false")
         return lowered in _TRUE
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidInputError(f"{variable} must be a whole number") from None
     if isinstance(default, float):
         try:
             return float(text)

@@ -36,6 +36,9 @@ CALLBACK_FAILED = "lease.callback_failed"
 TRANSPORT_STALE_CALLBACK = "transport.stale_callback"
 TRANSPORT_STOP_TIMEOUT = "transport.stop_timeout"
 AUDIT_WRITE_FAILED = "audit.write_failed"
+AUDIT_CHECKPOINT_WRITTEN = "audit.checkpoint_written"
+AUDIT_CHECKPOINT_FAILED = "audit.checkpoint_failed"
+AUDIT_CHECKPOINT_KEY_EXPOSED = "audit.checkpoint_key_exposed"
 MANAGER_CLOSED = "manager.closed"
 
 
