@@ -292,7 +292,7 @@ def walk(records: Iterable[AuditRecord], anchors: Sequence[Anchor], *,
         return replace(
             base, ok=False, reason="rewritten", first_bad_seq=mismatch.size,
             checkpoint=mismatch.label,
-            message=(f"row {mismatch.size} does not have the head signed in {mismatch.label}: "
+            message=(f"row {mismatch.size} does not have the head recorded in {mismatch.label}: "
                      f"rows {lower}..{mismatch.size} were changed and re-sealed, renumbered or "
                      "forged"))
     if not chain.ok:
@@ -330,6 +330,24 @@ def finish(report: AnchorReport, checkpoints: Sequence[SignedCheckpoint], *,
     return report
 
 
+def verify_history(records: Iterable[AuditRecord], notes: Sequence[tuple[str, bytes]],
+                   verifiers: Sequence[Verifier], *, named: bool = False,
+                   now: datetime | None = None) -> AnchorReport:
+    """Steps 1, 3 and 4 for any records (every row from seq 1, in order) and checkpoint notes
+    given as ``(label, note)`` in their order, e.g. as a malicious store returns them.
+
+    Raises:
+        whatever iterating ``records`` raises.
+
+    Thread-safety: pure function.
+    """
+    checked = (check_sequence(notes, verifiers, from_genesis=True, named=named) if notes
+               else CheckedCheckpoints(failure=_fail("no_checkpoints", "no checkpoints")))
+    if checked.failure is not None:
+        return checked.failure
+    return finish(walk(records, checked.anchors()), checked.checkpoints, now=now)
+
+
 def verify_database(engine: sa.Engine, url: URL, records: Iterable[AuditRecord],
                     directory: str | Path | None, verifiers: Sequence[Verifier], *,
                     expect_head: tuple[int, str] | None = None, max_age: float | None = None,
@@ -362,6 +380,6 @@ def verify_database(engine: sa.Engine, url: URL, records: Iterable[AuditRecord],
                                 count=len(checked.checkpoints)), checked.checkpoints, now=now)
     anchors = checked.anchors()
     if expect_head is not None:
-        anchors.append(Anchor(*expect_head, f"the expected head {expect_head[0]}"))
+        anchors.append(Anchor(*expect_head, f"--expect-head {expect_head[0]}:{expect_head[1]}"))
     report = walk(records, anchors, progress=progress)
     return finish(report, checked.checkpoints, now=now, max_age=max_age)

@@ -372,13 +372,15 @@ class AuditLog:
         """How many checkpoints the background writer could not write (0 without one)."""
         return 0 if self._checkpointer is None else self._checkpointer.failures
 
-    def write_checkpoint(self) -> SignedCheckpoint:
-        """Sign the chain's current head into the checkpoint directory now.
+    def write_checkpoint(self, writer: CheckpointWriter | None = None) -> SignedCheckpoint:
+        """Sign the chain's current head into the checkpoint directory now: with ``writer``
+        (e.g. a second party's directory, or old and new key at a rotation), else with the
+        log's own checkpoint key and directory.
 
         Raises:
-            CheckpointError: the log has no checkpoint key and directory, the table no longer
-                extends the newest checkpoint (``reason`` ``inconsistent``), or the file cannot
-                be written.
+            CheckpointError: no ``writer`` and the log has no checkpoint key and directory,
+                the table no longer extends the newest checkpoint (``reason``
+                ``inconsistent``), or the file cannot be written.
             AuditUnavailableError, AuditError: the database could not be read, or the log is
                 closed.
 
@@ -386,6 +388,8 @@ class AuditLog:
         """
         if self._closed:
             raise AuditError("the audit log is closed", operation="audit.checkpoint")
+        if writer is not None:
+            return writer.write(self._rows_after)
         if self._checkpointer is None:
             raise CheckpointError("this audit log was opened without checkpoint_dir and "
                                   "checkpoint_key", operation="audit.checkpoint")
