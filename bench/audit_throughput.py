@@ -263,6 +263,7 @@ def bench_checkpoints(databases: Databases, engine_name: str, verify_url: str, r
     """Signed checkpoints: verify rows/s against checkpoints (one every ``every`` rows over the
     ``rows`` already in ``verify_url``), and the cost per sync append of a log that writes a
     checkpoint every ``every`` records, next to the same appends without checkpoints."""
+    every = max(1, min(every, rows))
     signer = Signer.generate("bench.example/audit")
     with tempfile.TemporaryDirectory(prefix="sw-bench-ck-") as scratch:
         directory = Path(scratch) / "verify"
