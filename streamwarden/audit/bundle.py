@@ -21,6 +21,7 @@ signed: it is checked against the content but trusted for nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -204,22 +205,15 @@ def _lines(handle: IO[str]) -> Iterator[tuple[int, Any]]:
             raise CheckpointError(f"bundle line {number} is not JSON") from None
 
 
-def _records(lines: Iterator[tuple[int, Any]], first: tuple[int, Any] | None
+def _records(lines: Iterator[tuple[int, Any]], first: tuple[int, Any]
              ) -> Iterator[AuditRecord]:
-    pending = [] if first is None else [first]
-    for number, value in _chain(pending, lines):
+    for number, value in itertools.chain([first], lines):
         if not isinstance(value, dict) or set(value) != {"record"}:
             raise CheckpointError(f"bundle line {number} is not a record")
         try:
             yield record_from_json(value["record"])
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"bundle line {number}: malformed record ({exc})") from None
-
-
-def _chain(head: list[tuple[int, Any]], rest: Iterator[tuple[int, Any]]
-           ) -> Iterator[tuple[int, Any]]:
-    yield from head
-    yield from rest
 
 
 def _parse(handle: IO[str]) -> _Parsed:

@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,8 @@ def add_export_arguments(export: argparse.ArgumentParser) -> None:
 
 
 def add_commands(audit_commands: argparse._SubParsersAction[Any],
-                 add_db: Any, checkpoint_handler: Any) -> None:
+                 add_db: Callable[[argparse.ArgumentParser], None],
+                 checkpoint_handler: Callable[[argparse.Namespace], int]) -> None:
     """Add ``keygen`` and ``checkpoint`` (whose handler, opening the database, the caller
     supplies) to ``streamwarden audit``."""
     keygen = audit_commands.add_parser(
@@ -194,7 +196,8 @@ def verify_bundle_command(args: argparse.Namespace) -> int:
     return _print_report(report, args.json, {"file": str(args.file)})
 
 
-def verify_database(args: argparse.Namespace, log: AuditLog, progress: Any) -> int:
+def verify_database(args: argparse.Namespace, log: AuditLog,
+                    progress: Callable[[int], None]) -> int:
     """``audit verify`` on an open log, with or without checkpoints."""
     report = log.verify_checkpoints(args.checkpoints, args.public_keys or [],
                                     expect_head=args.expect_head, max_age=args.max_age,

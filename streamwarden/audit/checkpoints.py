@@ -47,7 +47,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from streamwarden.audit.chain import GENESIS_HASH, link
-from streamwarden.audit.notes import Signer, Verifier, check_key_name, open_note, sign_note
+from streamwarden.audit.notes import (
+    MAX_NOTE_BYTES,
+    Signer,
+    Verifier,
+    check_key_name,
+    open_note,
+    sign_note,
+)
 from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import CheckpointError, InvalidInputError
 
@@ -218,7 +225,7 @@ def read_file(path: Path) -> bytes:
     """
     try:
         with path.open("rb") as handle:
-            return handle.read(64 * 1024 + 1)
+            return handle.read(MAX_NOTE_BYTES + 1)
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
 
