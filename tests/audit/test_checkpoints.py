@@ -135,10 +135,11 @@ def test_a_heartbeat_is_written_when_nothing_happens(sqlite_url, tmp_path):
     key = tmp_path / "k"
     write_key_pair(key, "test.example/audit")
     directory = tmp_path / "ck"
+    with AuditLog.open(sqlite_url) as log:  # the rows exist before the first heartbeat
+        append(log, list(synthetic_records(3)))
     settings = Settings(checkpoint_every=1000, checkpoint_interval=0.2)
     with AuditLog.open(sqlite_url, settings=settings, checkpoint_dir=directory,
-                       checkpoint_key=key) as log:
-        append(log, list(synthetic_records(3)))
+                       checkpoint_key=key):
         assert wait_until(lambda: directory.is_dir()
                           and len(checkpoint_files(directory)) >= 3, timeout=10)
     public = load_verifier(f"{key}.pub")
