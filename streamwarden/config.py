@@ -71,6 +71,11 @@ class Settings:
             updates revoke the lease).
         callback_workers: threads that run lease callbacks (at most one call per lease at a
             time); a callback that never returns holds one of them.
+        checkpoint_dir / checkpoint_key: where :class:`AuditLog` writes signed checkpoints and
+            the private key file it signs them with (both, or neither: no checkpoints).
+        checkpoint_every: a checkpoint after this many committed records.
+        checkpoint_interval: seconds between checkpoints at the latest (a heartbeat when
+            nothing was appended).
         debug: check the spec's invariants after every transition (slower).
 
     Raises:
@@ -92,6 +97,10 @@ class Settings:
     lease_queue_size: int = 10_000
     callback_workers: int = 4
     debug: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_key: str | None = None
+    checkpoint_every: int = 1000
+    checkpoint_interval: float = 300.0
 
     def __post_init__(self) -> None:
         check_seconds("start_timeout", self.start_timeout, allow_zero=False)
@@ -110,6 +119,14 @@ class Settings:
         _check_count("callback_workers", self.callback_workers)
         if not isinstance(self.debug, bool):
             raise InvalidInputError("debug must be a bool")
+        for name in ("checkpoint_dir", "checkpoint_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInputError(f"{name} must be a non-empty path or None")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidInputError("checkpoint_every must be a whole number >= 1")
+        check_seconds("checkpoint_interval", self.checkpoint_interval, allow_zero=False)
 
     @property
     def fingerprint_key_bytes(self) -> bytes:

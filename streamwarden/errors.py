@@ -21,6 +21,7 @@ Hierarchy (the contract in ARCHITECTURE.md)::
       ReentrancyError
       AuditError
         AuditUnavailableError, AuditSchemaError, AuditIntegrityError
+        CheckpointError
 """
 
 from __future__ import annotations
@@ -156,3 +157,19 @@ class AuditIntegrityError(AuditError):
 
 class InvariantViolationError(StreamwardenError):
     """A spec invariant failed at run time (checked only in debug mode)."""
+
+
+class CheckpointError(AuditError):
+    """A signed checkpoint or key could not be written, read or trusted.
+
+    ``reason`` names what is wrong for a checkpoint that was read: ``malformed_checkpoint``,
+    ``bad_signature`` (a trusted key's signature does not verify) or ``unknown_key`` (no
+    trusted key signed it); ``write_failed`` when one could not be written.
+    """
+
+    def __init__(self, message: str, *, reason: str = "malformed_checkpoint",
+                 operation: str | None = None, fingerprint: str | None = None,
+                 state: str | None = None, correlation_id: str | None = None) -> None:
+        super().__init__(message, operation=operation, fingerprint=fingerprint, state=state,
+                         correlation_id=correlation_id)
+        self.reason = reason

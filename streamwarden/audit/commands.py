@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from streamwarden.arguments import positive_int
-from streamwarden.audit import migrate
+from streamwarden.audit import checkpoint_commands, migrate
 from streamwarden.audit.database import parse_url, redact_url, resolve_url, sqlite_path
 from streamwarden.audit.export import EXPORT_FORMATS, export_records
 from streamwarden.audit.log import AuditLog
@@ -144,25 +143,24 @@ def _verify_progress(rows: int) -> None:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    checkpoint_commands.check_verify_arguments(args)
+    if args.file is not None:
+        return checkpoint_commands.verify_bundle_command(args)
     with _open_for_reading(args.db) as log:
-        report = log.verify(progress=_verify_progress)
-        where = log.url
-    if args.json:
-        sys.stdout.write(json.dumps({
-            "ok": report.ok, "rows": report.rows, "first_bad_seq": report.first_bad_seq,
-            "reason": report.reason, "message": report.message, "db": where,
-        }, indent=2) + "\n")
-    elif report.ok:
-        sys.stdout.write(f"OK: {report.rows} rows, chain intact\n")
-    else:
-        sys.stdout.write(f"BROKEN at seq {report.first_bad_seq} ({report.reason}): "
-                         f"{report.message}\n")
-    return 0 if report.ok else 1
+        return checkpoint_commands.verify_database(args, log, _verify_progress)
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    with _open_for_reading(args.db) as log:
+        return checkpoint_commands.write_checkpoint(args, log)
 
 
 def _audit_export(args: argparse.Namespace) -> int:
+    checkpoint_commands.check_export_arguments(args)
     flt = _filter(args)
     with _open_for_reading(args.db) as log:
+        if args.bundle:
+            return checkpoint_commands.export_bundle(args, log, flt)
         try:
             count = export_records(log.iter_records(**dataclasses.asdict(flt)), args.format,
                                    args.output, progress=sys.stderr)
@@ -213,16 +211,20 @@ def _add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
     report.add_argument("--format", choices=REPORT_FORMATS, default="table")
     verify = audit_commands.add_parser(
         "verify", help="walk the hash chain; exit 1 at the first break",
-        description="Recompute the hash chain over every row. Prints OK with the row count, "
-                    "or the first broken sequence number and why (edited, deleted, inserted, "
-                    "reordered) and exits 1.")
+        description="Recompute the hash chain over every row. Prints OK with the row count "
+                    "and the head (SEQ:HASH), or the first broken sequence number and why "
+                    "(edited, deleted, inserted, reordered) and exits 1. With --checkpoints, "
+                    "also checks the signed checkpoints, that the table still has every "
+                    "signed head, and the append-only triggers; with --file, a bundle alone.")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    checkpoint_commands.add_verify_arguments(verify)
     export = audit_commands.add_parser(
         "export", help="stream records to a JSON Lines or CSV file",
         description="Write the matching records, every column, to FILE in constant memory. "
                     "The file appears complete or not at all.")
-    export.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    export.add_argument("--format", choices=EXPORT_FORMATS, default=None)
     export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    checkpoint_commands.add_export_arguments(export)
     timeline = audit_commands.add_parser(
         "timeline", help="one connection's states in order, with durations",
         description="Show the states of one lifecycle in order with when each was entered "
@@ -236,6 +238,7 @@ def _add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
                          (export, _audit_export), (timeline, _audit_timeline)):
         _add_db(sub)
         sub.set_defaults(handler=handler)
+    checkpoint_commands.add_commands(audit_commands, _add_db, _audit_checkpoint)
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:

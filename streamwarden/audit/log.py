@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from streamwarden.audit import anchoring, bundle
+from streamwarden.audit.anchoring import AnchorReport
 from streamwarden.audit.appender import append_chain, check_record
 from streamwarden.audit.batching import BatchWriter
+from streamwarden.audit.checkpointer import Checkpointer
+from streamwarden.audit.checkpoints import CheckpointWriter, SignedCheckpoint
 from streamwarden.audit.database import (
     make_engine,
     parse_url,
@@ -25,13 +29,24 @@ from streamwarden.audit.database import (
 )
 from streamwarden.audit.migrate import ensure_schema
 from streamwarden.audit.models import row_to_record
+from streamwarden.audit.notes import Verifier, key_exposed, load_signer
 from streamwarden.audit.query import AuditFilter, check_limit, select_records
 from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.spool import Spool, default_spool_path
 from streamwarden.audit.verify import VerifyReport, verify_records
 from streamwarden.config import Durability, FailurePolicy, Settings
-from streamwarden.errors import AuditError, AuditUnavailableError
-from streamwarden.logging import AUDIT_WRITE_FAILED, SecretRedactor, make_logger
+from streamwarden.errors import (
+    AuditError,
+    AuditUnavailableError,
+    CheckpointError,
+    InvalidInputError,
+)
+from streamwarden.logging import (
+    AUDIT_CHECKPOINT_KEY_EXPOSED,
+    AUDIT_WRITE_FAILED,
+    SecretRedactor,
+    make_logger,
+)
 from streamwarden.validation import check_seconds
 
 #: Seconds :meth:`AuditLog.flush` and :meth:`AuditLog.close` wait by default.
@@ -87,6 +102,13 @@ class AuditLog:
       intact) and emptied. A replay interrupted part-way is resumed without duplicates
       (records are matched by ``event_id``).
 
+    Signed checkpoints (``checkpoint_dir`` and ``checkpoint_key``): the thread
+    ``streamwarden-audit-checkpoint`` signs the chain's head into the directory every
+    ``checkpoint_every`` committed records and every ``checkpoint_interval`` seconds (a
+    heartbeat when nothing happened), and once more at :meth:`close`
+    (:mod:`streamwarden.audit.checkpointer`). A checkpoint that cannot be written is logged and
+    counted (:attr:`checkpoint_failures`); records are never lost by it.
+
     Thread-safety: every method may be called from any thread; appends are stored in the
     order of the calls. Close it after the manager that writes to it.
     """
@@ -102,6 +124,9 @@ class AuditLog:
         batch_size: int = 500,
         queue_size: int = 10_000,
         ready: bool = True,
+        checkpoint_writer: CheckpointWriter | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 300.0,
     ) -> None:
         """Use :meth:`open`; this wraps an engine whose schema :func:`ensure_schema` checked
         (``ready``) or will check on first use."""
@@ -118,6 +143,9 @@ class AuditLog:
             BatchWriter(self._commit, batch_size=batch_size, queue_size=queue_size)
             if durability == "batched" else None
         )
+        self._checkpointer = None if checkpoint_writer is None else Checkpointer(
+            checkpoint_writer, self._rows_after, every=checkpoint_every,
+            interval=checkpoint_interval)
 
     @classmethod
     def open(
@@ -128,6 +156,8 @@ class AuditLog:
         spool_path: str | Path | None = None,
         batch_size: int = 500,
         queue_size: int = 10_000,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_key: str | Path | None = None,
     ) -> AuditLog:
         """Open the audit database at ``url`` (else ``STREAMWARDEN_DB_URL``, else
         ``sqlite:///./streamwarden-audit.db``).
@@ -141,9 +171,12 @@ class AuditLog:
             settings: durability and failure policy; default ``Settings.from_env()``.
             spool_path: the spool file (default :func:`default_spool_path`).
             batch_size, queue_size: group commit size and queue bound (batched only).
+            checkpoint_dir, checkpoint_key: the checkpoint directory and the private key file
+                (default ``settings.checkpoint_dir`` and ``checkpoint_key``); both or neither.
 
         Raises:
-            InvalidInputError: malformed or unsupported URL, or a bad size.
+            InvalidInputError: malformed or unsupported URL, a bad size, only one of
+                ``checkpoint_dir`` and ``checkpoint_key``, or an unreadable or malformed key.
             AuditUnavailableError: the database is unreachable (``raise`` policy).
             AuditSchemaError: the database is behind; the message names the command to run.
 
@@ -153,6 +186,8 @@ class AuditLog:
         check_limit("batch_size", batch_size)
         check_limit("queue_size", queue_size)
         parsed = parse_url(resolve_url(url, settings))
+        writer = _checkpoint_writer(checkpoint_dir or settings.checkpoint_dir,
+                                    checkpoint_key or settings.checkpoint_key)
         engine = make_engine(parsed)
         try:
             try:
@@ -174,7 +209,9 @@ class AuditLog:
         return cls(
             engine, parsed, spool=spool, durability=settings.audit_durability,
             failure_policy=settings.audit_failure_policy, batch_size=batch_size,
-            queue_size=queue_size, ready=ready,
+            queue_size=queue_size, ready=ready, checkpoint_writer=writer,
+            checkpoint_every=settings.checkpoint_every,
+            checkpoint_interval=settings.checkpoint_interval,
         )
 
     @property
@@ -260,6 +297,8 @@ class AuditLog:
                 with _holding(self._write_lock, "audit.close"):
                     self._replay(leave_if_unavailable=True)
         finally:
+            if self._checkpointer is not None:
+                self._checkpointer.close(FLUSH_TIMEOUT)
             self._engine.dispose()
 
     def __enter__(self) -> Self:
@@ -328,8 +367,78 @@ class AuditLog:
         """
         return verify_records(self._pages(AuditFilter(), 1000), progress=progress)
 
-    def _pages(self, flt: AuditFilter, batch_size: int) -> Iterator[AuditRecord]:
-        after: int | None = None
+    @property
+    def checkpoint_failures(self) -> int:
+        """How many checkpoints the background writer could not write (0 without one)."""
+        return 0 if self._checkpointer is None else self._checkpointer.failures
+
+    def write_checkpoint(self, writer: CheckpointWriter | None = None) -> SignedCheckpoint:
+        """Sign the chain's current head into the checkpoint directory now: with ``writer``
+        (e.g. a second party's directory, or old and new key at a rotation), else with the
+        log's own checkpoint key and directory.
+
+        Raises:
+            CheckpointError: no ``writer`` and the log has no checkpoint key and directory,
+                the table no longer extends the newest checkpoint (``reason``
+                ``inconsistent``), or the file cannot be written.
+            AuditUnavailableError, AuditError: the database could not be read, or the log is
+                closed.
+
+        Thread-safety: safe from any thread; checkpoints are written one at a time.
+        """
+        if self._closed:
+            raise AuditError("the audit log is closed", operation="audit.checkpoint")
+        if writer is not None:
+            return writer.write(self._rows_after)
+        if self._checkpointer is None:
+            raise CheckpointError("this audit log was opened without checkpoint_dir and "
+                                  "checkpoint_key", operation="audit.checkpoint")
+        return self._checkpointer.write_now()
+
+    def verify_checkpoints(
+        self, checkpoint_dir: str | Path | None, public_keys: Sequence[Verifier], *,
+        expect_head: tuple[int, str] | None = None, max_age: float | None = None,
+        now: datetime | None = None, progress: Callable[[int], None] | None = None,
+    ) -> AnchorReport:
+        """Verify the table against the signed checkpoints in ``checkpoint_dir`` (None: only
+        the chain, the head and ``expect_head``); see :mod:`streamwarden.audit.anchoring`.
+
+        Args:
+            public_keys: the trusted keys (each checkpoint needs a signature by one).
+            expect_head: ``(seq, row_hash)`` the table must still have.
+            max_age: fail (``stale``) if the newest checkpoint is older, in seconds.
+            now: the current time (default: the clock).
+
+        Raises:
+            AuditUnavailableError, AuditError: the database could not be read.
+
+        Thread-safety: safe from any thread.
+        """
+        return anchoring.verify_database(
+            self._engine, self._url, self._pages(AuditFilter(), 1000), checkpoint_dir,
+            public_keys, expect_head=expect_head, max_age=max_age, now=now, progress=progress)
+
+    def export_bundle(self, path: str | Path, checkpoint_dir: str | Path,
+                      public_keys: Sequence[Verifier], flt: AuditFilter | None = None
+                      ) -> bundle.BundleSummary:
+        """Write the records ``flt`` selects with the checkpoints covering them to ``path``,
+        verifiable offline (:mod:`streamwarden.audit.bundle`).
+
+        Raises:
+            InvalidInputError, CheckpointError, AuditIntegrityError, OSError,
+            AuditUnavailableError, AuditError: as :func:`~streamwarden.audit.bundle.write_bundle`.
+
+        Thread-safety: safe from any thread.
+        """
+        selected = self._pages(flt or AuditFilter(), 1000)
+        return bundle.write_bundle(path, selected, self._rows_after, checkpoint_dir,
+                                   public_keys)
+
+    def _rows_after(self, seq: int) -> Iterator[AuditRecord]:
+        return self._pages(AuditFilter(), 1000, after=seq)
+
+    def _pages(self, flt: AuditFilter, batch_size: int, after: int | None = None
+               ) -> Iterator[AuditRecord]:
         remaining = flt.limit
         while remaining is None or remaining > 0:
             size = batch_size if remaining is None else min(batch_size, remaining)
@@ -352,7 +461,10 @@ class AuditLog:
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
-                return append_chain(self._engine, self._url, records)
+                stored = append_chain(self._engine, self._url, records)
+                if self._checkpointer is not None:
+                    self._checkpointer.committed(stored)
+                return stored
             except AuditUnavailableError as exc:
                 if self._policy == "raise":
                     raise
@@ -391,3 +503,20 @@ def replay_spool(engine: Engine, url: URL, spool: Spool) -> None:
     lock serialise replays).
     """
     spool.replay(lambda chunk: append_chain(engine, url, chunk, skip_stored=True))
+
+
+def _checkpoint_writer(directory: str | Path | None, key: str | Path | None
+                       ) -> CheckpointWriter | None:
+    """The writer of the checkpoint settings, None without them.
+
+    Raises:
+        InvalidInputError: only one of the two is set, or the key cannot be loaded.
+    """
+    if directory is None and key is None:
+        return None
+    if directory is None or key is None:
+        raise InvalidInputError("checkpoints need both checkpoint_dir and checkpoint_key")
+    if key_exposed(key):
+        _log.warning(AUDIT_CHECKPOINT_KEY_EXPOSED, key=str(key),
+                     advice="the key file is readable by others: chmod 600")
+    return CheckpointWriter(Path(directory), [load_signer(key)])
