@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
 
 from streamwarden import (
+    AuditLog,
     AuthenticationError,
     ConnectionManager,
     Credentials,
@@ -22,6 +24,7 @@ from streamwarden import (
     StopTimeoutError,
     StreamMessage,
 )
+from streamwarden.logging import LOGGER_NAME
 from streamwarden.testing import TransportOptions
 from tests.waiting import wait_until
 
@@ -314,3 +317,70 @@ def test_released_lease_refuses_use(manager, creds):
         lease.ensure_live()
     with pytest.raises(LeaseError):
         lease.wait_ready()
+
+
+def test_leaving_the_with_block_records_shutdown_under_the_managers_id(factory, sink, creds,
+                                                                       fast_settings):
+    with ConnectionManager(transport_factory=factory, audit=sink, settings=fast_settings,
+                           correlation_id="run-7") as manager:
+        assert manager.correlation_id == "run-7"
+        lease = manager.market_data(creds, symbols=["AAPL"], correlation_id="strategy-1")
+    assert lease.status is LeaseStatus.REVOKED
+    why = [(r.event, r.outcome) for r in sink.records() if r.correlation_id == "run-7"]
+    assert ("shutdown", "ok") in why
+    revoked = [r for r in sink.records() if r.event == "lease_revoked"]
+    assert [r.correlation_id for r in revoked] == ["strategy-1"]
+    shutdown = next(r for r in sink.records() if r.event == "shutdown")
+    assert revoked[0].causation_id == shutdown.event_id
+
+
+def test_close_takes_an_explicit_correlation_id(factory, sink, creds, fast_settings):
+    manager = ConnectionManager(transport_factory=factory, audit=sink, settings=fast_settings)
+    manager.market_data(creds, symbols=["AAPL"])
+    manager.close(correlation_id="eod-close")
+    assert [r.correlation_id for r in sink.records() if r.event == "shutdown"] == ["eod-close"]
+    manager.close()  # idempotent
+    with pytest.raises(ManagerClosedError):
+        manager.market_data(creds, symbols=["AAPL"])
+
+
+def test_without_a_sink_the_manager_keeps_a_bounded_ring_and_says_so_once(
+        factory, creds, fast_settings, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    with ConnectionManager(transport_factory=factory, settings=fast_settings) as manager:
+        ring = manager.audit
+        assert isinstance(ring, InMemoryAuditSink) and ring.capacity == 1000
+        assert manager.health().durable_audit is False
+        for _ in range(600):  # 1,200+ records
+            manager.market_data(creds, symbols=["AAPL"]).release()
+        assert len(ring.records()) == 1000 and ring.appended > 1000
+        assert ring.records()[-1].seq == ring.appended
+    warnings = [r for r in caplog.records if "audit.not_durable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_an_audit_log_is_reported_durable(factory, creds, fast_settings, tmp_path):
+    audit = AuditLog.open(f"sqlite:///{tmp_path / 'audit.db'}")
+    try:
+        with ConnectionManager(transport_factory=factory, audit=audit,
+                               settings=fast_settings) as manager:
+            assert manager.health().durable_audit is True
+    finally:
+        audit.close()
+
+
+def test_threads_stay_constant_and_end_with_the_manager(factory, creds, fast_settings):
+    before = set(threading.enumerate())
+    manager = ConnectionManager(transport_factory=factory, settings=fast_settings,
+                                audit=InMemoryAuditSink())
+    got: list[object] = []
+    accounts = [Credentials(f"PKTHREADS{n:011d}", f"thread-secret-{n}") for n in range(8)]
+    leases = [manager.market_data(account, symbols=["AAPL"], on_quote=got.append)
+              for account in accounts]
+    report = manager.health()
+    assert len(report.lifecycles) == 8
+    assert report.threads == 1  # the engine; callback workers start with the first callback
+    for lease in leases:
+        lease.release()
+    manager.close()
+    assert wait_until(lambda: set(threading.enumerate()) <= before)

@@ -1,0 +1,166 @@
+"""The sans-I/O lifecycle core on its own: pending changes, commit, rollback, effects.
+
+Record before effect: an operation changes nothing a consumer or the wire can see until its
+record is committed, and a rollback leaves the lifecycle as it was.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from streamwarden.audit.records import AuditRecord
+from streamwarden.errors import InvalidTransitionError, LeaseError
+from streamwarden.machine.spec import default_spec
+from streamwarden.runtime._keys import StreamKey
+from streamwarden.runtime._lifecycle import LeaseInfo, Lifecycle, Pending, Timing
+from streamwarden.transports import StreamMessage
+
+KEY = StreamKey("f" * 24, "market_data", True, "iex")
+AAPL = frozenset({("quotes", "AAPL"), ("trades", "AAPL")})
+
+
+class Box:
+    """A delivery queue that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.got: list[StreamMessage] = []
+
+    def put(self, message: StreamMessage) -> None:
+        self.got.append(message)
+
+
+def lifecycle(drain_grace: float = 0.0) -> Lifecycle:
+    return Lifecycle(lifecycle_id="L1", key=KEY, spec=default_spec(),
+                     timing=Timing(start_timeout=10.0, drain_grace=drain_grace),
+                     origin_correlation_id="run-1")
+
+
+def info(lease_id: str) -> LeaseInfo:
+    return LeaseInfo(lease_id, "L1", KEY, "owner", "run-1")
+
+
+def record_of(pending: Pending, event_id: str = "E1") -> AuditRecord:
+    draft = pending.draft
+    return AuditRecord(event_id=event_id, occurred_at=datetime.now(UTC), lifecycle_id="L1",
+                       fingerprint=KEY.fingerprint, kind=KEY.kind, event=draft.event,
+                       from_state=draft.from_state, to_state=draft.to_state,
+                       refs_before=draft.refs_before, refs_after=draft.refs_after,
+                       correlation_id=draft.correlation_id, host="h", pid=1)
+
+
+def granted(core: Lifecycle, lease_id: str, box: Box, now: float = 0.0) -> None:
+    pending = core.acquire(info(lease_id), AAPL, box, now)
+    core.commit(pending, record_of(pending), now)
+
+
+def test_an_acquire_takes_effect_only_at_commit():
+    core, box = lifecycle(), Box()
+    pending = core.acquire(info("A"), AAPL, box, now=0.0)
+    draft = pending.draft
+    assert (draft.event, draft.from_state, draft.to_state, draft.refs_after) == (
+        "acquire", "idle", "starting", 1)
+    assert draft.details["subscriptions"] == {"quotes": ["AAPL"], "trades": ["AAPL"]}
+    assert core.leases == {} and core.wire == frozenset()  # nothing visible yet
+    assert core.routes.targets(StreamMessage("quotes", "AAPL", None)) == ()
+    effects = core.commit(pending, record_of(pending), now=0.0)
+    assert effects.start_transport and effects.wire == AAPL and effects.revoked == ()
+    assert set(core.leases) == {"A"} and core.wire == AAPL
+    assert core.routes.targets(StreamMessage("quotes", "AAPL", None)) == (box,)
+    assert core.cause_id == "E1"
+
+
+def test_a_rolled_back_acquire_leaves_no_trace():
+    core = lifecycle()
+    pending = core.acquire(info("A"), AAPL, Box(), now=0.0)
+    core.rollback(pending)
+    assert (core.state, core.refs, dict(core.leases), core.wire) == ("idle", 0, {}, frozenset())
+    granted(core, "B", Box())  # and the next operation works
+    assert core.refs == 1
+
+
+def test_one_change_at_a_time():
+    core = lifecycle()
+    core.acquire(info("A"), AAPL, Box(), now=0.0)
+    with pytest.raises(AssertionError, match="already pending"):
+        core.acquire(info("B"), AAPL, Box(), now=0.0)
+
+
+def test_release_keeps_the_wire_until_committed_and_ends_the_lease_then():
+    core = lifecycle()
+    granted(core, "A", Box())
+    connected = core.signal("connected")
+    core.commit(connected, record_of(connected, "E2"), now=0.0)
+    assert core.release("nobody", "run-1") is None  # not live: nothing to record
+    pending = core.release("A", "run-1")
+    assert pending is not None and core.wire == AAPL
+    effects = core.commit(pending, record_of(pending, "E3"), now=1.0)
+    assert effects.ended is not None and effects.ended.info.lease_id == "A"
+    assert effects.wire == frozenset() and core.state == "draining"
+    assert core.due(now=1.0)  # drain grace 0: stop now
+
+
+def test_a_rolled_back_release_keeps_the_lease():
+    core = lifecycle()
+    granted(core, "A", Box())
+    pending = core.release("A", "run-1")
+    assert pending is not None
+    core.rollback(pending)
+    assert (core.state, core.refs, set(core.leases)) == ("starting", 1, {"A"})
+
+
+def test_subscription_changes_are_recorded_before_the_wire_changes():
+    core = lifecycle()
+    granted(core, "A", Box())
+    pending = core.change_subscriptions("A", {("bars", "SPY")}, subscribe=True,
+                                        correlation_id="run-1")
+    assert pending is not None and pending.draft.event == "lease_subscribed"
+    assert ("bars", "SPY") not in core.wire
+    effects = core.commit(pending, record_of(pending, "E2"), now=0.0)
+    assert effects.wire == AAPL | {("bars", "SPY")}
+    assert core.change_subscriptions("A", {("bars", "SPY")}, subscribe=True,
+                                     correlation_id="run-1") is None  # nothing changes
+    with pytest.raises(LeaseError, match="not live"):
+        core.change_subscriptions("B", {("bars", "SPY")}, subscribe=True, correlation_id="x")
+
+
+def test_shutdown_revokes_every_lease_at_commit():
+    core = lifecycle()
+    granted(core, "A", Box())
+    granted(core, "B", Box())
+    pending = core.signal("shutdown", correlation_id="close-1")
+    assert len(core.leases) == 2
+    effects = core.commit(pending, record_of(pending, "E3"), now=0.0)
+    assert sorted(e.info.lease_id for e in effects.revoked) == ["A", "B"]
+    assert core.leases == {} and core.refs == 0 and core.wire == frozenset()
+
+
+def test_readiness_needs_running_and_the_acknowledged_pairs():
+    core = lifecycle()
+    granted(core, "A", Box())
+    assert not core.ready("A")
+    connected = core.signal("connected")
+    core.commit(connected, record_of(connected, "E2"), now=0.0)
+    assert not core.ready("A")  # running, but the wire has not acknowledged AAPL yet
+    core.acknowledge(AAPL)
+    assert core.ready("A")
+    core.disconnected()
+    assert not core.ready("A") and not core.reusable(now=0.0)
+
+
+def test_a_draining_lifecycle_is_reused_only_within_its_grace():
+    core = lifecycle(drain_grace=30.0)
+    granted(core, "A", Box())
+    connected = core.signal("connected")
+    core.commit(connected, record_of(connected, "E2"), now=0.0)
+    release = core.release("A", "run-1")
+    assert release is not None
+    core.commit(release, record_of(release, "E3"), now=0.0)
+    assert core.reusable(now=10.0) and not core.due(now=10.0)
+    reuse = core.acquire(info("B"), AAPL, Box(), now=10.0)
+    assert reuse.draft.details["inputs"] == {"reusable": True}
+    core.rollback(reuse)
+    with pytest.raises(InvalidTransitionError):
+        core.acquire(info("C"), AAPL, Box(), now=31.0)  # past the grace: the spec says no
+    assert core.due(now=31.0)
