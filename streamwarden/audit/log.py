@@ -57,9 +57,9 @@ def _fetch(connection: sa.Connection, run: Callable[[], list[RawRow]]) -> list[R
     """``run()``; on SQLite, again with lenient text decoding if a row is not UTF-8."""
     try:
         return run()
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
         driver = connection.connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection) or "decode" not in str(exc.orig):
+        if not isinstance(driver, sqlite3.Connection) or "decode" not in str(exc):
             raise
         driver.text_factory = _lenient_text
         try:
@@ -217,7 +217,7 @@ class AuditLog:
                     raise
                 ready = False
             spool = Spool(Path(spool_path or default_spool_path(parsed)).absolute())
-            leftover = spool.count()
+            leftover = _leftover(spool)
             if leftover:  # records an earlier run could not store
                 _log.warning(AUDIT_SPOOL_LEFTOVER, spool=str(spool.path), records=leftover,
                              db=redact_url(parsed))
@@ -324,7 +324,7 @@ class AuditLog:
         try:
             if self._writer is not None:
                 self._writer.close(FLUSH_TIMEOUT)
-            if self._spool.pending() and not self._read_only:
+            if not self._read_only and self._spool.pending():
                 with _holding(self._write_lock, "audit.close"):
                     self._replay(leave_if_unavailable=True)
         finally:
@@ -510,6 +510,16 @@ def replay_spool(engine: Engine, url: URL, spool: Spool) -> None:
     lock serialise replays).
     """
     spool.replay(lambda chunk: append_chain(engine, url, chunk, skip_stored=True))
+
+
+def _leftover(spool: Spool) -> int:
+    """Records in ``spool``; 0 (logged) if it cannot be read: that only matters to a writer,
+    whose first spool write reports it."""
+    try:
+        return spool.count()
+    except AuditUnavailableError as exc:
+        _log.warning(AUDIT_SPOOL_LEFTOVER, spool=str(spool.path), error=exc.message)
+        return 0
 
 
 def _runner(connection: sa.Connection, statement: sa.Select[Any]

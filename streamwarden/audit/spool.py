@@ -121,10 +121,11 @@ class Spool:
         self.max_bytes = max_bytes
 
     def pending(self) -> bool:
-        """Whether the spool holds records (a cheap size check, without the lock)."""
+        """Whether the spool holds records (a cheap size check, without the lock); False if it
+        cannot be seen (writing to it then reports why)."""
         try:
             return self.path.stat().st_size > 0
-        except FileNotFoundError:
+        except OSError:
             return False
 
     def count(self) -> int:
