@@ -79,7 +79,7 @@ def _check_arguments(fmt: str, progress_every: int) -> None:
 
 def _write_rows(records: Iterable[AuditRecord], fmt: str, out: IO[str],
                 progress: TextIO | None, progress_every: int) -> int:
-    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    writer = csv.writer(out, lineterminator="\r\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(COLUMNS)
     count = 0

@@ -119,7 +119,8 @@ def write_json(records: Iterable[AuditRecord], out: TextIO) -> int:
 
 
 def write_csv(records: Iterable[AuditRecord], out: TextIO) -> int:
-    """Write ``records`` to ``out`` as CSV (RFC 4180 quoting) after a header row of
+    """Write ``records`` to ``out`` as CSV (RFC 4180: quoting, CRLF line ends, so a carriage
+    return inside a cell is quoted too) after a header row of
     :data:`COLUMNS`; returns how many records.
 
     Raises:
@@ -128,7 +129,7 @@ def write_csv(records: Iterable[AuditRecord], out: TextIO) -> int:
 
     Thread-safety: not thread-safe on a shared ``out``.
     """
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     count = 0
     for record in records:
