@@ -38,7 +38,7 @@ from ulid import ULID
 
 from streamwarden import AuditRecord, Settings, __version__
 from streamwarden.audit import migrate
-from streamwarden.audit.chain import GENESIS_HASH, link
+from streamwarden.audit.chain import GENESIS_HASH, details_text, link
 from streamwarden.audit.database import make_engine, parse_url, redact_url
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.models import COLUMNS, audit_table
@@ -193,7 +193,7 @@ def _copy_rows(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row([json.dumps(row[name]) if name == "details" else row[name]
+                copy.write_row([details_text(row[name]) if name == "details" else row[name]
                                 for name in COLUMNS])
         connection.commit()
     finally:

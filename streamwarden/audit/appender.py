@@ -28,10 +28,18 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
-from streamwarden.audit.chain import GENESIS_HASH, RAW_FIELDS, RawRow, canonical, seal
+from streamwarden.audit.chain import (
+    GENESIS_HASH,
+    RAW_FIELDS,
+    RawRow,
+    canonical,
+    details_text,
+    seal,
+    stored_time,
+)
 from streamwarden.audit.database import LOCK_TIMEOUT, WRITE_OPTION, is_sqlite, translate_error
 from streamwarden.audit.models import audit_table, raw_select, record_to_row
-from streamwarden.audit.records import OUTCOMES, AuditRecord
+from streamwarden.audit.records import OUTCOMES, SCHEMA_VERSION, AuditRecord
 from streamwarden.audit.verify import self_hash
 from streamwarden.errors import AuditError, AuditIntegrityError, InvalidInputError
 
@@ -76,7 +84,11 @@ def check_record(record: AuditRecord) -> None:
     """
     if not isinstance(record, AuditRecord):
         raise InvalidInputError(f"expected an AuditRecord, got {type(record).__name__}")
-    canonical(record)  # raises InvalidInputError for details that are not JSON-serialisable
+    if record.schema_version == SCHEMA_VERSION:  # what canonical() checks, without encoding
+        details_text(record.details)
+        stored_time(record.occurred_at)
+    else:
+        canonical(record)
     if record.outcome not in OUTCOMES:
         raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}",
                                 operation="audit.append", correlation_id=record.correlation_id)
