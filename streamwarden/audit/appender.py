@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -57,7 +58,10 @@ _PG_BOUNDED_LOCK = sa.text(
 MAX_SEQ = 2**63 - 1
 _CHUNK = 500
 _TEXT_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "details")
+_TEXT_VALUES = attrgetter(*_TEXT_FIELDS)
 _SEQ, _PREV, _ROW = (RAW_FIELDS.index(name) for name in ("seq", "prev_hash", "row_hash"))
+_TAIL = sa.select(audit_table.c.seq, audit_table.c.row_hash).order_by(
+    audit_table.c.seq.desc()).limit(1)
 _TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
     name: raw_select(name).order_by(audit_table.c.seq.desc()).limit(2)
     for name in ("sqlite", "postgresql")
@@ -92,17 +96,20 @@ def check_record(record: AuditRecord) -> None:
     if record.outcome not in OUTCOMES:
         raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}",
                                 operation="audit.append", correlation_id=record.correlation_id)
-    for name in _TEXT_FIELDS:
-        value = getattr(record, name)
-        if isinstance(value, str) and _bad_text(value):
-            raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
-                                    "surrogate", operation="audit.append",
-                                    correlation_id=record.correlation_id)
+    texts = [value for value in _TEXT_VALUES(record) if isinstance(value, str)]
+    if _bad_text("".join(texts)):  # one pass over all of them; then find which
+        name = next(name for name, value in zip(_TEXT_FIELDS, _TEXT_VALUES(record), strict=True)
+                    if isinstance(value, str) and _bad_text(value))
+        raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
+                                "surrogate", operation="audit.append",
+                                correlation_id=record.correlation_id)
 
 
 def _bad_text(text: str) -> bool:
     if "\x00" in text:
         return True
+    if text.isascii():
+        return False
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -191,12 +198,15 @@ def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[Au
 
 def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRecord],
                      trusted: Tail | None) -> list[AuditRecord]:
-    rows = [tuple(row) for row in connection.execute(
-        _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
     seq, prev_hash = 0, GENESIS_HASH
-    if rows:
-        seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None,
-                                    len(records), trusted)
+    tail = connection.execute(_TAIL).first()
+    if trusted is not None and tail is not None and tuple(tail) == (trusted.seq,
+                                                                    trusted.row_hash):
+        seq, prev_hash = trusted.seq, trusted.row_hash
+    elif tail is not None:
+        rows = [tuple(row) for row in connection.execute(
+            _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
+        seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None, len(records))
     sealed = []
     for record in records:
         seq += 1
@@ -206,8 +216,7 @@ def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRe
     return sealed
 
 
-def check_tail(tail: RawRow, before: RawRow | None, adding: int, trusted: Tail | None = None
-               ) -> tuple[int, str]:
+def check_tail(tail: RawRow, before: RawRow | None, adding: int) -> tuple[int, str]:
     """The ``seq`` and ``row_hash`` of ``tail`` (the chain's last row; ``before`` the one
     before it), after checking that ``adding`` rows can be chained onto it.
 
@@ -219,8 +228,6 @@ def check_tail(tail: RawRow, before: RawRow | None, adding: int, trusted: Tail |
     Thread-safety: pure function.
     """
     seq, row_hash = tail[_SEQ], tail[_ROW]
-    if trusted is not None and (seq, row_hash) == (trusted.seq, trusted.row_hash):
-        return trusted.seq, trusted.row_hash
     problem = _tail_problem(tail, before, adding)
     if problem is not None:
         raise AuditIntegrityError(

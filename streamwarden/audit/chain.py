@@ -28,6 +28,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from streamwarden.audit.records import AuditRecord
@@ -51,6 +52,9 @@ RawRow = tuple[Any, ...]
 V2_FORMAT = "%s" + "\x1f%a" * len(CONTENT_FIELDS) + "%.0s"
 _SEQ = RAW_FIELDS.index("seq")
 _VERSION = RAW_FIELDS.index("schema_version")
+_TIME = RAW_FIELDS.index("occurred_at")
+_DETAILS = RAW_FIELDS.index("details")
+_RAW_VALUES = attrgetter(*RAW_FIELDS)
 
 
 def stored_time(value: datetime) -> str:
@@ -91,10 +95,9 @@ def raw_row(record: AuditRecord) -> RawRow:
 
     Thread-safety: pure function.
     """
-    values = [getattr(record, name) for name in RAW_FIELDS]
-    values[RAW_FIELDS.index("occurred_at")] = stored_time(record.occurred_at)
-    values[RAW_FIELDS.index("details")] = details_text(record.details)
-    return tuple(values)
+    values = _RAW_VALUES(record)
+    return (*values[:_TIME], stored_time(record.occurred_at), *values[_TIME + 1:_DETAILS],
+            details_text(record.details), *values[_DETAILS + 1:])
 
 
 def raw_hash(row: RawRow) -> str:
@@ -159,8 +162,12 @@ def seal(record: AuditRecord, *, seq: int, prev_hash: str) -> AuditRecord:
     """
     if record.schema_version == 2:  # one encoding and one copy: appends are hot
         row = raw_row(record)
-        row_hash = raw_hash((prev_hash, seq, *row[_SEQ + 1:]))
-        return replace(record, seq=seq, prev_hash=prev_hash, row_hash=row_hash)
+        sealed: AuditRecord = object.__new__(AuditRecord)
+        # A plain copy of the frozen instance's fields: dataclasses.replace would re-run
+        # __init__ field by field, a third of an append's CPU time in batched mode.
+        sealed.__dict__.update(record.__dict__, seq=seq, prev_hash=prev_hash,
+                               row_hash=raw_hash((prev_hash, seq, *row[_SEQ + 1:])))
+        return sealed
     numbered = replace(record, seq=seq, prev_hash=prev_hash, row_hash=None)
     return replace(numbered, row_hash=link(numbered, prev_hash))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -137,6 +138,7 @@ class AuditRow(AuditBase):
 audit_table: sa.Table = cast(sa.Table, AuditRow.__table__)
 #: Column names in table order; the same names as the fields of :class:`AuditRecord`.
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_table.columns)
+_COLUMN_VALUES = attrgetter(*COLUMNS)
 
 
 def record_to_row(record: AuditRecord) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def record_to_row(record: AuditRecord) -> dict[str, Any]:
             "only sealed audit records (seq and hashes set) can be written",
             operation="audit.append", correlation_id=record.correlation_id,
         )
-    values = {name: getattr(record, name) for name in COLUMNS}
+    values = dict(zip(COLUMNS, _COLUMN_VALUES(record), strict=True))
     values["details"] = dict(record.details)
     return values
 
