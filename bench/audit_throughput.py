@@ -10,7 +10,9 @@ In one run, on each engine:
 * ``AuditLog.verify`` throughput in rows per second over N rows (default 1,000,000), created
   fast by bulk inserts of pre-sealed rows (not through ``append``);
 * latency (p50 and min/max over several runs) of ``AuditLog.query(correlation_id=...)`` for
-  one correlation id among those N rows.
+  one correlation id among those N rows;
+* each figure next to its goal (issue #10): verify at least 200,000 rows/s on SQLite, sync
+  appends at least 0.9x their floor, batched appends at least 0.8x theirs (``goals``).
 
 SQLite uses temporary files; PostgreSQL fresh schemas that are dropped at the end. Progress
 goes to stderr, the JSON result to stdout.
@@ -58,6 +60,9 @@ T0 = datetime(2026, 1, 2, 9, 30, tzinfo=UTC)
 ATTEMPTS = 3
 ROUNDS = 3
 SERVER_WAIT = 180.0
+#: Goals of issue #10: verify rows/s on SQLite; appends as a fraction of their floors.
+GOALS = {"verify_rows_per_s": {"sqlite": 200_000}, "sync_vs_floor": 0.9,
+         "batched_vs_floor": 0.8}
 #: The PostgreSQL base URL of this run (set by ``main``) and what interrupted it.
 PG_URL = [DEFAULT_PG_URL]
 INTERRUPTIONS: list[str] = []
@@ -297,6 +302,21 @@ def bench_engine_appends(databases: Databases, engine_name: str,
     }
 
 
+def goals(engine_name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Each measured figure of ``result`` next to its goal, and whether it meets it."""
+    checks: dict[str, Any] = {}
+    for key in ("sync_vs_floor", "batched_vs_floor"):
+        goal = GOALS[key]
+        checks[key] = {"measured": result[key], "goal": goal, "met": result[key] >= goal}
+    verify_goal = GOALS["verify_rows_per_s"]
+    assert isinstance(verify_goal, dict)
+    if engine_name in verify_goal and "verify" in result:
+        measured = result["verify"]["rows_per_s"]
+        checks["verify_rows_per_s"] = {"measured": measured, "goal": verify_goal[engine_name],
+                                       "met": measured >= verify_goal[engine_name]}
+    return checks
+
+
 def _pg_reachable(url: str) -> bool:
     engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
     try:
@@ -379,6 +399,7 @@ def main() -> None:
                                                     url, args.rows, name))
             results[name]["query_one_correlation_id"] = _retrying(
                 f"{name} query", lambda url=url: bench_query(url, target))
+            results[name]["goals"] = goals(name, results[name])
     finally:
         databases.close()
     print(json.dumps({
