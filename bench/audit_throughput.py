@@ -14,6 +14,8 @@ In one run, on each engine:
 * signed checkpoints: verify throughput against a checkpoint every 1,000 of those N rows
   (signatures, links, triggers and every head), and the cost per sync append of a log that
   writes a checkpoint every tenth of the sync appends, next to the same appends without.
+* each figure next to its goal (issue #10): verify at least 200,000 rows/s on SQLite, sync
+  appends at least 0.9x their floor, batched appends at least 0.8x theirs (``goals``).
 
 SQLite uses temporary files; PostgreSQL fresh schemas that are dropped at the end. Progress
 goes to stderr, the JSON result to stdout.
@@ -41,7 +43,7 @@ from ulid import ULID
 
 from streamwarden import AuditRecord, Settings, __version__
 from streamwarden.audit import migrate
-from streamwarden.audit.chain import GENESIS_HASH, link
+from streamwarden.audit.chain import GENESIS_HASH, details_text, link
 from streamwarden.audit.checkpoints import CheckpointWriter
 from streamwarden.audit.database import make_engine, parse_url, redact_url
 from streamwarden.audit.log import AuditLog
@@ -64,6 +66,9 @@ T0 = datetime(2026, 1, 2, 9, 30, tzinfo=UTC)
 ATTEMPTS = 3
 ROUNDS = 3
 SERVER_WAIT = 180.0
+#: Goals of issue #10: verify rows/s on SQLite; appends as a fraction of their floors.
+GOALS = {"verify_rows_per_s": {"sqlite": 200_000}, "sync_vs_floor": 0.9,
+         "batched_vs_floor": 0.8}
 #: The PostgreSQL base URL of this run (set by ``main``) and what interrupted it.
 PG_URL = [DEFAULT_PG_URL]
 INTERRUPTIONS: list[str] = []
@@ -199,7 +204,7 @@ def _copy_rows(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row([json.dumps(row[name]) if name == "details" else row[name]
+                copy.write_row([details_text(row[name]) if name == "details" else row[name]
                                 for name in COLUMNS])
         connection.commit()
     finally:
@@ -366,6 +371,21 @@ def bench_engine_appends(databases: Databases, engine_name: str,
     }
 
 
+def goals(engine_name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Each measured figure of ``result`` next to its goal, and whether it meets it."""
+    checks: dict[str, Any] = {}
+    for key in ("sync_vs_floor", "batched_vs_floor"):
+        goal = GOALS[key]
+        checks[key] = {"measured": result[key], "goal": goal, "met": result[key] >= goal}
+    verify_goal = GOALS["verify_rows_per_s"]
+    assert isinstance(verify_goal, dict)
+    if engine_name in verify_goal and "verify" in result:
+        measured = result["verify"]["rows_per_s"]
+        checks["verify_rows_per_s"] = {"measured": measured, "goal": verify_goal[engine_name],
+                                       "met": measured >= verify_goal[engine_name]}
+    return checks
+
+
 def _pg_reachable(url: str) -> bool:
     engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
     try:
@@ -451,6 +471,7 @@ def main() -> None:
             results[name]["checkpoints"] = _retrying(
                 f"{name} checkpoints", lambda url=url, name=name: bench_checkpoints(
                     databases, name, url, args.rows, args.sync_appends))
+            results[name]["goals"] = goals(name, results[name])
     finally:
         databases.close()
     print(json.dumps({

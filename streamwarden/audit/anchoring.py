@@ -38,7 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from streamwarden.audit.chain import GENESIS_HASH
+from streamwarden.audit.chain import GENESIS_HASH, RAW_FIELDS, RawRow
 from streamwarden.audit.checkpoints import (
     Checkpoint,
     SignedCheckpoint,
@@ -51,7 +51,7 @@ from streamwarden.audit.database import translate_error
 from streamwarden.audit.models import TABLE_NAME
 from streamwarden.audit.notes import Verifier
 from streamwarden.audit.records import AuditRecord
-from streamwarden.audit.verify import verify_records
+from streamwarden.audit.verify import record_pages, verify_rows
 from streamwarden.errors import AuditIntegrityError, CheckpointError
 
 #: The append-only triggers of migration 0001, and the text their body must hold.
@@ -270,21 +270,62 @@ class HeadWatch:
             yield record
 
 
+_SEQ = RAW_FIELDS.index("seq")
+_HASH = RAW_FIELDS.index("row_hash")
+
+
+class RowWatch:
+    """Passes pages of stored rows through, noting the first row whose hash differs from an
+    anchor, and the last row seen."""
+
+    def __init__(self, anchors: Sequence[Anchor]) -> None:
+        self._by_size: dict[int, list[Anchor]] = {}
+        for anchor in anchors:
+            self._by_size.setdefault(anchor.size, []).append(anchor)
+        self.mismatch: Anchor | None = None
+        self.last: RawRow | None = None
+
+    def watch(self, pages: Iterable[Sequence[RawRow]]) -> Iterator[Sequence[RawRow]]:
+        by_size = self._by_size
+        for page in pages:
+            if by_size and self.mismatch is None:
+                for row in page:
+                    seq = row[_SEQ]
+                    for anchor in by_size.get(seq, ()) if isinstance(seq, int) else ():
+                        if row[_HASH] != anchor.head and self.mismatch is None:
+                            self.mismatch = anchor
+            if page:
+                self.last = page[-1]
+            yield page
+
+
 def walk(records: Iterable[AuditRecord], anchors: Sequence[Anchor], *,
          progress: Callable[[int], None] | None = None) -> AnchorReport:
-    """Verify the chain of ``records`` (from seq 1) and that each anchor's row has its head
-    and is present (step 3 of the module docstring).
+    """:func:`walk_rows` over records (a bundle's, or a test's).
 
     Raises:
         whatever iterating ``records`` raises.
-
-    Thread-safety: pure, apart from ``records`` and ``progress``.
     """
-    watch = HeadWatch(anchors)
-    chain = verify_records(watch.watch(records), progress=progress)
+    return walk_rows(record_pages(records), anchors, progress=progress)
+
+
+def walk_rows(pages: Iterable[Sequence[RawRow]], anchors: Sequence[Anchor], *,
+              progress: Callable[[int], None] | None = None) -> AnchorReport:
+    """Verify the chain of the stored rows in ``pages`` (from seq 1; a row that cannot be
+    decoded is a break, never an error) and that each anchor's row has its head and is
+    present (step 3 of the module docstring).
+
+    Raises:
+        whatever iterating ``pages`` raises.
+
+    Thread-safety: pure, apart from ``pages`` and ``progress``.
+    """
+    watch = RowWatch(anchors)
+    chain = verify_rows(watch.watch(pages), progress=progress)
     last = watch.last
-    head_seq = 0 if last is None or chain.rows == 0 else int(last.seq or 0)
-    head_hash = GENESIS_HASH if last is None else str(last.row_hash)
+    head_seq = 0 if last is None or chain.rows == 0 or not isinstance(last[_SEQ], int) \
+        else int(last[_SEQ])
+    head_hash = GENESIS_HASH if last is None else str(last[_HASH])
     base = AnchorReport(ok=True, rows=chain.rows, head_seq=head_seq, head_hash=head_hash)
     mismatch = watch.mismatch
     if mismatch is not None and (chain.ok or (chain.first_bad_seq or 0) > mismatch.size):
@@ -348,15 +389,15 @@ def verify_history(records: Iterable[AuditRecord], notes: Sequence[tuple[str, by
     return finish(walk(records, checked.anchors()), checked.checkpoints, now=now)
 
 
-def verify_database(engine: sa.Engine, url: URL, records: Iterable[AuditRecord],
+def verify_database(engine: sa.Engine, url: URL, pages: Iterable[Sequence[RawRow]],
                     directory: str | Path | None, verifiers: Sequence[Verifier], *,
                     expect_head: tuple[int, str] | None = None, max_age: float | None = None,
                     now: datetime | None = None,
                     progress: Callable[[int], None] | None = None) -> AnchorReport:
-    """Steps 1 to 4 of the module docstring for the table read by ``records`` (every row in
-    ``seq`` order) against the checkpoints in ``directory`` (None: none) and ``expect_head``
-    (``(seq, row_hash)`` the table must still have). The triggers are checked whenever
-    ``directory`` or ``expect_head`` is given.
+    """Steps 1 to 4 of the module docstring for the table read as ``pages`` of stored rows
+    (every row, in ``seq`` order) against the checkpoints in ``directory`` (None: none) and
+    ``expect_head`` (``(seq, row_hash)`` the table must still have). The triggers are checked
+    whenever ``directory`` or ``expect_head`` is given.
 
     Raises:
         AuditUnavailableError, AuditError: the database could not be read.
@@ -381,5 +422,5 @@ def verify_database(engine: sa.Engine, url: URL, records: Iterable[AuditRecord],
     anchors = checked.anchors()
     if expect_head is not None:
         anchors.append(Anchor(*expect_head, f"--expect-head {expect_head[0]}:{expect_head[1]}"))
-    report = walk(records, anchors, progress=progress)
+    report = walk_rows(pages, anchors, progress=progress)
     return finish(report, checked.checkpoints, now=now, max_age=max_age)

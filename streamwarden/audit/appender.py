@@ -5,38 +5,76 @@ transaction first takes a database-wide lock on the chain: ``BEGIN IMMEDIATE`` o
 database's write lock), a transaction-scoped advisory lock keyed on the table on PostgreSQL
 (``pg_advisory_xact_lock``, which needs no privilege beyond INSERT and SELECT). Only then is
 the tail row read, so two writers can never seal after the same row.
+
+Before chaining onto the tail row the appender checks it: its hash must match its content,
+its ``seq`` must leave room for the new rows, and it must link to the row before it (or be
+row 1 after the genesis hash). A row inserted behind the log's back with ``seq = 2^63 - 1``,
+``seq = 10^9`` or a wrong ``row_hash`` is refused with :class:`AuditIntegrityError` instead of
+being chained onto.
+
+Every append transaction is bounded. SQLite: the busy timeout (a writer waits that long for
+another's lock, then fails). PostgreSQL: ``lock_timeout`` and ``statement_timeout`` of
+``lock_timeout`` seconds, and ``idle_in_transaction_session_timeout`` of half of it, so the
+server ends the session of a writer frozen inside its transaction (paused, partitioned) and
+releases the chain lock before the other writers' waits run out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
-from streamwarden.audit.chain import GENESIS_HASH, canonical, seal
+from streamwarden.audit.chain import (
+    GENESIS_HASH,
+    RAW_FIELDS,
+    RawRow,
+    canonical,
+    details_text,
+    seal,
+    stored_time,
+)
 from streamwarden.audit.database import LOCK_TIMEOUT, WRITE_OPTION, is_sqlite, translate_error
-from streamwarden.audit.models import audit_table, record_to_row
-from streamwarden.audit.records import AuditRecord
-from streamwarden.errors import InvalidInputError
+from streamwarden.audit.models import audit_table, raw_select, record_to_row
+from streamwarden.audit.records import OUTCOMES, SCHEMA_VERSION, AuditRecord
+from streamwarden.audit.verify import self_hash
+from streamwarden.errors import AuditError, AuditIntegrityError, InvalidInputError
 
 # Advisory lock key: "SW" in the high bits, the table's oid in the low 32 bits, so that
-# tables in different schemas of one database do not share a lock.
+# tables in different schemas of one database do not share a lock. One round trip sets the
+# transaction's bounds, then waits for the lock (the select list is evaluated in order).
 _LOCK_NAMESPACE = 0x5357 << 48
-_PG_LOCK = sa.text(
-    "SELECT pg_advisory_xact_lock(:namespace + CAST(CAST(CAST(:table AS regclass) AS oid) "
-    "AS bigint))"
+_PG_BOUNDED_LOCK = sa.text(
+    "SELECT set_config('lock_timeout', :lock_ms, true), "
+    "set_config('statement_timeout', :lock_ms, true), "
+    "set_config('idle_in_transaction_session_timeout', :idle_ms, true), "
+    "pg_advisory_xact_lock(:namespace + CAST(CAST(CAST(:table AS regclass) AS oid) AS bigint))"
 )
-_PG_LOCK_TIMEOUT = sa.text(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
-_TAIL = (
-    sa.select(audit_table.c.seq, audit_table.c.row_hash)
-    .order_by(audit_table.c.seq.desc())
-    .limit(1)
-)
+#: The largest ``seq`` (PostgreSQL ``bigint``).
+MAX_SEQ = 2**63 - 1
 _CHUNK = 500
 _TEXT_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "details")
+_TEXT_VALUES = attrgetter(*_TEXT_FIELDS)
+_SEQ, _PREV, _ROW = (RAW_FIELDS.index(name) for name in ("seq", "prev_hash", "row_hash"))
+_TAIL = sa.select(audit_table.c.seq, audit_table.c.row_hash).order_by(
+    audit_table.c.seq.desc()).limit(1)
+_TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
+    name: raw_select(name).order_by(audit_table.c.seq.desc()).limit(2)
+    for name in ("sqlite", "postgresql")
+}
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The chain's last row as an appender left it: its ``seq`` and ``row_hash``. A tail
+    found equal to it was sealed by this appender and is not checked again. Immutable."""
+
+    seq: int
+    row_hash: str
 
 
 def check_record(record: AuditRecord) -> None:
@@ -50,33 +88,60 @@ def check_record(record: AuditRecord) -> None:
     """
     if not isinstance(record, AuditRecord):
         raise InvalidInputError(f"expected an AuditRecord, got {type(record).__name__}")
-    canonical(record)  # raises InvalidInputError for details that are not JSON-serialisable
-    for name in _TEXT_FIELDS:
-        value = getattr(record, name)
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidInputError(f"audit field {name} contains a NUL character",
-                                    operation="audit.append", correlation_id=record.correlation_id)
+    if record.schema_version == SCHEMA_VERSION:  # what canonical() checks, without encoding
+        details_text(record.details)
+        stored_time(record.occurred_at)
+    else:
+        canonical(record)
+    if record.outcome not in OUTCOMES:
+        raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}",
+                                operation="audit.append", correlation_id=record.correlation_id)
+    texts = [value for value in _TEXT_VALUES(record) if isinstance(value, str)]
+    if _bad_text("".join(texts)):  # one pass over all of them; then find which
+        name = next(name for name, value in zip(_TEXT_FIELDS, _TEXT_VALUES(record), strict=True)
+                    if isinstance(value, str) and _bad_text(value))
+        raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
+                                "surrogate", operation="audit.append",
+                                correlation_id=record.correlation_id)
+
+
+def _bad_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def append_chain(
-    engine: Engine, url: URL, records: Sequence[AuditRecord], *, skip_stored: bool = False
+    engine: Engine, url: URL, records: Sequence[AuditRecord], *, skip_stored: bool = False,
+    lock_timeout: float | None = None, trusted: Tail | None = None,
 ) -> list[AuditRecord]:
     """Seal ``records`` after the chain's tail, in order, and insert them in one transaction.
 
     With ``skip_stored``, records whose ``event_id`` is already in the table are left out
-    (replaying a spool that was partly written before is then harmless).
+    (replaying a spool that was partly written before is then harmless). ``trusted`` is the
+    tail this appender left last time (not checked again if it is still the tail).
 
     Returns:
         The records as stored (``seq``, ``prev_hash``, ``row_hash`` set), in order.
 
     Raises:
-        InvalidInputError: if a record cannot be encoded or the database refuses it (for
-            example a duplicate ``event_id``); nothing was written.
+        AuditIntegrityError: if the tail row is not a row to chain onto (its hash does not
+            match its content, it does not link to the row before it, or its ``seq`` leaves
+            no room); the message names its ``seq``; nothing was written.
+        InvalidInputError: if a record cannot be encoded; nothing was written.
         AuditUnavailableError: if the database is unreachable or the chain lock was not
-            obtained within :data:`LOCK_TIMEOUT`; nothing was written, unless the connection
-            was lost while committing, in which case the outcome is unknown (a spool replay
-            with ``skip_stored`` then does not duplicate them).
-        AuditError: on any other database error; nothing was written.
+            obtained within ``lock_timeout`` (default :data:`LOCK_TIMEOUT`); nothing was
+            written, unless the connection was lost while committing, in which case the
+            outcome is unknown (a spool replay with ``skip_stored`` then does not duplicate
+            them).
+        AuditError: if the database refused the rows (for example a duplicate ``event_id``)
+            or failed otherwise; nothing was written.
 
     Thread-safety: safe to call from any thread and process at the same time.
     """
@@ -84,9 +149,9 @@ def append_chain(
         with engine.connect() as connection:
             connection.execution_options(**{WRITE_OPTION: True})
             with connection.begin():
-                _lock_chain(connection, url)
+                begin_append(connection, url, lock_timeout)
                 todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed = _seal_after_tail(connection, todo)
+                sealed = _seal_after_tail(connection, url, todo, trusted)
                 if sealed:
                     connection.execute(
                         sa.insert(audit_table), [record_to_row(record) for record in sealed]
@@ -94,18 +159,32 @@ def append_chain(
             return sealed
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         reason = " ".join(str(exc.orig).split())[:300]
-        raise InvalidInputError(
+        raise AuditError(
             f"the audit database refused the record: {reason}", operation="audit.append"
         ) from None
     except sa.exc.SQLAlchemyError as exc:
         raise translate_error(exc, url, "audit.append") from None
 
 
-def _lock_chain(connection: Connection, url: URL) -> None:
+def begin_append(connection: Connection, url: URL, lock_timeout: float | None = None) -> None:
+    """Take the chain lock in ``connection``'s transaction, bounded as the module says.
+
+    The connection must carry the :data:`~streamwarden.audit.database.WRITE_OPTION`
+    execution option and be inside a transaction (SQLite: ``BEGIN IMMEDIATE`` took the lock).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: if the lock is not obtained in time.
+
+    Thread-safety: one call per connection at a time.
+    """
     if is_sqlite(url):
         return  # BEGIN IMMEDIATE (WRITE_OPTION) already holds the database's write lock
-    connection.execute(_PG_LOCK_TIMEOUT)
-    connection.execute(_PG_LOCK, {"namespace": _LOCK_NAMESPACE, "table": audit_table.name})
+    wait = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    connection.execute(_PG_BOUNDED_LOCK, {
+        "lock_ms": f"{max(1, int(wait * 1000))}ms",
+        "idle_ms": f"{max(1, int(wait * 500))}ms",
+        "namespace": _LOCK_NAMESPACE, "table": audit_table.name,
+    })
 
 
 def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
@@ -117,9 +196,17 @@ def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[Au
     return [record for record in records if record.event_id not in stored]
 
 
-def _seal_after_tail(connection: Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRecord],
+                     trusted: Tail | None) -> list[AuditRecord]:
+    seq, prev_hash = 0, GENESIS_HASH
     tail = connection.execute(_TAIL).first()
-    seq, prev_hash = (0, GENESIS_HASH) if tail is None else (int(tail.seq), str(tail.row_hash))
+    if trusted is not None and tail is not None and tuple(tail) == (trusted.seq,
+                                                                    trusted.row_hash):
+        seq, prev_hash = trusted.seq, trusted.row_hash
+    elif tail is not None:
+        rows = [tuple(row) for row in connection.execute(
+            _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
+        seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None, len(records))
     sealed = []
     for record in records:
         seq += 1
@@ -127,3 +214,39 @@ def _seal_after_tail(connection: Connection, records: Sequence[AuditRecord]) -> 
         prev_hash = str(stored.row_hash)
         sealed.append(stored)
     return sealed
+
+
+def check_tail(tail: RawRow, before: RawRow | None, adding: int) -> tuple[int, str]:
+    """The ``seq`` and ``row_hash`` of ``tail`` (the chain's last row; ``before`` the one
+    before it), after checking that ``adding`` rows can be chained onto it.
+
+    Raises:
+        AuditIntegrityError: naming the tail's ``seq``, if its hash does not match its
+            content, it does not link to ``before`` (or to the genesis hash as row 1), or
+            ``adding`` more rows would not fit in a ``bigint``.
+
+    Thread-safety: pure function.
+    """
+    seq, row_hash = tail[_SEQ], tail[_ROW]
+    problem = _tail_problem(tail, before, adding)
+    if problem is not None:
+        raise AuditIntegrityError(
+            f"refusing to append after the audit chain's last row (seq {seq!r:.40}): {problem};"
+            " run `streamwarden audit verify`", operation="audit.append",
+        )
+    return seq, row_hash
+
+
+def _tail_problem(tail: RawRow, before: RawRow | None, adding: int) -> str | None:
+    seq = tail[_SEQ]
+    if type(seq) is not int or seq < 1:
+        return "its seq is not a positive whole number"
+    if seq > MAX_SEQ - adding:
+        return f"its seq leaves no room for {adding} more rows below 2^63"
+    if self_hash(tail, seq) != tail[_ROW]:
+        return "its row_hash does not match its content"
+    if seq == 1:
+        return None if tail[_PREV] == GENESIS_HASH else "row 1 does not follow the genesis hash"
+    if before is None or before[_SEQ] != seq - 1 or before[_ROW] != tail[_PREV]:
+        return f"it does not link to row {seq - 1} (missing, or with another hash)"
+    return None

@@ -1,10 +1,15 @@
 """Group commit: a writer thread that commits queued audit records in batches.
 
 Used by :class:`~streamwarden.audit.log.AuditLog` in ``batched`` durability. Records are
-committed in the order they were submitted. While the database is unreachable the writer keeps
-the batch and retries it every ``retry_interval`` seconds (the commit callable decides whether
-to spool instead), so the queue fills up and :meth:`BatchWriter.submit` then fails after
-``put_timeout`` seconds.
+committed in the order they were submitted. At most ``queue_size`` records are ever accepted
+but not yet committed (queued or in the batch being written): that is the loss window if the
+process dies. While the database is unreachable the writer keeps the batch and retries it every
+``retry_interval`` seconds (the commit callable decides whether to spool instead), so the
+window fills up and :meth:`BatchWriter.submit` then fails after ``put_timeout`` seconds. A
+batch that fails otherwise (the database refuses it, the chain's tail fails its check) is
+handed to ``rescue`` (the spool, under the ``spool`` policy), and the failure is raised by
+the next :meth:`BatchWriter.submit` or :meth:`BatchWriter.flush`: appends are not silently
+accepted while records are being lost.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ class BatchWriter:
 
     Args:
         commit: stores a batch in order, or raises (``AuditUnavailableError``: retried later;
-            anything else: the batch is retried one record at a time and the records it
-            refuses are dropped and reported by the next :meth:`flush`).
+            anything else: the batch goes to ``rescue``, or without one is retried one record
+            at a time and the records it refuses are dropped; either way the failure is
+            raised by the next :meth:`submit` or :meth:`flush`).
+        rescue: keeps a failed batch somewhere safe (the spool), or raises.
         batch_size: at most this many records per commit.
-        queue_size: at most this many records waiting.
+        queue_size: at most this many records accepted and not yet committed.
         put_timeout: seconds :meth:`submit` waits for room in a full queue.
         retry_interval: seconds between attempts while the database is unreachable.
 
@@ -41,6 +48,7 @@ class BatchWriter:
         self,
         commit: Callable[[list[AuditRecord]], object],
         *,
+        rescue: Callable[[list[AuditRecord]], object] | None = None,
         batch_size: int = 500,
         queue_size: int = 10_000,
         put_timeout: float = 5.0,
@@ -48,10 +56,12 @@ class BatchWriter:
         name: str = "streamwarden-audit-writer",
     ) -> None:
         self._commit = commit
+        self._rescue = rescue
         self._batch_size = batch_size
+        self._queue_size = queue_size
         self._put_timeout = put_timeout
         self._retry_interval = retry_interval
-        self._queue: queue.Queue[AuditRecord] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[AuditRecord] = queue.Queue()
         self._done = threading.Condition()
         self._submitted = 0
         self._processed = 0
@@ -64,18 +74,36 @@ class BatchWriter:
         """Queue ``record`` for the next group commit.
 
         Raises:
-            AuditUnavailableError: if the queue stayed full for ``put_timeout`` seconds (the
-                database is slow or unreachable); the record was not queued.
+            AuditError: if a batch failed since the last :meth:`submit` or :meth:`flush` (the
+                message names how many records and why); the record was not queued.
+            AuditUnavailableError: if ``queue_size`` records stayed uncommitted for
+                ``put_timeout`` seconds (the database is slow or unreachable); the record was
+                not queued.
         """
-        try:
-            self._queue.put(record, timeout=self._put_timeout)
-        except queue.Full:
-            raise AuditUnavailableError(
-                f"audit queue full ({self._queue.maxsize} records) for {self._put_timeout} s:"
-                " the audit database is too slow or unreachable", operation="audit.append",
-            ) from None
+        deadline = time.monotonic() + self._put_timeout
         with self._done:
+            self._raise_failures("audit.append")
+            while self._submitted - self._processed >= self._queue_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AuditUnavailableError(
+                        f"audit queue full ({self._queue_size} records not committed) for "
+                        f"{self._put_timeout} s: the audit database is too slow or unreachable",
+                        operation="audit.append",
+                    )
+                self._done.wait(remaining)
+                self._raise_failures("audit.append")
             self._submitted += 1
+            self._queue.put(record)
+
+    def _raise_failures(self, operation: str) -> None:
+        """Raise (once) the failures reported since the last call. Caller holds ``_done``."""
+        refused, self._refused = self._refused, []
+        if refused:
+            raise AuditError(
+                f"{len(refused)} queued audit records failed; the last: {refused[-1].message}",
+                operation=operation,
+            )
 
     def flush(self, timeout: float) -> None:
         """Wait until every record submitted before this call is committed (or spooled).
@@ -96,12 +124,7 @@ class BatchWriter:
                         f"{timeout} s", operation="audit.flush",
                     )
                 self._done.wait(remaining)
-            refused, self._refused = self._refused, []
-        if refused:
-            raise AuditError(
-                f"the audit database refused {len(refused)} queued records; the last: "
-                f"{refused[-1].message}", operation="audit.flush",
-            )
+            self._raise_failures("audit.flush")
 
     def close(self, timeout: float) -> None:
         """Flush, then stop the writer thread. Idempotent.
@@ -141,16 +164,29 @@ class BatchWriter:
                     return
                 continue
             except Exception as exc:  # whatever it is, the writer thread must go on
-                if len(batch) > 1:  # find the refused record(s); store the others in order
-                    for record in batch:
-                        self._store([record])
-                    return
-                refused = _as_audit_error(exc)
-                _log.error(AUDIT_WRITE_FAILED, event_id=batch[0].event_id, error=refused.message)
-                self._mark_processed(1, [refused])
+                self._failed(batch, _as_audit_error(exc))
                 return
             self._mark_processed(len(batch), [])
             return
+
+    def _failed(self, batch: list[AuditRecord], error: AuditError) -> None:
+        if self._rescue is not None:
+            try:
+                self._rescue(batch)
+            except Exception as exc:  # the rescue failed too: the records are lost
+                error = _as_audit_error(exc)
+            else:
+                error = AuditError(f"{len(batch)} records spooled, not committed: "
+                                   f"{error.message}", operation="audit.append")
+            _log.error(AUDIT_WRITE_FAILED, pending=len(batch), error=error.message)
+            self._mark_processed(len(batch), [error] * len(batch))
+            return
+        if len(batch) > 1:  # find the refused record(s); store the others in order
+            for record in batch:
+                self._store([record])
+            return
+        _log.error(AUDIT_WRITE_FAILED, event_id=batch[0].event_id, error=error.message)
+        self._mark_processed(1, [error])
 
     def _mark_processed(self, count: int, refused: list[AuditError]) -> None:
         with self._done:

@@ -21,7 +21,7 @@ from rich.console import Console
 from streamwarden.arguments import positive_int
 from streamwarden.audit import checkpoint_commands, migrate
 from streamwarden.audit.database import parse_url, redact_url, resolve_url, sqlite_path
-from streamwarden.audit.export import EXPORT_FORMATS, export_records
+from streamwarden.audit.export import EXPORT_FORMATS, check_target, export_records, write_records
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.query import KINDS, AuditFilter, parse_time
 from streamwarden.audit.report import REPORT_FORMATS, render, render_table
@@ -95,14 +95,15 @@ def _filter(args: argparse.Namespace) -> AuditFilter:
 
 
 def _open_for_reading(url: str | None) -> AuditLog:
-    """The audit log at ``url`` for a read command: a missing SQLite file is an error (rather
-    than a new, empty database), and an unreachable database fails whatever the policy."""
+    """The audit log at ``url`` for a read command, opened read-only (nothing is written, so
+    an auditor's read-only access is enough): a missing SQLite file is an error (rather than
+    a new, empty database), and an unreachable database fails whatever the policy."""
     settings = Settings.from_env().replace(audit_failure_policy="raise")
     parsed = parse_url(resolve_url(url, settings))
     path = sqlite_path(parsed)
     if path is not None and not path.is_file():
         raise AuditUnavailableError(f"no audit database at {path}", operation="audit.open")
-    return AuditLog.open(url, settings=settings)
+    return AuditLog.open(url, settings=settings, read_only=True)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -158,17 +159,29 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
 def _audit_export(args: argparse.Namespace) -> int:
     checkpoint_commands.check_export_arguments(args)
     flt = _filter(args)
-    with _open_for_reading(args.db) as log:
-        if args.bundle:
+    if args.bundle:
+        with _open_for_reading(args.db) as log:
             return checkpoint_commands.export_bundle(args, log, flt)
+    to_stdout = str(args.output) == "-"
+    if not to_stdout:
         try:
-            count = export_records(log.iter_records(**dataclasses.asdict(flt)), args.format,
-                                   args.output, progress=sys.stderr)
+            check_target(args.output)
+        except InvalidInputError as exc:
+            args.usage_error(exc.message)
+    with _open_for_reading(args.db) as log:
+        records = log.iter_records(**dataclasses.asdict(flt))
+        try:
+            if to_stdout:
+                count = write_records(records, args.format, sys.stdout, progress=sys.stderr)
+            else:
+                count = export_records(records, args.format, args.output, progress=sys.stderr)
         except OSError as exc:
             sys.stderr.write(f"streamwarden: cannot write {args.output}: "
                              f"{exc.strerror or exc}\n")
             return 1
-    sys.stdout.write(f"exported {count} records to {args.output} ({args.format})\n")
+    where = "standard output" if to_stdout else str(args.output)
+    (sys.stderr if to_stdout else sys.stdout).write(
+        f"exported {count} records to {where} ({args.format})\n")
     return 0
 
 
@@ -223,7 +236,8 @@ def _add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
         description="Write the matching records, every column, to FILE in constant memory. "
                     "The file appears complete or not at all.")
     export.add_argument("--format", choices=EXPORT_FORMATS, default=None)
-    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                        help="a regular file (replaced whole), or - for standard output")
     checkpoint_commands.add_export_arguments(export)
     timeline = audit_commands.add_parser(
         "timeline", help="one connection's states in order, with durations",

@@ -1,16 +1,24 @@
 """Database URLs and engines of the audit log: validation, redaction, connection set-up.
 
-Supported: SQLite files (``sqlite:///path``, WAL mode) and PostgreSQL through psycopg 3
-(``postgresql+psycopg://``; ``postgresql://`` and ``postgres://`` are read as psycopg too).
-Every message that shows a URL shows it with the password replaced by ``***``.
+Supported: SQLite files (``sqlite:///path``, WAL mode; ``sqlite:///file:PATH?mode=ro&uri=true``
+opens the file read-only) and PostgreSQL through psycopg 3 (``postgresql+psycopg://``;
+``postgresql://`` and ``postgres://`` are read as psycopg too). Every message that shows a URL
+shows it with the password, and the value of any ``password``, ``passfile`` or ``sslpassword``
+query parameter, replaced by ``***``.
+
+Read-only engines (:func:`make_engine` with ``read_only``) never write: SQLite connections open
+the file with ``mode=ro`` and set no persistent pragma; PostgreSQL sessions are
+``READ ONLY``, so an auditor's role needs nothing but ``SELECT``.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
@@ -24,11 +32,16 @@ from streamwarden.errors import (
 )
 
 DEFAULT_URL = "sqlite:///./streamwarden-audit.db"
-#: Seconds SQLite waits for another writer's lock, and PostgreSQL for the chain lock.
+#: Seconds SQLite waits for another writer's lock, and PostgreSQL for the chain lock; also the
+#: PostgreSQL ``statement_timeout`` of an append transaction.
 LOCK_TIMEOUT = 10.0
 #: Seconds to wait for a PostgreSQL connection (unless the URL sets ``connect_timeout``).
 CONNECT_TIMEOUT = 5
+#: Query parameters whose values are secrets (compared case-insensitively).
+SECRET_PARAMETERS = frozenset({"password", "passfile", "sslpassword"})
+_REDACTED = "***"
 _PASSWORD_IN_TEXT = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_SECRET_IN_TEXT = re.compile(r"(?i)\b(password|passfile|sslpassword)=[^&\s'\"]*")
 _POSTGRES_NAMES = ("postgresql", "postgres")
 # libpq connection parameters, unless the URL sets them: bounded connect, and a connection to
 # a server that stopped answering fails within about 15 s instead of hanging.
@@ -56,18 +69,37 @@ def resolve_url(url: str | None = None, settings: Settings | None = None) -> str
 
 
 def redact_url(url: str | URL) -> str:
-    """``url`` as text with its password (if any) replaced by ``***``.
+    """``url`` as text with its password and the values of its ``password``, ``passfile`` and
+    ``sslpassword`` query parameters (any case) replaced by ``***``.
 
-    Works on text that does not parse as a URL too (best effort on ``user:password@``).
+    Works on text that does not parse as a URL too (best effort on ``user:password@`` and
+    ``password=...``).
+
+    >>> redact_url("postgresql://u:pw@db/audit?sslmode=require&PassWord=pw2")
+    'postgresql://u:***@db/audit?PassWord=***&sslmode=require'
 
     Thread-safety: pure function.
     """
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return _PASSWORD_IN_TEXT.sub(r"\1***@", url)
+        parsed = url
+    else:
+        try:
+            parsed = sa.make_url(url)
+        except (sa.exc.ArgumentError, ValueError):
+            return redact_text(url)
+    query = {name: (_REDACTED if name.lower() in SECRET_PARAMETERS else value)
+             for name, value in parsed.query.items()}
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace("=%2A%2A%2A", f"={_REDACTED}")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a connection string) with ``user:password@`` and
+    ``password=``, ``passfile=``, ``sslpassword=`` values replaced by ``***``.
+
+    Thread-safety: pure function.
+    """
+    return _SECRET_IN_TEXT.sub(r"\1=***", _PASSWORD_IN_TEXT.sub(r"\1***@", text))
 
 
 def upgrade_command(url: str | URL) -> str:
@@ -96,7 +128,10 @@ def parse_url(url: str) -> URL:
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "sqlite" and driver in ("", "pysqlite"):
         database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file:"):
+        uri = parsed.query.get("uri") == "true" and database.startswith("file:")
+        if database in ("", ":memory:") or (database.startswith("file:") and not uri) or (
+            uri and parsed.query.get("mode") == "memory"
+        ):
             raise InvalidInputError(
                 f"the audit log needs a SQLite file, not {redact_url(parsed)!r}; "
                 "use streamwarden.InMemoryAuditSink for an in-memory trail"
@@ -116,22 +151,54 @@ def is_sqlite(url: URL) -> bool:
 
 
 def sqlite_path(url: URL) -> Path | None:
-    """The file of a SQLite ``url``, None for PostgreSQL."""
-    return Path(url.database or "") if is_sqlite(url) else None
+    """The file of a SQLite ``url`` (also of a ``file:PATH?...`` URI), None for PostgreSQL."""
+    if not is_sqlite(url):
+        return None
+    database = url.database or ""
+    if database.startswith("file:"):
+        database = database.removeprefix("file:").partition("?")[0]
+    return Path(database)
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def is_read_only(url: URL) -> bool:
+    """Whether ``url`` asks for a read-only SQLite file (``file:...?mode=ro&uri=true``)."""
+    return is_sqlite(url) and url.query.get("mode") == "ro"
+
+
+def _sqlite_session(dbapi_connection: Any, *, lock_timeout: float, read_only: bool) -> None:
     # Let SQLAlchemy's "begin" event emit BEGIN itself (the pysqlite driver's own transaction
-    # handling would defer it), and set the pragmas every connection needs.
+    # handling would defer it), and set the pragmas every connection needs. journal_mode
+    # writes the file's header: a read-only connection sets nothing that persists.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _read_only_sqlite(path: Path) -> sqlite3.Connection:
+    """``path`` opened read-only. A WAL database needs its ``-shm`` file, which a reader
+    without write access to the directory cannot create: when there is no ``-wal`` file
+    either (no writer has the database open), the file is read as immutable instead."""
+    target = quote(str(path.absolute()))
+    connection = sqlite3.connect(f"file:{target}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        wal = path.with_name(path.name + "-wal")
+        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY") and (
+            not wal.exists()
+        ):
+            return sqlite3.connect(f"file:{target}?mode=ro&immutable=1", uri=True,
+                                   check_same_thread=False)
+        raise
 
 
 def _on_sqlite_begin(connection: sa.Connection) -> None:
@@ -142,23 +209,45 @@ def _on_sqlite_begin(connection: sa.Connection) -> None:
 
 
 
-def make_engine(url: URL) -> Engine:
+def _on_pg_connect_read_only(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    dbapi_connection.commit()
+
+
+def make_engine(url: URL, *, read_only: bool = False, lock_timeout: float | None = None
+                ) -> Engine:
     """An engine for ``url`` (from :func:`parse_url`); no connection is made yet.
 
-    SQLite: WAL journal, ``synchronous=FULL``, busy timeout :data:`LOCK_TIMEOUT`. PostgreSQL:
-    ``connect_timeout`` :data:`CONNECT_TIMEOUT`, TCP keepalives and ``tcp_user_timeout`` (each
-    unless the URL sets it); stale pooled connections are detected before use
-    (``pool_pre_ping``).
+    SQLite: WAL journal, ``synchronous=FULL``, busy timeout ``lock_timeout`` (default
+    :data:`LOCK_TIMEOUT`); read-only (``read_only`` or a ``mode=ro`` URL): the file opened with
+    ``mode=ro`` and only the busy timeout set. PostgreSQL: ``connect_timeout``
+    :data:`CONNECT_TIMEOUT`, TCP keepalives and ``tcp_user_timeout`` (each unless the URL sets
+    it); stale pooled connections are detected before use (``pool_pre_ping``); read-only:
+    every session is ``READ ONLY``.
 
     Thread-safety: the engine may be shared by threads.
     """
+    wait = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     if is_sqlite(url):
-        engine = sa.create_engine(url)
-        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        read_only = read_only or is_read_only(url)
+        path = sqlite_path(url)
+        if read_only and path is not None:
+            engine = sa.create_engine("sqlite+pysqlite://", creator=lambda: _read_only_sqlite(path))
+        else:
+            engine = sa.create_engine(url)
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_session(dbapi_connection, lock_timeout=wait, read_only=read_only)
+
+        sa.event.listen(engine, "connect", on_connect)
         sa.event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     connect_args = {name: value for name, value in _PG_DEFAULTS.items() if name not in url.query}
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if read_only:
+        sa.event.listen(engine, "connect", _on_pg_connect_read_only)
+    return engine
 
 
 def translate_error(exc: sa.exc.SQLAlchemyError, url: URL, operation: str) -> AuditError:
@@ -200,6 +289,9 @@ def _missing_table(exc: sa.exc.SQLAlchemyError) -> bool:
 def _reason(exc: sa.exc.SQLAlchemyError, url: URL) -> str:
     original = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     text = " ".join(str(original).split()) or type(original).__name__
-    if url.password:
-        text = text.replace(str(url.password), "***")
-    return _PASSWORD_IN_TEXT.sub(r"\1***@", text)[:500]
+    secrets = [str(url.password)] if url.password else []
+    secrets += [value for name, value in url.query.items()
+                if name.lower() in SECRET_PARAMETERS and isinstance(value, str) and value]
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return redact_text(text)[:500]

@@ -7,7 +7,9 @@ the target's directory, which is flushed, fsynced and renamed over the target at
 any failure the temporary file is removed and an existing target is left untouched.
 
 Every column is exported (:data:`streamwarden.audit.report.COLUMNS`) with the hashes, so the
-export can be re-verified outside the database.
+export can be re-verified outside the database. A target that exists must be a regular file
+(or a symbolic link to one): a device, a directory or a FIFO is refused
+(:func:`check_target`). :func:`write_records` writes to an open stream (standard output).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import csv
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,9 +33,53 @@ EXPORT_FORMATS: tuple[str, ...] = ("jsonl", "csv")
 PROGRESS_EVERY = 100_000
 
 
+def check_target(path: str | os.PathLike[str]) -> None:
+    """Refuse an export target that exists and is not a regular file (following links).
+
+    Raises:
+        InvalidInputError: naming the target and what it is.
+
+    Thread-safety: reads the file system only.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InvalidInputError(f"cannot export to {os.fspath(path)}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise InvalidInputError(f"cannot export to {os.fspath(path)}: it is {kind}, not a "
+                                "regular file (use -o - for standard output)")
+
+
+def write_records(records: Iterable[AuditRecord], fmt: str, out: IO[str], *,
+                  progress: TextIO | None = None, progress_every: int = PROGRESS_EVERY) -> int:
+    """Write ``records`` to the open stream ``out`` as ``jsonl`` or ``csv``; returns how many.
+
+    Raises:
+        InvalidInputError: on an unknown format or a ``progress_every`` below 1.
+        OSError: if ``out`` cannot be written.
+        Whatever iterating ``records`` raises (what was written stays written).
+
+    Thread-safety: not thread-safe on a shared ``out``.
+    """
+    _check_arguments(fmt, progress_every)
+    return _write_rows(records, fmt, out, progress, progress_every)
+
+
+def _check_arguments(fmt: str, progress_every: int) -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInputError(f"export format must be one of {', '.join(EXPORT_FORMATS)}; "
+                                f"got {fmt!r}")
+    if progress_every < 1:
+        raise InvalidInputError(f"progress_every must be at least 1, got {progress_every}")
+
+
 def _write_rows(records: Iterable[AuditRecord], fmt: str, out: IO[str],
                 progress: TextIO | None, progress_every: int) -> int:
-    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    writer = csv.writer(out, lineterminator="\r\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(COLUMNS)
     count = 0
@@ -80,17 +127,15 @@ def export_records(
         progress: where to write a line every ``progress_every`` records (None: silent).
 
     Raises:
-        InvalidInputError: on an unknown format or a ``progress_every`` below 1.
+        InvalidInputError: on an unknown format, a ``progress_every`` below 1, or a target that
+            exists and is not a regular file (:func:`check_target`).
         OSError: if the file cannot be written (directory missing, disk full, permissions).
         Whatever iterating ``records`` raises (e.g. AuditUnavailableError), after cleaning up.
 
     Thread-safety: safe to call from several threads with different paths.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise InvalidInputError(f"export format must be one of {', '.join(EXPORT_FORMATS)}; "
-                                f"got {fmt!r}")
-    if progress_every < 1:
-        raise InvalidInputError(f"progress_every must be at least 1, got {progress_every}")
+    _check_arguments(fmt, progress_every)
+    check_target(path)
     target = Path(path)
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below, before the rename)
         "w", encoding="utf-8", newline="", dir=target.parent,

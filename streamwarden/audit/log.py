@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -16,11 +17,13 @@ from sqlalchemy.engine import URL
 
 from streamwarden.audit import anchoring, bundle
 from streamwarden.audit.anchoring import AnchorReport
-from streamwarden.audit.appender import append_chain, check_record
+from streamwarden.audit.appender import Tail, append_chain, check_record
 from streamwarden.audit.batching import BatchWriter
+from streamwarden.audit.chain import RAW_FIELDS, RawRow
 from streamwarden.audit.checkpointer import Checkpointer
 from streamwarden.audit.checkpoints import CheckpointWriter, SignedCheckpoint
 from streamwarden.audit.database import (
+    is_read_only,
     make_engine,
     parse_url,
     redact_url,
@@ -28,15 +31,16 @@ from streamwarden.audit.database import (
     translate_error,
 )
 from streamwarden.audit.migrate import ensure_schema
-from streamwarden.audit.models import row_to_record
+from streamwarden.audit.models import UndecodableRowError, audit_table, decode_row, raw_select
 from streamwarden.audit.notes import Verifier, key_exposed, load_signer
 from streamwarden.audit.query import AuditFilter, check_limit, select_records
 from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.spool import Spool, default_spool_path
-from streamwarden.audit.verify import VerifyReport, verify_records
+from streamwarden.audit.verify import PAGE_SIZE, VerifyReport, verify_rows
 from streamwarden.config import Durability, FailurePolicy, Settings
 from streamwarden.errors import (
     AuditError,
+    AuditIntegrityError,
     AuditUnavailableError,
     CheckpointError,
     InvalidInputError,
@@ -53,7 +57,31 @@ from streamwarden.validation import check_seconds
 FLUSH_TIMEOUT = 30.0
 #: Seconds a thread waits for another thread's append (or flush) before giving up.
 APPEND_WAIT = 60.0
+#: Log event: an earlier run left records in this database's spool.
+AUDIT_SPOOL_LEFTOVER = "audit.spool_leftover"
+_SEQ = RAW_FIELDS.index("seq")
 _log = make_logger(SecretRedactor())
+
+
+def _lenient_text(data: bytes) -> str:
+    # Text that is not UTF-8 (written behind the log's back) reads with lone surrogates,
+    # which decode_row refuses, instead of failing the whole page.
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _fetch(connection: sa.Connection, run: Callable[[], list[RawRow]]) -> list[RawRow]:
+    """``run()``; on SQLite, again with lenient text decoding if a row is not UTF-8."""
+    try:
+        return run()
+    except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
+        driver = connection.connection.driver_connection
+        if not isinstance(driver, sqlite3.Connection) or "decode" not in str(exc):
+            raise
+        driver.text_factory = _lenient_text
+        try:
+            return run()
+        finally:
+            driver.text_factory = str
 
 
 @contextmanager
@@ -109,6 +137,9 @@ class AuditLog:
     (:mod:`streamwarden.audit.checkpointer`). A checkpoint that cannot be written is logged and
     counted (:attr:`checkpoint_failures`); records are never lost by it.
 
+    A log opened ``read_only`` (or on a ``mode=ro`` SQLite URL) never writes: no migration,
+    no spool replay, and :meth:`append` raises.
+
     Thread-safety: every method may be called from any thread; appends are stored in the
     order of the calls. Close it after the manager that writes to it.
     """
@@ -127,6 +158,9 @@ class AuditLog:
         checkpoint_writer: CheckpointWriter | None = None,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 300.0,
+        read_only: bool = False,
+        lock_timeout: float | None = None,
+        leftover_spool_records: int = 0,
     ) -> None:
         """Use :meth:`open`; this wraps an engine whose schema :func:`ensure_schema` checked
         (``ready``) or will check on first use."""
@@ -136,12 +170,18 @@ class AuditLog:
         self._durability: Durability = durability
         self._policy: FailurePolicy = failure_policy
         self._ready = ready
+        self._read_only = read_only
+        self._lock_timeout = lock_timeout
+        self._tail: Tail | None = None
+        self.leftover_spool_records = leftover_spool_records
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
+        rescue = self._spool.add if failure_policy == "spool" else None
         self._writer = (
-            BatchWriter(self._commit, batch_size=batch_size, queue_size=queue_size)
-            if durability == "batched" else None
+            BatchWriter(self._commit, rescue=rescue, batch_size=batch_size,
+                        queue_size=queue_size)
+            if durability == "batched" and not read_only else None
         )
         self._checkpointer = None if checkpoint_writer is None else Checkpointer(
             checkpoint_writer, self._rows_after, every=checkpoint_every,
@@ -158,6 +198,8 @@ class AuditLog:
         queue_size: int = 10_000,
         checkpoint_dir: str | Path | None = None,
         checkpoint_key: str | Path | None = None,
+        read_only: bool = False,
+        lock_timeout: float | None = None,
     ) -> AuditLog:
         """Open the audit database at ``url`` (else ``STREAMWARDEN_DB_URL``, else
         ``sqlite:///./streamwarden-audit.db``).
@@ -165,17 +207,28 @@ class AuditLog:
         A SQLite file that does not exist yet (or has no tables) is created and migrated;
         any other database must be at the newest migration. With the ``spool`` policy an
         unreachable database is accepted (its schema is checked when it answers). Records
-        left in the spool by an earlier run are replayed now if the database answers.
+        left in the spool by an earlier run are reported (logged as ``audit.spool_leftover``
+        and counted in :attr:`leftover_spool_records`) and replayed now if the database
+        answers (not when ``read_only``).
 
         Args:
             settings: durability and failure policy; default ``Settings.from_env()``.
-            spool_path: the spool file (default :func:`default_spool_path`).
-            batch_size, queue_size: group commit size and queue bound (batched only).
+            spool_path: the spool file (default :func:`default_spool_path`: in the user's
+                state directory, derived from the database).
+            batch_size: group commit size (batched only).
+            queue_size: the most records accepted and not yet committed (batched only): the
+                loss window if the process dies.
+            read_only: never write (for auditors; also implied by a ``mode=ro`` SQLite URL).
+            lock_timeout: seconds an append waits for the chain lock (and, on PostgreSQL,
+                the bound of its statements; a writer frozen in its transaction loses its
+                session after half of it); default
+                :data:`~streamwarden.audit.database.LOCK_TIMEOUT`.
+
             checkpoint_dir, checkpoint_key: the checkpoint directory and the private key file
                 (default ``settings.checkpoint_dir`` and ``checkpoint_key``); both or neither.
 
         Raises:
-            InvalidInputError: malformed or unsupported URL, a bad size, only one of
+            InvalidInputError: malformed or unsupported URL, a bad size or timeout, only one of
                 ``checkpoint_dir`` and ``checkpoint_key``, or an unreadable or malformed key.
             AuditUnavailableError: the database is unreachable (``raise`` policy).
             AuditSchemaError: the database is behind; the message names the command to run.
@@ -185,20 +238,27 @@ class AuditLog:
         settings = Settings.from_env() if settings is None else settings
         check_limit("batch_size", batch_size)
         check_limit("queue_size", queue_size)
+        if lock_timeout is not None:
+            check_seconds("lock_timeout", lock_timeout, allow_zero=False)
         parsed = parse_url(resolve_url(url, settings))
         writer = _checkpoint_writer(checkpoint_dir or settings.checkpoint_dir,
                                     checkpoint_key or settings.checkpoint_key)
-        engine = make_engine(parsed)
+        read_only = read_only or is_read_only(parsed)
+        engine = make_engine(parsed, read_only=read_only, lock_timeout=lock_timeout)
         try:
             try:
-                ensure_schema(engine, parsed)
+                ensure_schema(engine, parsed, create=not read_only)
                 ready = True
             except AuditUnavailableError:
-                if settings.audit_failure_policy != "spool":
+                if settings.audit_failure_policy != "spool" or read_only:
                     raise
                 ready = False
             spool = Spool(Path(spool_path or default_spool_path(parsed)).absolute())
-            if ready and spool.pending():  # records an earlier run could not store
+            leftover = _leftover(spool)
+            if leftover:  # records an earlier run could not store
+                _log.warning(AUDIT_SPOOL_LEFTOVER, spool=str(spool.path), records=leftover,
+                             db=redact_url(parsed))
+            if ready and leftover and not read_only:
                 try:
                     replay_spool(engine, parsed, spool)
                 except AuditUnavailableError as exc:
@@ -211,7 +271,8 @@ class AuditLog:
             failure_policy=settings.audit_failure_policy, batch_size=batch_size,
             queue_size=queue_size, ready=ready, checkpoint_writer=writer,
             checkpoint_every=settings.checkpoint_every,
-            checkpoint_interval=settings.checkpoint_interval,
+            checkpoint_interval=settings.checkpoint_interval, read_only=read_only,
+            lock_timeout=lock_timeout, leftover_spool_records=leftover,
         )
 
     @property
@@ -237,18 +298,24 @@ class AuditLog:
 
         Raises:
             InvalidInputError: the record is malformed (details not JSON-serialisable, naive
-                timestamp, NUL character) or refused by the database; nothing was stored.
+                timestamp, NUL character, unknown outcome); nothing was stored.
+            AuditIntegrityError: the chain's last row fails its check (see
+                :mod:`streamwarden.audit.appender`); nothing was stored.
             AuditUnavailableError: the database is unreachable (``raise`` policy), the spool
                 or the batched queue is full, or another append held the log for
                 :data:`APPEND_WAIT` seconds; nothing was stored.
-            AuditError: the log is closed, or another database error; nothing was stored.
+            AuditError: the log is closed or read-only, the database refused the record, a
+                queued batch failed since the last append or flush (batched: the message
+                names how many records and why), or another database error; nothing was
+                stored.
 
         Thread-safety: safe from any thread; records are stored in call order.
         """
         check_record(record)
         with _holding(self._lock, "audit.append"):
-            if self._closed:
-                raise AuditError("the audit log is closed", operation="audit.append",
+            if self._closed or self._read_only:
+                state = "closed" if self._closed else "opened read-only"
+                raise AuditError(f"the audit log is {state}", operation="audit.append",
                                  correlation_id=record.correlation_id)
             if self._writer is not None:
                 self._writer.submit(record)
@@ -262,7 +329,8 @@ class AuditLog:
         Raises:
             AuditUnavailableError: records are still queued after ``timeout``, or the database
                 is unreachable while the spool holds records (they stay safe in the spool).
-            AuditError: the database refused queued records (batched), or another error.
+            AuditError: queued records failed since the last append or flush (batched; the
+                spool kept them under the ``spool`` policy), or another error.
             InvalidInputError: ``timeout`` is not a number of seconds > 0.
 
         Thread-safety: safe from any thread.
@@ -271,6 +339,8 @@ class AuditLog:
                                                                   allow_zero=False)
         if self._writer is not None:
             self._writer.flush(wait)
+        if self._read_only:
+            return
         if self._spool.pending() or not self._ready:
             with _holding(self._write_lock, "audit.flush"):
                 self._replay()
@@ -293,7 +363,7 @@ class AuditLog:
         try:
             if self._writer is not None:
                 self._writer.close(FLUSH_TIMEOUT)
-            if self._spool.pending():
+            if not self._read_only and self._spool.pending():
                 with _holding(self._write_lock, "audit.close"):
                     self._replay(leave_if_unavailable=True)
         finally:
@@ -321,6 +391,7 @@ class AuditLog:
 
         Raises:
             InvalidInputError: a filter is malformed.
+            AuditIntegrityError: a matching row cannot be decoded (its seq, ``edited``).
             AuditUnavailableError, AuditError: the database could not be read.
 
         Thread-safety: safe from any thread.
@@ -342,6 +413,8 @@ class AuditLog:
         Raises:
             InvalidInputError: a filter or ``batch_size`` is malformed (raised at once).
             AuditError: the log is closed (raised at once).
+            AuditIntegrityError: while iterating, at a row that cannot be decoded (naming its
+                seq, ``edited``); the rows before it were yielded.
             AuditUnavailableError, AuditError: while iterating, if the database fails.
 
         Thread-safety: safe from any thread; each page is one short read.
@@ -357,15 +430,54 @@ class AuditLog:
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Walk the whole chain in ``seq`` order (streamed) and report the first break.
 
-        See :mod:`streamwarden.audit.verify` for the reasons. ``progress`` is called with the
-        number of rows read every 10,000 rows and at the end.
+        See :mod:`streamwarden.audit.verify` for the reasons; a row that cannot be decoded is
+        a break (``edited``), not an error. Rows are read as stored, a page at a time,
+        through the driver's own cursor. ``progress`` is called with the number of rows read
+        every 10,000 rows and at the end.
 
         Raises:
             AuditUnavailableError, AuditError: the database could not be read.
 
         Thread-safety: safe from any thread.
         """
-        return verify_records(self._pages(AuditFilter(), 1000), progress=progress)
+        if self._closed:
+            raise AuditError("the audit log is closed", operation="audit.verify")
+        return verify_rows(self._raw_pages(), progress=progress)
+
+    def _raw_pages(self) -> Iterator[list[RawRow]]:
+        """Every row as stored, in pages of :data:`PAGE_SIZE` by ``seq`` (keyset)."""
+        dialect = self._engine.dialect
+        statement = (raw_select(dialect.name)
+                     .where(audit_table.c.seq > sa.bindparam("after", type_=sa.BigInteger))
+                     .order_by(audit_table.c.seq).limit(PAGE_SIZE))
+        compiled = statement.compile(dialect=dialect)
+        sql = str(compiled)
+        after: Any = -(2**63)
+        try:
+            with self._engine.connect() as connection:
+                cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                while True:
+                    params = compiled.construct_params({"after": after})
+                    bound: Any = (tuple(params[name] for name in compiled.positiontup or ())
+                                  if dialect.positional else params)
+
+                    def run(bound: Any = bound) -> list[RawRow]:
+                        cursor.execute(sql, bound)
+                        return cursor.fetchall()  # type: ignore[no-any-return]
+
+                    page = _fetch(connection, run)
+                    if page:
+                        yield page
+                    if len(page) < PAGE_SIZE:
+                        return
+                    after = page[-1][_SEQ]
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate_error(exc, self._url, "audit.verify") from None
+        except Exception as exc:
+            if not isinstance(exc, self._engine.dialect.loaded_dbapi.Error):
+                raise
+            raise translate_error(sa.exc.DBAPIError(sql, None, exc), self._url,
+                                  "audit.verify") from None
 
     @property
     def checkpoint_failures(self) -> int:
@@ -415,7 +527,7 @@ class AuditLog:
         Thread-safety: safe from any thread.
         """
         return anchoring.verify_database(
-            self._engine, self._url, self._pages(AuditFilter(), 1000), checkpoint_dir,
+            self._engine, self._url, self._raw_pages(), checkpoint_dir,
             public_keys, expect_head=expect_head, max_age=max_age, now=now, progress=progress)
 
     def export_bundle(self, path: str | Path, checkpoint_dir: str | Path,
@@ -440,20 +552,24 @@ class AuditLog:
     def _pages(self, flt: AuditFilter, batch_size: int, after: int | None = None
                ) -> Iterator[AuditRecord]:
         remaining = flt.limit
+        dialect = self._engine.dialect.name
         while remaining is None or remaining > 0:
             size = batch_size if remaining is None else min(batch_size, remaining)
-            statement = select_records(flt, after_seq=after, limit=size)
+            statement = select_records(flt, dialect_name=dialect, limit=size)
+            if after is not None:
+                statement = statement.where(audit_table.c.seq > after)
             try:
                 with self._engine.connect() as connection:
-                    page = [row_to_record(row) for row in connection.execute(statement)]
+                    page = _fetch(connection, _runner(connection, statement))
             except sa.exc.SQLAlchemyError as exc:
                 raise translate_error(exc, self._url, "audit.query") from None
-            yield from page
+            for row in page:
+                yield _decoded(row)
             if remaining is not None:
                 remaining -= len(page)
             if len(page) < size:
                 return
-            after = page[-1].seq
+            after = page[-1][_SEQ]
 
     def _commit(self, records: list[AuditRecord]) -> list[AuditRecord]:
         """Store ``records`` in order (spool first if it holds records); under the policy."""
@@ -461,7 +577,10 @@ class AuditLog:
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
-                stored = append_chain(self._engine, self._url, records)
+                stored = append_chain(self._engine, self._url, records,
+                                      lock_timeout=self._lock_timeout, trusted=self._tail)
+                if stored:
+                    self._tail = Tail(stored[-1].seq or 0, stored[-1].row_hash or "")
                 if self._checkpointer is not None:
                     self._checkpointer.committed(stored)
                 return stored
@@ -485,6 +604,7 @@ class AuditLog:
             if not self._ready:
                 ensure_schema(self._engine, self._url)
                 self._ready = True
+            self._tail = None
             replay_spool(self._engine, self._url, self._spool)
         except AuditUnavailableError as exc:
             if not leave_if_unavailable:
@@ -520,3 +640,33 @@ def _checkpoint_writer(directory: str | Path | None, key: str | Path | None
         _log.warning(AUDIT_CHECKPOINT_KEY_EXPOSED, key=str(key),
                      advice="the key file is readable by others: chmod 600")
     return CheckpointWriter(Path(directory), [load_signer(key)])
+
+
+def _leftover(spool: Spool) -> int:
+    """Records in ``spool``; 0 (logged) if it cannot be read: that only matters to a writer,
+    whose first spool write reports it."""
+    try:
+        return spool.count()
+    except AuditUnavailableError as exc:
+        _log.warning(AUDIT_SPOOL_LEFTOVER, spool=str(spool.path), error=exc.message)
+        return 0
+
+
+def _runner(connection: sa.Connection, statement: sa.Select[Any]
+            ) -> Callable[[], list[RawRow]]:
+    return lambda: [tuple(row) for row in connection.execute(statement)]
+
+
+def _decoded(row: RawRow) -> AuditRecord:
+    """The record of a stored row.
+
+    Raises:
+        AuditIntegrityError: if it cannot be decoded (a break at its seq, ``edited``).
+    """
+    try:
+        return decode_row(row)
+    except UndecodableRowError as exc:
+        raise AuditIntegrityError(
+            f"audit chain broken at seq {exc.seq!r:.40} (edited): the row cannot be decoded: "
+            f"{exc}", operation="audit.query",
+        ) from None

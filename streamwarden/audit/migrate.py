@@ -150,11 +150,11 @@ def migrate_engine(engine: Engine, url: URL, revision: str, *, upgrade: bool) ->
         raise InvalidInputError(f"cannot migrate to revision {revision!r}: {exc}") from None
 
 
-def ensure_schema(engine: Engine, url: URL) -> None:
+def ensure_schema(engine: Engine, url: URL, *, create: bool = True) -> None:
     """Check that the database at ``engine`` is at the newest revision.
 
-    A SQLite database without any table (a file that did not exist or is empty) is upgraded
-    on the spot; anything else that is behind is left alone.
+    With ``create``, a SQLite database without any table (a file that did not exist or is
+    empty) is upgraded on the spot; anything else that is behind is left alone.
 
     Raises:
         AuditSchemaError: if the database is behind (or ahead of this version of streamwarden);
@@ -172,7 +172,7 @@ def ensure_schema(engine: Engine, url: URL) -> None:
         raise translate_error(exc, url, "audit.open") from None
     if current == head:
         return
-    if fresh and is_sqlite(url):
+    if fresh and create and is_sqlite(url):
         migrate_engine(engine, url, "head", upgrade=True)
         return
     if current is not None and current not in _known_revisions():

@@ -11,14 +11,17 @@ this model is what the code reads and writes, and the tests check that the two d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from streamwarden.audit.chain import RAW_FIELDS, RawRow, details_text
 from streamwarden.audit.records import OUTCOMES, AuditRecord, Outcome
 from streamwarden.errors import InvalidInputError
 
@@ -60,6 +63,25 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class CanonicalJSON(sa.types.TypeDecorator[dict[str, Any]]):
+    """A JSON column written as canonical JSON text (``chain.details_text``), so that the
+    stored text is the one the hash chain covers and verification can hash it without
+    parsing it. Reads as the impl's JSON does.
+
+    Raises:
+        InvalidInputError: when binding a value that is not JSON-serialisable.
+    """
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None]:
+        def process(value: Any) -> str | None:
+            return None if value is None else details_text(value)
+
+        return process
 
 
 class AuditBase(DeclarativeBase):
@@ -107,7 +129,7 @@ class AuditRow(AuditBase):
     outcome: Mapped[str] = mapped_column(sa.String)
     error_type: Mapped[str | None] = mapped_column(sa.String)
     error_message: Mapped[str | None] = mapped_column(sa.String)
-    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    details: Mapped[dict[str, Any]] = mapped_column(CanonicalJSON)
     schema_version: Mapped[int] = mapped_column(sa.Integer)
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     row_hash: Mapped[str] = mapped_column(sa.String(64))
@@ -116,6 +138,7 @@ class AuditRow(AuditBase):
 audit_table: sa.Table = cast(sa.Table, AuditRow.__table__)
 #: Column names in table order; the same names as the fields of :class:`AuditRecord`.
 COLUMNS: tuple[str, ...] = tuple(column.name for column in audit_table.columns)
+_COLUMN_VALUES = attrgetter(*COLUMNS)
 
 
 def record_to_row(record: AuditRecord) -> dict[str, Any]:
@@ -131,7 +154,7 @@ def record_to_row(record: AuditRecord) -> dict[str, Any]:
             "only sealed audit records (seq and hashes set) can be written",
             operation="audit.append", correlation_id=record.correlation_id,
         )
-    values = {name: getattr(record, name) for name in COLUMNS}
+    values = dict(zip(COLUMNS, _COLUMN_VALUES(record), strict=True))
     values["details"] = dict(record.details)
     return values
 
@@ -179,3 +202,104 @@ def row_to_record(row: AuditRow | sa.Row[Any] | Mapping[str, Any]) -> AuditRecor
         prev_hash=values["prev_hash"],
         row_hash=values["row_hash"],
     )
+
+
+class UndecodableRowError(ValueError):
+    """A stored row that is not an audit record: a column has the wrong type, the timestamp
+    or the details do not parse, the outcome is unknown. ``seq`` is the row's ``seq`` as
+    stored (maybe not an int); the message says which column."""
+
+    def __init__(self, seq: object, message: str) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+_TEXT = (str,)
+_OPTIONAL_TEXT = (str, type(None))
+_INT = (int,)
+_OPTIONAL_INT = (int, type(None))
+#: The Python types a stored row's values may have, in :data:`RAW_FIELDS` order.
+RAW_TYPES: tuple[tuple[type, ...], ...] = tuple(
+    _INT if name in ("seq", "pid", "schema_version")
+    else _OPTIONAL_INT if name in ("refs_before", "refs_after")
+    else _TEXT if not audit_table.c[name].nullable
+    else _OPTIONAL_TEXT
+    for name in RAW_FIELDS
+)
+_OUTCOMES = frozenset(OUTCOMES)
+_INDEX = {name: index for index, name in enumerate(RAW_FIELDS)}
+
+
+def raw_select(dialect_name: str) -> sa.Select[Any]:
+    """``SELECT`` of every column in :data:`RAW_FIELDS` order, as stored: the timestamp as
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text and ``details`` as its JSON text (add filters,
+    order and limit). Decode the rows with :func:`decode_row`.
+
+    Thread-safety: pure function.
+    """
+    columns: list[sa.ColumnElement[Any]] = []
+    for name in RAW_FIELDS:
+        column = audit_table.c[name]
+        if name == "occurred_at":
+            columns.append(
+                sa.type_coerce(column, sa.String) if dialect_name == "sqlite"
+                else sa.func.to_char(sa.func.timezone("UTC", column),
+                                     "YYYY-MM-DD HH24:MI:SS.US"))
+        elif name == "details":
+            columns.append(sa.type_coerce(column, sa.String) if dialect_name == "sqlite"
+                           else sa.cast(column, sa.Text))
+        else:
+            columns.append(column)
+    return sa.select(*columns)
+
+
+def decode_row(row: RawRow) -> AuditRecord:
+    """The :class:`AuditRecord` of a stored row (:func:`raw_select`).
+
+    Raises:
+        UndecodableRowError: if a column has the wrong type or does not parse (bad timestamp,
+            details not a JSON object, unknown outcome); the message names the column.
+
+    Thread-safety: pure function.
+    """
+    if len(row) != len(RAW_FIELDS):
+        raise UndecodableRowError(None, f"has {len(row)} columns, not {len(RAW_FIELDS)}")
+    seq = row[_INDEX["seq"]]
+    for name, value, types in zip(RAW_FIELDS, row, RAW_TYPES, strict=True):
+        if type(value) not in types:
+            raise UndecodableRowError(seq, f"{name} is {_describe(value)}")
+        if type(value) is str and not value.isascii() and not _utf8(value):
+            raise UndecodableRowError(seq, f"{name} is not UTF-8 text")
+    values = dict(zip(RAW_FIELDS, row, strict=True))
+    try:
+        occurred_at = datetime.fromisoformat(values["occurred_at"])
+    except ValueError:
+        raise UndecodableRowError(seq, f"occurred_at {values['occurred_at']!r:.40} is not a "
+                                       "timestamp") from None
+    if occurred_at.tzinfo is not None:
+        raise UndecodableRowError(seq, "occurred_at is not stored in UTC")
+    try:
+        details = json.loads(values["details"])
+    except ValueError:
+        raise UndecodableRowError(seq, "details is not valid JSON") from None
+    if type(details) is not dict:
+        raise UndecodableRowError(seq, "details is not a JSON object")
+    if values["outcome"] not in _OUTCOMES:
+        raise UndecodableRowError(seq, f"outcome {values['outcome']!r:.40} is unknown")
+    values["occurred_at"] = occurred_at.replace(tzinfo=UTC)
+    values["details"] = details
+    return AuditRecord(**values)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "NULL"
+    return f"a {type(value).__name__} ({value!r:.40})"

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from streamwarden.audit.models import audit_table
+from streamwarden.audit.models import audit_table, raw_select
 from streamwarden.errors import InvalidInputError
 
 KINDS: tuple[str, ...] = ("market_data", "trade_updates")
@@ -142,11 +142,13 @@ def _conditions(flt: AuditFilter) -> list[sa.ColumnElement[bool]]:
 
 
 def select_records(
-    flt: AuditFilter, *, after_seq: int | None = None, limit: int | None = None
+    flt: AuditFilter, *, dialect_name: str = "sqlite", after_seq: int | None = None,
+    limit: int | None = None,
 ) -> sa.Select[Any]:
-    """``SELECT`` every column of ``lifecycle_audit`` matching ``flt``, in ``seq`` order.
+    """``SELECT`` every column of ``lifecycle_audit`` matching ``flt``, in ``seq`` order, as
+    stored (:func:`streamwarden.audit.models.raw_select` for ``dialect_name``).
 
-    Rows convert with :func:`streamwarden.audit.models.row_to_record`.
+    Rows convert with :func:`streamwarden.audit.models.decode_row`.
 
     Args:
         flt: the filter; its ``limit`` caps this one query.
@@ -164,7 +166,7 @@ def select_records(
     ):
         raise InvalidInputError(f"after_seq must be a whole number >= 0, got {after_seq!r}")
     check_limit("limit", limit)
-    statement = sa.select(audit_table).where(*_conditions(flt))
+    statement = raw_select(dialect_name).where(*_conditions(flt))
     if after_seq is not None:
         statement = statement.where(audit_table.c.seq > after_seq)
     statement = statement.order_by(audit_table.c.seq)

@@ -9,7 +9,9 @@ from typing import Any, Literal, Protocol
 
 Outcome = Literal["ok", "rejected", "failed", "forced"]
 OUTCOMES: tuple[str, ...] = ("ok", "rejected", "failed", "forced")
-SCHEMA_VERSION = 1
+#: Version of the record's canonical encoding (:mod:`streamwarden.audit.chain`); rows keep
+#: the version they were written with.
+SCHEMA_VERSION = 2
 
 # Lease events recorded besides the transitions of the spec.
 LEASE_REVOKED = "lease_revoked"

@@ -37,6 +37,15 @@ SHORT_ID = 8
 _TABLE_HEADERS = ("seq", "time (UTC)", "lifecycle", "kind", "event", "from -> to", "refs",
                   "lease", "owner", "correlation", "outcome", "error")
 _NO_WRAP = frozenset({"seq", "lifecycle", "refs", "lease", "outcome"})
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` with a leading ``'`` if a spreadsheet would read it as a formula.
+
+    Thread-safety: pure function.
+    """
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def format_time(value: datetime) -> str:
@@ -80,7 +89,8 @@ def record_to_json(record: AuditRecord) -> dict[str, Any]:
 def record_to_csv_row(record: AuditRecord) -> list[str]:
     """Every column of ``record`` as CSV cells in :data:`COLUMNS` order.
 
-    Absent values are empty cells; ``details`` is compact JSON with sorted keys.
+    Absent values are empty cells; ``details`` is compact JSON with sorted keys; cells that
+    start like a formula are neutralised (:func:`neutralise`).
 
     Raises:
         InvalidInputError: if ``occurred_at`` is naive.
@@ -90,7 +100,7 @@ def record_to_csv_row(record: AuditRecord) -> list[str]:
     row = record_to_json(record)
     row["details"] = json.dumps(row["details"], sort_keys=True, separators=(",", ":"),
                                 ensure_ascii=False)
-    return ["" if row[name] is None else str(row[name]) for name in COLUMNS]
+    return ["" if row[name] is None else neutralise(str(row[name])) for name in COLUMNS]
 
 
 def write_json(records: Iterable[AuditRecord], out: TextIO) -> int:
@@ -109,7 +119,8 @@ def write_json(records: Iterable[AuditRecord], out: TextIO) -> int:
 
 
 def write_csv(records: Iterable[AuditRecord], out: TextIO) -> int:
-    """Write ``records`` to ``out`` as CSV (RFC 4180 quoting) after a header row of
+    """Write ``records`` to ``out`` as CSV (RFC 4180: quoting, CRLF line ends, so a carriage
+    return inside a cell is quoted too) after a header row of
     :data:`COLUMNS`; returns how many records.
 
     Raises:
@@ -118,7 +129,7 @@ def write_csv(records: Iterable[AuditRecord], out: TextIO) -> int:
 
     Thread-safety: not thread-safe on a shared ``out``.
     """
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     count = 0
     for record in records:

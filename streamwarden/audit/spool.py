@@ -4,6 +4,8 @@ One JSON object per line (JSONL), one line per record, written with ``fsync`` be
 :meth:`Spool.add` returns. Spooled records are not sealed: ``seq`` and the hashes are assigned
 when they are replayed into the database, after the chain's tail at that moment. Several
 processes may share one spool file: every read and write holds an exclusive ``flock`` on it.
+The file is created readable by its owner only (0600), in a directory only its owner can
+enter (0700), as audit data should be.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
@@ -33,18 +35,31 @@ _UNSEALED = frozenset({"seq", "prev_hash", "row_hash"})
 _FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name not in _UNSEALED)
 
 
-def default_spool_path(url: URL) -> Path:
-    """Where records wait while the database at ``url`` is unreachable (spool policy).
+def state_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's state directory for streamwarden: ``$XDG_STATE_HOME/streamwarden``, else
+    ``~/.local/state/streamwarden`` (XDG Base Directory specification).
 
-    SQLite: next to the database file (``audit.db`` -> ``audit.db.spool.jsonl``).
-    PostgreSQL: ``./streamwarden-audit.<id>.spool.jsonl`` in the working directory, ``<id>``
-    derived from the password-less URL so that two databases never share a spool.
+    Thread-safety: reads the environment only.
+    """
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "state"
+    return root / "streamwarden"
+
+
+def default_spool_path(url: URL, environ: Mapping[str, str] | None = None) -> Path:
+    """Where records wait while the database at ``url`` is unreachable (spool policy):
+    ``<state directory>/spool/<id>.jsonl`` (:func:`state_directory`), the same from any
+    working directory. ``<id>`` is derived from the database: the absolute path of a SQLite
+    file, or the password-less PostgreSQL URL, so two databases never share a spool and a
+    changed password does not orphan one.
+
+    Thread-safety: reads the environment only.
     """
     path = sqlite_path(url)
-    if path is not None:
-        return path.with_name(path.name + ".spool.jsonl")
-    digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:12]
-    return Path(f"streamwarden-audit.{digest}.spool.jsonl")
+    identity = f"sqlite:{path.absolute()}" if path is not None else redact_url(url)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return state_directory(environ) / "spool" / f"{digest}.jsonl"
 
 
 def encode(record: AuditRecord) -> bytes:
@@ -106,11 +121,27 @@ class Spool:
         self.max_bytes = max_bytes
 
     def pending(self) -> bool:
-        """Whether the spool holds records (a cheap size check, without the lock)."""
+        """Whether the spool holds records (a cheap size check, without the lock); False if it
+        cannot be seen (writing to it then reports why)."""
         try:
             return self.path.stat().st_size > 0
-        except FileNotFoundError:
+        except OSError:
             return False
+
+    def count(self) -> int:
+        """How many complete records the spool holds (reads it, without the lock).
+
+        Raises:
+            AuditUnavailableError: if the file exists but cannot be read.
+        """
+        try:
+            with self.path.open("rb") as handle:
+                return sum(1 for line in handle if line.endswith(b"\n"))
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise AuditUnavailableError(f"cannot read the audit spool {self.path}: "
+                                        f"{exc.strerror}", operation="audit.spool") from None
 
     def add(self, records: Sequence[AuditRecord]) -> None:
         """Append ``records`` in order and fsync them.
@@ -177,8 +208,9 @@ class Spool:
     @contextmanager
     def _locked(self) -> Iterator[IO[bytes]]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("a+b")
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            handle = os.fdopen(descriptor, "a+b")
         except OSError as exc:
             raise AuditUnavailableError(
                 f"cannot open the audit spool {self.path}: {exc.strerror}", operation="audit.spool"

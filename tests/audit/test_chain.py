@@ -10,6 +10,7 @@ import pytest
 
 from streamwarden import AuditRecord, InMemoryAuditSink, InvalidInputError
 from streamwarden.audit.chain import GENESIS_HASH, canonical, link, seal
+from streamwarden.audit.records import SCHEMA_VERSION
 
 
 def record(**changes) -> AuditRecord:
@@ -24,9 +25,32 @@ def record(**changes) -> AuditRecord:
 
 def test_canonical_encoding_is_stable_and_excludes_the_hashes():
     first = record(details={"b": 1, "a": [1, 2]})
+    assert first.schema_version == SCHEMA_VERSION == 2
     assert canonical(first) == canonical(replace(first, prev_hash="x", row_hash="y"))
-    assert b'"occurred_at":"2026-01-02T03:04:05.000006+00:00"' in canonical(first)
+    assert b"\x1f'2026-01-02 03:04:05.000006'\x1f" in canonical(first)
+    assert canonical(first).endswith(b"""\x1f'{"a":[1,2],"b":1}'\x1f2""")
     assert canonical(first) != canonical(replace(first, refs_after=2))
+    # Types and separators stay distinguishable: None vs "None", 5 vs "5", 0x1f in a value.
+    assert canonical(replace(first, owner=None)) != canonical(replace(first, owner="None"))
+    assert canonical(replace(first, lease_id="a\x1fb")) != canonical(
+        replace(first, lease_id="a", owner="b"))
+
+
+# Known answers: a change to either encoding fails here, not only in a database months later.
+# Version 1 is the encoding of streamwarden 0.1 (compact sorted JSON), kept for old rows.
+@pytest.mark.parametrize(("version", "row_hash"), [
+    (2, "5f7e074c1304188cbf5cb18bf1efe6ead2f450d25ffde4f20c2338445b5a7921"),
+    (1, "1f2214e7303e188e3016c946559cef5f5325239d34c087be67ff2e6c552650b0"),
+])
+def test_each_schema_version_has_a_fixed_encoding(version, row_hash):
+    sealed = seal(record(details={"b": 1, "a": [1, 2]}, owner="é\x1f", schema_version=version),
+                  seq=1, prev_hash=GENESIS_HASH)
+    assert sealed.row_hash == row_hash
+
+
+def test_an_unknown_schema_version_cannot_be_encoded():
+    with pytest.raises(InvalidInputError, match="unknown audit schema_version 3"):
+        canonical(record(schema_version=3))
 
 
 def test_seal_links_to_the_previous_hash():

@@ -5,17 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from streamwarden import InvalidInputError
 from streamwarden.audit import commands
+from streamwarden.audit.database import redact_url
+from streamwarden.audit.log import AuditLog
 from streamwarden.audit.migrate import head_revision
 from streamwarden.audit.report import COLUMNS, short_id
 from streamwarden.cli import main
-from tests.audit.histories import T0, History, fill, open_log, run_history
+from tests.audit.histories import T0, History, fill, open_log, record, run_history
 
 SYNTHETIC = 30
 
@@ -255,3 +260,74 @@ def test_failures_exit_1_with_a_typed_message(postgresql_url, sqlite_url, capsys
     assert run(capsys, "db", "upgrade", "--db", sqlite_url)[0] == 0
     assert run(capsys, "audit", "report", "--db", sqlite_url, "--format", "json")[:2] == (
         0, "[]\n")
+
+
+def test_export_to_standard_output(filled, capsys):
+    db_url, _ = filled
+    status, out, err = run(capsys, "audit", "export", "--db", db_url, "--format", "jsonl",
+                           "-o", "-", "--limit", "4")
+    assert status == 0 and [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3, 4]
+    assert "exported 4 records to standard output (jsonl)" in err
+    assert not Path("-").exists()
+
+
+def _targets(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link-to-fifo"
+    link.symlink_to(fifo)
+    directory = tmp_path / "directory"
+    directory.mkdir()
+    return {"a device": Path("/dev/null"), "a directory": directory, "a FIFO": fifo,
+            "a FIFO (link)": link}
+
+
+def test_export_refuses_targets_that_are_not_regular_files(filled, capsys, tmp_path):
+    db_url, _ = filled
+    for kind, target in _targets(tmp_path).items():
+        line = usage_error(capsys, "audit", "export", "--db", db_url, "--format", "csv",
+                           "-o", str(target))
+        assert f"cannot export to {target}: it is {kind.split(' (')[0]}" in line, kind
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "audit.db" and not
+                  p.name.startswith("audit.db-")) == ["directory", "fifo", "link-to-fifo"]
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised(db_url, capsys, tmp_path):
+    owners = ['=HYPERLINK("http://evil.example","x")', "+1", "-2", "@SUM(A1)", "\tx", "\rx",
+              "plain"]
+    with open_log(db_url) as log:
+        for owner in owners:
+            log.append(record(event_id=f"ev-{owner!r}", owner=owner))
+    target = tmp_path / "exports" / "a.csv"
+    target.parent.mkdir()
+    assert run(capsys, "audit", "export", "--db", db_url, "--format", "csv", "-o",
+               str(target))[0] == 0
+    with target.open(newline="") as handle:
+        cells = [row["owner"] for row in csv.DictReader(handle)]
+    assert cells == [f"'{owner}" for owner in owners[:-1]] + ["plain"]
+    status, out, _ = run(capsys, "audit", "report", "--db", db_url, "--format", "json")
+    assert status == 0 and [row["owner"] for row in json.loads(out)] == owners  # unchanged
+
+
+@pytest.mark.parametrize("parameter", ["password", "PassWord", "passfile", "sslpassword"])
+def test_password_query_parameters_are_redacted_wherever_a_url_is_shown(
+        postgresql_url, capsys, parameter):
+    secret = "qp-CANARY-77"
+    url = f"{postgresql_url}&{parameter}={secret}"
+    assert secret not in redact_url(url) and f"{parameter}=***" in redact_url(url)
+    status, _, err = run(capsys, "audit", "report", "--db", url)  # schema behind: the hint
+    assert status == 1 and secret not in err
+    if parameter != "PassWord":  # libpq refuses that spelling: an error, not the hint
+        assert "streamwarden db upgrade --db" in err
+    unreachable = f"postgresql+psycopg://postgres@127.0.0.1:1/test?{parameter}={secret}"
+    status, _, err = run(capsys, "audit", "verify", "--db", unreachable)
+    assert status == 1 and "streamwarden: Audit" in err and secret not in err
+    with pytest.raises(InvalidInputError) as caught:
+        AuditLog.open(f"mysql://h/db?{parameter}={secret}")
+    assert secret not in str(caught.value)
+    if parameter == "password":  # psycopg uses it: the log opens, and shows no secret
+        run(capsys, "db", "upgrade", "--db", url)
+        with AuditLog.open(url) as log:
+            assert secret not in repr(log) and secret not in log.url
+    assert secret not in capsys.readouterr().out

@@ -69,9 +69,10 @@ def test_a_new_sqlite_file_is_created_and_migrated(tmp_path):
 def test_url_from_argument_settings_environment_or_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STREAMWARDEN_DB_URL", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     with AuditLog.open() as log:
         assert log.url == "sqlite+pysqlite:///./streamwarden-audit.db"
-        assert log.spool_path == tmp_path / "streamwarden-audit.db.spool.jsonl"
+        assert log.spool_path.parent == tmp_path / "state" / "streamwarden" / "spool"
     assert (tmp_path / "streamwarden-audit.db").exists()
     monkeypatch.setenv("STREAMWARDEN_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
     with AuditLog.open() as log:
@@ -202,8 +203,9 @@ def test_not_a_record_and_duplicate_event_ids_are_refused(db_url):
         first = log.append(make_record())
         with pytest.raises(InvalidInputError, match="expected an AuditRecord"):
             log.append({"event": "acquire"})  # type: ignore[arg-type]
-        with pytest.raises(InvalidInputError, match="refused the record"):
+        with pytest.raises(AuditError, match="refused the record") as caught:
             log.append(replace(first, seq=None))
+        assert not isinstance(caught.value, InvalidInputError)
         assert stored(db_url) == [first]
 
 

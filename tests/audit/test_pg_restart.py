@@ -1,8 +1,10 @@
 """Nothing acknowledged is lost when PostgreSQL itself stops mid-run and comes back.
 
 This test stops and restarts the local cluster with ``pg_ctlcluster`` (so it needs root and a
-local server); it always starts the server again in ``finally``. Without those means it is
-skipped, unless STREAMWARDEN_REQUIRE_PG=1, where it fails.
+local server), which ends every other session on that server; it always starts the server
+again in ``finally``. It is opt-in: it runs only with STREAMWARDEN_TEST_PG_RESTART=1 (``.ci/run``
+sets it: CI's server is the machine's own), never against a shared server. With the variable
+set but without those means it is skipped, unless STREAMWARDEN_REQUIRE_PG=1, where it fails.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from tests.audit.chain_data import make_record, stored
 from tests.conftest import PG_URL_VARIABLE, pg_schema_url
 
 CLUSTERS = Path("/etc/postgresql")
+RESTART_VARIABLE = "STREAMWARDEN_TEST_PG_RESTART"
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get(RESTART_VARIABLE) != "1",
+    reason=f"stops and restarts the PostgreSQL server (ending every session on it); set "
+           f"{RESTART_VARIABLE}=1 to run it, only against a server of your own",
+)
 
 
 def cluster_command(url: str) -> list[str]:

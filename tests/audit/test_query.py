@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from streamwarden import InvalidInputError
-from streamwarden.audit.models import row_to_record
+from streamwarden.audit.models import decode_row
 from streamwarden.audit.query import AuditFilter, parse_time, select_records
 from tests.audit.histories import T0, fill, open_log, run_history
 
@@ -75,7 +75,8 @@ def run(db_url, flt, **page):
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            return [row_to_record(row) for row in conn.execute(select_records(flt, **page))]
+            statement = select_records(flt, dialect_name=conn.dialect.name, **page)
+            return [decode_row(tuple(row)) for row in conn.execute(statement)]
     finally:
         engine.dispose()
 

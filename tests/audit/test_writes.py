@@ -1,0 +1,200 @@
+"""Writes check what they chain onto, are bounded in time, never lose records silently in
+batched mode, and keep their spool private and findable."""
+
+from __future__ import annotations
+
+import contextlib
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from streamwarden import (
+    AuditError,
+    AuditIntegrityError,
+    AuditUnavailableError,
+    InvalidInputError,
+    Settings,
+)
+from streamwarden.audit import migrate
+from streamwarden.audit.chain import seal
+from streamwarden.audit.log import AuditLog
+from streamwarden.audit.spool import default_spool_path, encode
+from tests.audit.chain_data import insert_rows, make_record, raw, stored
+
+BATCHED = Settings(audit_durability="batched")
+BATCHED_SPOOL = Settings(audit_durability="batched", audit_failure_policy="spool")
+
+
+def foreign_tail(url: str, style: str) -> int:
+    """Three rows appended by the log, then one inserted behind its back (as the application
+    role could: INSERT only). Returns the foreign row's seq."""
+    with AuditLog.open(url) as log:
+        last = [log.append(make_record(index)) for index in range(3)][-1]
+    seq = {"overflow": 2**63 - 1, "jump": 10**9, "wrong hash": 4}[style]
+    row = seal(make_record(9, owner="intruder"), seq=seq, prev_hash=last.row_hash or "")
+    if style == "wrong hash":
+        row = replace(row, row_hash="f" * 64)
+    with raw(url) as connection:
+        insert_rows(connection, [row])
+    return seq
+
+
+@pytest.mark.parametrize("style", ["overflow", "jump", "wrong hash"])
+def test_a_foreign_tail_is_refused_naming_its_seq(db_url, style):
+    migrate.upgrade(db_url)
+    seq = foreign_tail(db_url, style)
+    with AuditLog.open(db_url) as log:
+        with pytest.raises(AuditIntegrityError, match=f"seq {seq}\\)") as caught:
+            log.append(make_record(10))
+        assert "refusing to append" in str(caught.value)
+    assert len(stored(db_url)) == 4  # nothing was chained onto it
+
+
+def test_database_refusals_are_audit_errors(db_url):
+    migrate.upgrade(db_url)
+    with AuditLog.open(db_url) as log:
+        first = log.append(make_record())
+        with pytest.raises(AuditError, match="refused the record") as caught:
+            log.append(replace(first, seq=None))  # duplicate event id
+        assert not isinstance(caught.value, InvalidInputError)
+        with pytest.raises(InvalidInputError, match="outcome"):
+            log.append(make_record(outcome="maybe"))  # type: ignore[arg-type]
+    assert stored(db_url) == [first]
+
+
+def test_batched_failures_surface_at_the_next_append_and_flush(db_url):
+    migrate.upgrade(db_url)
+    foreign_tail(db_url, "jump")
+    log = AuditLog.open(db_url, settings=BATCHED)
+    log.append(make_record(10))  # accepted; its batch fails in the writer
+    with pytest.raises(AuditError, match=r"1 queued audit records failed.*refusing"):
+        log.flush(timeout=10)
+    log.append(make_record(11))
+    deadline = time.monotonic() + 10
+    with pytest.raises(AuditError, match="queued audit records failed"):
+        while time.monotonic() < deadline:  # accepted until the failure is known
+            log.append(make_record(12))
+            time.sleep(0.02)
+    with contextlib.suppress(AuditError):  # records queued meanwhile failed too: reported
+        log.close()
+    assert len(stored(db_url)) == 4
+
+
+def test_batched_failures_are_spooled_under_the_spool_policy(db_url, tmp_path):
+    migrate.upgrade(db_url)
+    foreign_tail(db_url, "wrong hash")
+    spool_path = tmp_path / "spool.jsonl"
+    log = AuditLog.open(db_url, settings=BATCHED_SPOOL, spool_path=spool_path)
+    sent = [log.append(make_record(index)) for index in range(3)]
+    with pytest.raises(AuditError, match="records spooled, not committed"):
+        log.flush(timeout=10)
+    with pytest.raises(AuditError):
+        log.close()  # the spool cannot be replayed onto a broken tail either
+    assert [line for line in spool_path.read_bytes().splitlines()] == [
+        encode(record).rstrip(b"\n") for record in sent]
+    assert len(stored(db_url)) == 4
+
+
+def test_the_loss_window_is_bounded_by_queue_size(db_url, outage):
+    with AuditLog.open(outage.url, settings=BATCHED, queue_size=5) as log:
+        log.append(make_record(0))
+        log.flush()
+        outage.down()
+        for index in range(1, 6):
+            log.append(make_record(index))
+        started = time.monotonic()
+        with pytest.raises(AuditUnavailableError, match=r"5 records not committed"):
+            log.append(make_record(6))  # the sixth uncommitted record is refused
+        assert time.monotonic() - started < 10
+        outage.up()
+        log.flush(timeout=30)
+    assert len(stored(db_url)) == 6
+
+
+FROZEN_WRITER = """
+import os, signal, sys
+from streamwarden.audit.appender import begin_append
+from streamwarden.audit.database import WRITE_OPTION, make_engine, parse_url
+url, bound = parse_url(sys.argv[1]), float(sys.argv[2])
+engine = make_engine(url, lock_timeout=bound)
+with engine.connect() as connection:
+    connection.execution_options(**{WRITE_OPTION: True})
+    with connection.begin():
+        begin_append(connection, url, bound)  # inside the append transaction, lock held
+        print("locked", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_frozen_writer_does_not_block_another_process_past_the_bound(db_url):
+    migrate.upgrade(db_url)
+    frozen_bound, bound = 2.0, 4.0
+    child = subprocess.Popen([sys.executable, "-c", FROZEN_WRITER, db_url, str(frozen_bound)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        deadline = time.monotonic() + 10
+        while not _stopped(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _stopped(child.pid)
+        with AuditLog.open(db_url, lock_timeout=bound) as log:
+            started = time.monotonic()
+            if sa.make_url(db_url).get_backend_name() == "sqlite":
+                # No server can end a frozen SQLite writer: the wait ends, typed, at the bound.
+                with pytest.raises(AuditUnavailableError, match="locked"):
+                    log.append(make_record())
+                elapsed = time.monotonic() - started
+                assert bound - 0.5 < elapsed < bound + 2, elapsed
+                assert stored(db_url) == []
+            else:
+                # The server ends the frozen session after half its bound; the lock is free.
+                appended = log.append(make_record())
+                elapsed = time.monotonic() - started
+                assert elapsed < bound, elapsed
+                assert stored(db_url) == [appended]
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_the_default_spool_is_private_stable_and_a_leftover_is_reported(
+        db_url, outage, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(audit_failure_policy="spool")
+    with AuditLog.open(outage.url, settings=settings) as log:
+        expected = default_spool_path(sa.make_url(outage.url))
+        assert log.spool_path == expected.absolute()
+        assert expected.parent == tmp_path / "state" / "streamwarden" / "spool"
+        outage.down()
+        spooled = log.append(make_record())
+        assert spooled.seq is None
+    assert stat.S_IMODE(expected.stat().st_mode) == 0o600
+    assert stat.S_IMODE(expected.parent.stat().st_mode) == 0o700
+    outage.up()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)  # another working directory finds the same spool
+    with AuditLog.open(outage.url, read_only=True) as reader:
+        assert reader.leftover_spool_records == 1 and expected.stat().st_size > 0
+    assert "audit.spool_leftover" in caplog.text and "records=1" in caplog.text
+    with AuditLog.open(outage.url, settings=settings) as log:
+        assert log.leftover_spool_records == 1
+    assert [r.event_id for r in stored(db_url)] == [spooled.event_id]
+    assert expected.read_bytes() == b""
+
+
+def test_a_bad_lock_timeout_is_refused(sqlite_url):
+    with pytest.raises(InvalidInputError, match="lock_timeout"):
+        AuditLog.open(sqlite_url, lock_timeout=0)
