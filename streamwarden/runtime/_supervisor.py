@@ -63,7 +63,8 @@ from streamwarden.runtime._recording import AuditWriter
 from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
 from streamwarden.transports._contract import StreamMessage, Transport
 
-#: Seconds a cancelled transport task may take to end before it is counted as abandoned.
+#: Seconds a cancelled transport task may take to end before it is counted as abandoned (or
+#: ``stop_timeout``, if shorter: the stop's whole bound is at most twice ``stop_timeout``).
 CANCEL_GRACE_SECONDS = 0.5
 #: Seconds between attempts to write a lifecycle's final record while the sink fails.
 AUDIT_RETRY_SECONDS = 0.2
@@ -532,7 +533,7 @@ class Supervisor:
             return True
         task.cancel()
         stopping.cancel()
-        await asyncio.wait({task, stopping}, timeout=CANCEL_GRACE_SECONDS)
+        await asyncio.wait({task, stopping}, timeout=min(CANCEL_GRACE_SECONDS, bound))
         if not (task.done() and stopping.done()):  # its socket may still be open
             self.stop_abandoned = True
             self._services.count("abandoned_transports")

@@ -8,6 +8,7 @@ caller's thread, the async one awaits it from the caller's event loop and never 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -58,12 +59,19 @@ def _check_callbacks(**by_channel: object) -> dict[str, Callback]:
     return callbacks
 
 
-def _alpaca_transport(key: StreamKey, credentials: Credentials, settings: Settings) -> Transport:
-    """The default transport factory: alpaca-py's streams.
+def _import_alpaca() -> None:
+    """Import alpaca-py (and with it pandas and numpy): about a second, once per process.
 
-    alpaca-py (and pandas) are imported on first use, on the engine thread, so neither
-    ``import streamwarden`` nor building a manager inside a running event loop waits for them.
+    Their C extensions hold the GIL for tens of milliseconds at a time while they load, which
+    would stall every thread of the process, so the managers do it up front: the sync one in
+    its constructor, the async one off its caller's loop when its ``async with`` begins. Only a
+    manager built with the default transports imports it at all.
     """
+    importlib.import_module("streamwarden.transports._alpaca")
+
+
+def _alpaca_transport(key: StreamKey, credentials: Credentials, settings: Settings) -> Transport:
+    """The default transport factory: alpaca-py's streams."""
     from streamwarden.transports._alpaca import AlpacaTransport  # noqa: PLC0415
 
     return AlpacaTransport(key, credentials, settings)
@@ -94,6 +102,7 @@ class _Manager:
             self._log.warning(events.AUDIT_NOT_DURABLE, kept_records=DEFAULT_MEMORY_AUDIT_RECORDS,
                               hint="pass audit=AuditLog.open(...) for a durable trail")
         self._audit = audit
+        self._default_transports = transport_factory is None
         self._engine = Engine(spec=self._spec, settings=self._settings,
                               clock=clock or SystemClock(), sink=audit,
                               transport_factory=transport_factory or _alpaca_transport,
@@ -162,6 +171,9 @@ class _Manager:
 class ConnectionManager(_Manager):
     """Shares one connection per account and stream kind among many consumers, via leases.
 
+    With the default transports, building one imports alpaca-py (about a second, once per
+    process).
+
     Args:
         transport_factory: builds the transport of each new lifecycle (default: alpaca-py's
             streams).
@@ -181,6 +193,23 @@ class ConnectionManager(_Manager):
     Thread-safety: every method may be called from any thread, lease callbacks included. Each
     waits for the manager's engine thread, within a bound.
     """
+
+    def __init__(
+        self,
+        *,
+        transport_factory: TransportFactory | None = None,
+        audit: AuditSink | None = None,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        spec: LifecycleSpec | None = None,
+        log_format: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        if transport_factory is None:
+            _import_alpaca()
+        super().__init__(transport_factory=transport_factory, audit=audit, settings=settings,
+                         clock=clock, spec=spec, log_format=log_format,
+                         correlation_id=correlation_id)
 
     def market_data(
         self,
@@ -319,6 +348,10 @@ class AsyncConnectionManager(_Manager):
     """The asyncio twin of :class:`ConnectionManager`: same arguments, same leases and audit
     records; every call is a coroutine that never blocks the caller's event loop.
 
+    Building one never blocks; entering its ``async with`` imports alpaca-py (with the default
+    transports) on a worker thread, once per process; without ``async with``, the first
+    connection imports it on the engine thread.
+
     ``async with AsyncConnectionManager(...) as manager``; ``async with
     manager.market_data(creds, symbols=[...]) as feed`` or ``feed = await
     manager.market_data(...)``; ``async for quote in feed.quotes()``; ``await
@@ -407,6 +440,8 @@ class AsyncConnectionManager(_Manager):
         self._close_result(result, bound, cid)
 
     async def __aenter__(self) -> Self:
+        if self._default_transports:  # off this loop: see _import_alpaca
+            await asyncio.to_thread(_import_alpaca)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
