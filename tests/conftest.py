@@ -10,7 +10,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from streamwarden import ConnectionManager, Credentials, InMemoryAuditSink, Settings
-from streamwarden.machine.memory_transport import InMemoryTransportFactory
+from streamwarden.testing import InMemoryTransportFactory
 
 hypothesis_settings.register_profile("ci", deadline=None, print_blob=True)
 hypothesis_settings.register_profile("dev", deadline=None)
