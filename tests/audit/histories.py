@@ -14,7 +14,7 @@ from streamwarden import AuditRecord, AuditSink, ConnectionManager, Credentials,
 from streamwarden.audit import migrate
 from streamwarden.audit.chain import GENESIS_HASH, seal
 from streamwarden.audit.log import AuditLog
-from streamwarden.machine.memory_transport import InMemoryTransportFactory
+from streamwarden.testing import InMemoryTransportFactory
 from tests.waiting import wait_until
 
 T0 = datetime(2026, 1, 2, 9, 30, tzinfo=UTC)
