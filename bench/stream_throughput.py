@@ -3,31 +3,38 @@
 In one run, against one in-process :class:`~streamwarden.simulator.Simulator` on 127.0.0.1:
 
 (a) throughput: the same quote burst (``--quotes`` quotes, ``--batch-size`` per frame) through
-    one manager lease, through four manager leases on one symbol (one connection), through a
-    bare ``StockDataStream`` quote handler in raw mode and in parsed mode. Timed from the start
-    of the publish until the consumer (the last of them, for four leases) counted its last
-    quote; ``--repeat`` runs each, interleaved, after a warm-up burst. Every consumer stays
-    connected on its own symbol for the whole phase, so the bursts are identical but for the
-    symbol. Reported: quotes per second of the burst, deliveries per second (quotes x leases),
-    the simulator's own publish time, the deliveries each lease counted; medians and ratios
-    manager/bare.
+    1, 4 and 16 manager leases on one symbol (one connection each, sync ``ConnectionManager``,
+    ``on_quote`` callbacks), through one ``AsyncConnectionManager`` lease read with ``async
+    for quote in feed.quotes()`` on the caller's event loop, and through a bare
+    ``StockDataStream`` quote handler in raw mode and in parsed mode (the floors). After the
+    burst the simulator sends one sentinel quote; a consumer is done when it has seen it (the
+    newest quote is never conflated away, and each lease sees its quotes in order). Timed from
+    the start of the publish until the last consumer of the configuration saw the sentinel;
+    ``--repeat`` runs each, interleaved, after a warm-up burst. Every consumer stays connected
+    on its own symbol for the whole phase. Reported: quotes per second of the burst,
+    deliveries per second, the quotes each lease received and the quotes it dropped
+    (conflated per symbol when its consumer falls behind; from ``health()``), medians and
+    ratios (of the burst rate, and of the delivered rate per lease), next to the goals
+    (>= 1.0x parsed with 16 leases, >= 0.8x raw with one lease, async/sync >= 0.9x).
 (b) stop latency on an idle stream (``--idle`` seconds after the subscription ack): the
     manager's, from ``release()`` of the last lease until ``health().lifecycles`` is empty
-    (socket closed, thread joined), against the SDK's ``stop()``, from the call until the
-    thread running ``run()`` ended.
-(c) start latency on an idle key: the manager's ``market_data(..., wait=True)`` call, against
-    the bare SDK's time from building the stream and starting ``run()`` in a thread until the
+    (socket closed), against the SDK's ``stop()``, from the call until the thread running
+    ``run()`` ended.
+(c) start latency on an idle key: the manager's ``market_data(..., wait=True)`` call (it
+    returns once the lease's subscriptions are acknowledged on the wire), against the bare
+    SDK's time from building the stream and starting ``run()`` in a thread until the
     subscription ack reached the client (the SDK's own "subscribed to" log record) and until
     the simulator saw the subscription.
 
 Progress goes to stderr, one JSON document to stdout.
 
-    python bench/stream_throughput.py [--quotes N] [--repeat R] [--batch-size B]
+    python bench/stream_throughput.py [--quotes N] [--repeat R] [--batch-size B] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import importlib.metadata
@@ -46,9 +53,9 @@ from typing import Any
 
 from alpaca.data.live.stock import StockDataStream
 
-from streamwarden import ConnectionManager, Credentials, InMemoryAuditSink, Lease, Settings
-from streamwarden import __version__ as streamwarden_version
+import streamwarden as sw
 from streamwarden.simulator import Simulator, SimulatorStats
+from streamwarden.testing import InMemoryAuditSink
 
 SECRET = "bench-secret-value"
 SDK_LOGGER = "alpaca.data.live.websocket"
@@ -61,10 +68,19 @@ SETTLE_SECONDS = 0.1
 """Pause before each burst, after a collection, so that bursts start from the same state."""
 # One symbol per throughput consumer: all stay connected, each burst reaches one of them.
 THROUGHPUT_SYMBOLS = {
-    "manager_1_lease": "AAPL", "manager_4_leases": "MSFT", "bare_raw": "SPY",
-    "bare_parsed": "QQQ",
+    "manager_1_lease": "AAPL", "manager_4_leases": "MSFT", "manager_16_leases": "NVDA",
+    "async_1_lease": "AMZN", "bare_raw": "SPY", "bare_parsed": "QQQ",
 }
+MANAGER_LEASES = {"manager_1_lease": 1, "manager_4_leases": 4, "manager_16_leases": 16}
 LATENCY_SYMBOL = "IBM"
+SENTINEL_BID = 9999.0
+"""The bid price of the quote sent after each burst: a consumer that saw it has seen (or
+dropped) every quote of the burst."""
+GOALS = {
+    "manager_16_leases/bare_parsed": 1.0,
+    "manager_1_lease/bare_raw": 0.8,
+    "async_1_lease/manager_1_lease": 0.9,
+}
 
 
 def progress(message: str) -> None:
@@ -77,8 +93,8 @@ def key_id(name: str) -> str:
     return "PKBENCH" + name.upper().replace("_", "")
 
 
-def credentials(name: str) -> Credentials:
-    return Credentials(key_id(name), SECRET)
+def credentials(name: str) -> sw.Credentials:
+    return sw.Credentials(key_id(name), SECRET)
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:
@@ -116,24 +132,31 @@ def no_connection(stats: SimulatorStats) -> bool:
 # Consumers.
 
 
+def is_sentinel(message: object) -> bool:
+    """Whether ``message`` (a streamwarden or alpaca-py Quote, or a raw dict) is the sentinel."""
+    if isinstance(message, dict):
+        return float(message.get("bp", 0)) == SENTINEL_BID
+    return float(getattr(message, "bid_price", 0)) == SENTINEL_BID
+
+
 class Tally:
-    """Counts the quotes one consumer receives; notes the moment it reached its target."""
+    """Counts the quotes one consumer receives; notes the moment it saw the burst's sentinel."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.target = 0
         self.done_at = 0.0
         self.done = threading.Event()
 
-    def arm(self, target: int) -> None:
-        self.count, self.target, self.done_at = 0, target, 0.0
+    def arm(self) -> None:
+        self.count, self.done_at = 0, 0.0
         self.done.clear()
 
-    def __call__(self, _message: object) -> None:
-        self.count += 1
-        if self.count == self.target:
+    def __call__(self, message: object) -> None:
+        if is_sentinel(message):
             self.done_at = time.perf_counter()
             self.done.set()
+        else:
+            self.count += 1
 
     async def handle(self, message: object) -> None:
         """The bare SDK's handler (it must be a coroutine function)."""
@@ -224,36 +247,105 @@ class BareStream:
         self.thread.join(WAIT_SECONDS)
 
 
-def make_manager(sim: Simulator, sink: InMemoryAuditSink | None = None) -> ConnectionManager:
-    return ConnectionManager(audit=sink or InMemoryAuditSink(), settings=Settings(
-        market_data_url=sim.market_data_url, trade_updates_url=sim.trade_updates_url,
-        start_timeout=WAIT_SECONDS, stop_timeout=5.0))
+def bench_settings(sim: Simulator) -> sw.Settings:
+    return sw.Settings(market_data_url=sim.market_data_url,
+                       trade_updates_url=sim.trade_updates_url, start_timeout=WAIT_SECONDS,
+                       stop_timeout=5.0)
+
+
+def make_manager(sim: Simulator, sink: InMemoryAuditSink | None = None) -> sw.ConnectionManager:
+    return sw.ConnectionManager(audit=sink or InMemoryAuditSink(capacity=10_000),
+                                settings=bench_settings(sim))
+
+
+def lease_dropped(report: sw.HealthReport, lease_id: str) -> int:
+    for lifecycle in report.lifecycles:
+        for lease in lifecycle.leases:
+            if lease.lease_id == lease_id:
+                return lease.dropped
+    return 0
+
+
+class AsyncConsumer:
+    """An ``AsyncConnectionManager`` lease read with ``async for`` on an event loop of its own
+    thread (the caller's loop, as an asyncio application would have it)."""
+
+    def __init__(self, sim: Simulator, name: str, symbol: str) -> None:
+        self.tally = Tally()
+        self.lease_id = ""
+        self._sim = sim
+        self._name = name
+        self._symbol = symbol
+        self._ending = False
+        self._ready = threading.Event()
+        self._manager: sw.AsyncConnectionManager | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()),
+                                        name="bench-async-consumer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(WAIT_SECONDS):
+            raise RuntimeError("the async consumer did not start")
+
+    async def _main(self) -> None:
+        async with sw.AsyncConnectionManager(audit=InMemoryAuditSink(capacity=10_000),
+                                             settings=bench_settings(self._sim)) as manager:
+            self._manager = manager
+            async with manager.market_data(credentials(self._name),
+                                           symbols=[self._symbol]) as feed:
+                self.lease_id = feed.lease_id
+                self._loop = asyncio.get_running_loop()
+                self._ready.set()
+                async for quote in feed.quotes():
+                    self.tally(quote)
+                    if self._ending and is_sentinel(quote):
+                        break
+
+    def dropped(self) -> int:
+        """The lease's dropped count, from the async manager's health (from another thread)."""
+        assert self._manager is not None and self._loop is not None
+        report = asyncio.run_coroutine_threadsafe(self._manager.health(), self._loop)
+        return lease_dropped(report.result(WAIT_SECONDS), self.lease_id)
+
+    def stop(self) -> None:
+        self._ending = True
+        self._sim.publish_quote(self._symbol, bid_price=SENTINEL_BID,
+                                ask_price=SENTINEL_BID + 0.01)
+        self._thread.join(WAIT_SECONDS)
 
 
 # (a) Throughput.
 
 
 def burst(sim: Simulator, symbol: str, tallies: Sequence[Tally], quotes: int,
-          batch_size: int) -> dict[str, Any]:
-    """One timed burst of ``quotes`` quotes of ``symbol``; ``tallies`` count them."""
+          batch_size: int, *, dropped: Callable[[], list[int]]) -> dict[str, Any]:
+    """One timed burst of ``quotes`` quotes of ``symbol``, then the sentinel; ``tallies``
+    count them; ``dropped`` reads each lease's drop counter (outside the timed window)."""
     for tally in tallies:
-        tally.arm(quotes)
+        tally.arm()
+    dropped_before = dropped()
     gc.collect()
     time.sleep(SETTLE_SECONDS)
     timeout = max(60.0, quotes / 500)
     started = time.perf_counter()
     sim.publish_quotes(symbol, quotes, batch_size=batch_size, timeout=timeout)
+    sim.publish_quote(symbol, bid_price=SENTINEL_BID, ask_price=SENTINEL_BID + 0.01)
     published = time.perf_counter()
     complete = all(tally.done.wait(timeout) for tally in tallies)
     finished = max(tally.done_at for tally in tallies) if complete else time.perf_counter()
     elapsed = finished - started
+    drops = [after - before for before, after in zip(dropped_before, dropped(), strict=True)]
+    received = [tally.count for tally in tallies]
     return {
         "complete": complete,
         "elapsed_s": round(elapsed, 4),
         "quotes_per_s": round(quotes / elapsed),
-        "deliveries_per_s": round(quotes * len(tallies) / elapsed),
+        "deliveries_per_s": round(sum(received) / elapsed),
+        "delivered_fraction": round(sum(received) / (quotes * len(tallies)), 4),
         "publish_s": round(published - started, 4),
-        "deliveries_per_lease": [tally.count for tally in tallies],
+        "received_per_lease": received,
+        "dropped_per_lease": drops,
     }
 
 
@@ -263,89 +355,129 @@ def summarise_runs(runs: list[dict[str, Any]], consumers: int) -> dict[str, Any]
         "median_quotes_per_s": round(statistics.median(r["quotes_per_s"] for r in runs)),
         "median_deliveries_per_s": round(statistics.median(r["deliveries_per_s"]
                                                            for r in runs)),
+        "median_delivered_per_lease_per_s": round(statistics.median(
+            r["deliveries_per_s"] / consumers for r in runs)),
+        "dropped_total": sum(sum(r["dropped_per_lease"]) for r in runs),
         "runs": runs,
     }
 
 
-def start_throughput_consumers(
-    sim: Simulator, manager: ConnectionManager
-) -> tuple[dict[str, list[Tally]], list[Lease], list[BareStream]]:
-    tallies: dict[str, list[Tally]] = {name: [] for name in THROUGHPUT_SYMBOLS}
-    leases: list[Lease] = []
-    for name, count in (("manager_1_lease", 1), ("manager_4_leases", 4)):
-        for index in range(count):
-            tally = Tally()
-            tallies[name].append(tally)
-            leases.append(manager.market_data(
-                credentials(name), symbols=[THROUGHPUT_SYMBOLS[name]], on_quote=tally,
-                owner=f"{name}-{index}"))
-    streams = [BareStream(sim, name, THROUGHPUT_SYMBOLS[name], raw=name == "bare_raw")
-               for name in ("bare_raw", "bare_parsed")]
-    for name, stream in zip(("bare_raw", "bare_parsed"), streams, strict=True):
-        tallies[name].append(stream.tally)
-        stream.start()
-    for symbol in THROUGHPUT_SYMBOLS.values():
-        sim.wait_for(subscribed(symbol), WAIT_SECONDS)
-    return tallies, leases, streams
+class Consumers:
+    """Every throughput consumer, connected for the whole phase."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.manager = make_manager(sim)
+        self.tallies: dict[str, list[Tally]] = {name: [] for name in THROUGHPUT_SYMBOLS}
+        self.leases: dict[str, list[sw.MarketDataLease]] = {}
+        for name, count in MANAGER_LEASES.items():
+            self.leases[name] = []
+            for index in range(count):
+                tally = Tally()
+                self.tallies[name].append(tally)
+                self.leases[name].append(self.manager.market_data(
+                    credentials(name), symbols=[THROUGHPUT_SYMBOLS[name]], on_quote=tally,
+                    owner=f"{name}-{index}"))
+        self.async_consumer = AsyncConsumer(sim, "async_1_lease",
+                                            THROUGHPUT_SYMBOLS["async_1_lease"])
+        self.async_consumer.start()
+        self.tallies["async_1_lease"].append(self.async_consumer.tally)
+        self.streams = [BareStream(sim, name, THROUGHPUT_SYMBOLS[name], raw=name == "bare_raw")
+                        for name in ("bare_raw", "bare_parsed")]
+        for name, stream in zip(("bare_raw", "bare_parsed"), self.streams, strict=True):
+            self.tallies[name].append(stream.tally)
+            stream.start()
+        for symbol in THROUGHPUT_SYMBOLS.values():
+            sim.wait_for(subscribed(symbol), WAIT_SECONDS)
+
+    def dropped(self, name: str) -> Callable[[], list[int]]:
+        """Reads the drop counters of configuration ``name``'s leases."""
+        if name in self.leases:
+            ids = [lease.lease_id for lease in self.leases[name]]
+            return lambda: [lease_dropped(self.manager.health(), lease_id) for lease_id in ids]
+        if name == "async_1_lease":
+            return lambda: [self.async_consumer.dropped()]
+        return lambda: [0]  # the bare SDK drops nothing: it queues without a bound
+
+    def close(self, sim: Simulator) -> int:
+        lifecycles = len(self.manager.health().lifecycles)
+        for leases in self.leases.values():
+            for lease in leases:
+                lease.release()
+        self.manager.close()
+        self.async_consumer.stop()
+        for stream in self.streams:
+            stream.stop_quickly(sim)
+        sim.wait_for(no_connection, WAIT_SECONDS)
+        return lifecycles
 
 
 def ratios(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Manager over bare quotes per second: of the medians, and per repetition (paired)."""
+    """Quotes per second, one configuration over another: of the medians, per repetition
+    (paired), and of the delivered rate per lease (drops excluded); with the goal if any."""
+    pairs = [(managed, bare) for managed in MANAGER_LEASES for bare in ("bare_raw", "bare_parsed")]
+    pairs.append(("async_1_lease", "manager_1_lease"))
     result = {}
-    for managed in ("manager_1_lease", "manager_4_leases"):
-        for bare in ("bare_raw", "bare_parsed"):
-            paired = [m["quotes_per_s"] / b["quotes_per_s"] for m, b in
-                      zip(configs[managed]["runs"], configs[bare]["runs"], strict=True)]
-            result[f"{managed}/{bare}"] = {
-                "of_medians": round(configs[managed]["median_quotes_per_s"]
-                                    / configs[bare]["median_quotes_per_s"], 3),
-                "median_paired": round(statistics.median(paired), 3),
-                "paired": [round(r, 3) for r in paired],
-            }
+    for top, bottom in pairs:
+        paired = [t["quotes_per_s"] / b["quotes_per_s"] for t, b in
+                  zip(configs[top]["runs"], configs[bottom]["runs"], strict=True)]
+        name = f"{top}/{bottom}"
+        entry: dict[str, Any] = {
+            "of_medians": round(configs[top]["median_quotes_per_s"]
+                                / configs[bottom]["median_quotes_per_s"], 3),
+            "median_paired": round(statistics.median(paired), 3),
+            "paired": [round(r, 3) for r in paired],
+            "delivered_per_lease_of_medians": round(
+                configs[top]["median_delivered_per_lease_per_s"]
+                / configs[bottom]["median_delivered_per_lease_per_s"], 3),
+        }
+        if name in GOALS:
+            entry["goal"] = GOALS[name]
+            entry["meets_goal"] = entry["median_paired"] >= GOALS[name]
+        result[name] = entry
     return result
 
 
 def bench_throughput(sim: Simulator, quotes: int, repeat: int,
                      batch_size: int) -> dict[str, Any]:
-    manager = make_manager(sim)
-    tallies, leases, streams = start_throughput_consumers(sim, manager)
+    consumers = Consumers(sim)
+    tallies = consumers.tallies
     warmup = min(quotes, 2000)
     for name, symbol in THROUGHPUT_SYMBOLS.items():
-        burst(sim, symbol, tallies[name], warmup, batch_size)
+        burst(sim, symbol, tallies[name], warmup, batch_size, dropped=consumers.dropped(name))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in THROUGHPUT_SYMBOLS}
     for rep in range(repeat):
         for name, symbol in THROUGHPUT_SYMBOLS.items():
-            runs[name].append(burst(sim, symbol, tallies[name], quotes, batch_size))
+            runs[name].append(burst(sim, symbol, tallies[name], quotes, batch_size,
+                                    dropped=consumers.dropped(name)))
             progress(f"throughput rep {rep + 1}/{repeat} {name}: "
-                     f"{runs[name][-1]['quotes_per_s']} quotes/s")
-    lifecycles = len(manager.health().lifecycles)
-    for lease in leases:
-        lease.release()
-    manager.close()
-    for stream in streams:
-        stream.stop_quickly(sim)
-    sim.wait_for(no_connection, WAIT_SECONDS)
+                     f"{runs[name][-1]['quotes_per_s']} quotes/s, dropped "
+                     f"{sum(runs[name][-1]['dropped_per_lease'])}")
+    lifecycles = consumers.close(sim)
     configs = {name: summarise_runs(runs[name], len(tallies[name])) for name in runs}
     return {
         "burst": {"quotes": quotes, "batch_size": batch_size, "warmup_quotes": warmup,
                   "symbols": THROUGHPUT_SYMBOLS},
         "configs": configs,
         "ratios_quotes_per_s": ratios(configs),
+        "goals": GOALS,
         "manager_lifecycles": lifecycles,
-        "note": "quotes_per_s = burst size / (last quote counted by the last consumer - "
-                "publish start); deliveries_per_s multiplies by the leases. The simulator "
+        "note": "quotes_per_s = burst size / (sentinel seen by the last consumer - publish "
+                "start); deliveries_per_s counts the quotes the leases received (the ones "
+                "conflated away are in dropped_per_lease, read from health()). The simulator "
                 "shares the process (and the GIL); publish_s is its own sending time, and "
                 "publish_s close to elapsed_s means the consumer kept up with it (the figure "
                 "is then a lower bound of what the consumer can take). Runs are interleaved; "
-                "'paired' ratios compare runs of the same repetition. With --batch-size 1 "
-                "the simulator's per-frame cost dominates every consumer alike.",
+                "'paired' ratios compare runs of the same repetition and are judged against "
+                "the goals. async_1_lease: AsyncConnectionManager, async for over "
+                "feed.quotes() on its own thread's loop; manager_*: sync ConnectionManager, "
+                "on_quote callbacks on the callback workers.",
     }
 
 
 # (b) Stop latency.
 
 
-def manager_stop_once(sim: Simulator, manager: ConnectionManager, idle: float) -> dict[str, Any]:
+def manager_stop_once(sim: Simulator, manager: sw.ConnectionManager, idle: float) -> dict[str, Any]:
     lease = manager.market_data(credentials("stop"), symbols=[LATENCY_SYMBOL])
     time.sleep(idle)
     started = time.perf_counter()
@@ -378,7 +510,7 @@ def sdk_stop_once(sim: Simulator, watch: AckWatch, idle: float) -> dict[str, Any
 
 
 def bench_stop(sim: Simulator, manager_reps: int, sdk_reps: int, idle: float) -> dict[str, Any]:
-    sink = InMemoryAuditSink()
+    sink = InMemoryAuditSink(capacity=10_000)
     manager = make_manager(sim, sink)
     manager_runs = [manager_stop_once(sim, manager, idle) for _ in range(manager_reps)]
     clean = sum(1 for r in sink.records()
@@ -386,21 +518,24 @@ def bench_stop(sim: Simulator, manager_reps: int, sdk_reps: int, idle: float) ->
     manager.close()
     progress("stop: manager " + ", ".join(f"{r['until_stopped_ms']:.1f}" for r in manager_runs)
              + " ms")
-    sdk_runs = []
+    sdk_runs: list[dict[str, Any]] = []
     with watching_acks() as watch:
         for rep in range(sdk_reps):
             sdk_runs.append(sdk_stop_once(sim, watch, idle))
             progress(f"stop: sdk rep {rep + 1}/{sdk_reps}: "
                      f"{sdk_runs[-1]['until_thread_ended_s']:.3f} s")
     manager_median = statistics.median(r["until_stopped_ms"] for r in manager_runs)
-    sdk_median = statistics.median(r["until_thread_ended_s"] for r in sdk_runs)
+    sdk_median = (statistics.median(r["until_thread_ended_s"] for r in sdk_runs)
+                  if sdk_runs else None)
     return {
         "idle_before_stop_s": idle,
         "manager": {"median_ms": round(manager_median, 3),
                     "max_ms": max(r["until_stopped_ms"] for r in manager_runs),
                     "clean_stops_audited": clean, "runs": manager_runs},
-        "sdk_stop": {"median_s": round(sdk_median, 4), "runs": sdk_runs},
-        "ratio_sdk/manager": round(sdk_median * 1000 / max(manager_median, 1e-3), 1),
+        "sdk_stop": {"median_s": None if sdk_median is None else round(sdk_median, 4),
+                     "runs": sdk_runs},
+        "ratio_sdk/manager": (None if sdk_median is None
+                              else round(sdk_median * 1000 / max(manager_median, 1e-3), 1)),
         "note": "manager: release() of the last lease until health().lifecycles is empty. "
                 "sdk: StockDataStream.stop() until the run() thread ended; its receive loop "
                 f"polls for a stop every {SDK_POLL_SECONDS:g} s, so on an idle stream it "
@@ -475,7 +610,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "alpaca_py": importlib.metadata.version("alpaca-py"),
         "websockets": importlib.metadata.version("websockets"),
-        "streamwarden": streamwarden_version,
+        "streamwarden": sw.__version__,
         "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
     }
 
@@ -487,13 +622,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100,
                         help="quotes per WebSocket frame in the burst (default 100)")
     parser.add_argument("--stop-reps", type=int, default=10, help="manager stops")
-    parser.add_argument("--sdk-stop-reps", type=int, default=3, help="SDK stops (~5 s each)")
+    parser.add_argument("--sdk-stop-reps", type=int, default=3,
+                        help="SDK stops (~5 s each; 0 skips them)")
     parser.add_argument("--idle", type=float, default=0.5,
                         help="seconds a stream idles after its ack before the stop")
     parser.add_argument("--cycles", type=int, default=50, help="start cycles per side")
     parser.add_argument("--seed", type=int, default=0, help="seed of the quote values")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 300-quote bursts, one of each, no SDK stop")
     args = parser.parse_args()
-    for name in ("quotes", "repeat", "batch_size", "stop_reps", "sdk_stop_reps", "cycles"):
+    if args.quick:
+        args.quotes, args.repeat, args.stop_reps, args.sdk_stop_reps = 300, 1, 1, 0
+        args.idle, args.cycles = 0.0, 2
+    if args.sdk_stop_reps < 0:
+        parser.error("--sdk-stop-reps must not be negative")
+    for name in ("quotes", "repeat", "batch_size", "stop_reps", "cycles"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.idle < 0:
@@ -524,7 +667,7 @@ def main() -> None:
         "simulator_connections_opened": opened,
         "sdk_warnings_logged": logged,
         "sdk_warnings_note": "alpaca-py records at WARNING or above per phase (counted, not "
-                             "printed). Manager stops per phase: throughput 2, stop_latency "
+                             "printed). Manager stops per phase: throughput 4, stop_latency "
                              f"{args.stop_reps}, start_latency {args.cycles}.",
         "total_seconds": round(time.perf_counter() - began, 1),
     }, indent=2))

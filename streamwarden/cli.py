@@ -2,39 +2,82 @@
 
 Bad arguments exit 2 with a one-line reason (argparse); failures exit 1 with a typed, readable
 message; success exits 0.
+
+Start-up stays fast: this module imports only the standard library and light streamwarden
+modules. A subcommand's module (the audit commands, the simulator, the demo, the model check,
+the diagrams) is imported only when that subcommand runs; ``--help`` and ``--version`` import
+none of them. The subcommands defined elsewhere are listed in :data:`LAZY_COMMANDS` with their
+one-line help, so that ``streamwarden --help`` shows them all without importing them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import statemachine
-
-from streamwarden import __version__, demo
+from streamwarden import __version__
 from streamwarden.arguments import positive_int
-from streamwarden.audit import commands as audit_commands
 from streamwarden.errors import StreamwardenError
-from streamwarden.logging import LOGGER_NAME
-from streamwarden.machine.diagram import FORMATS, render
-from streamwarden.machine.modelcheck import ModelCheckResult, describe, model_check
-from streamwarden.machine.spec import LifecycleSpec, load_spec
-from streamwarden.simulator import command as simulator_command
+
+if TYPE_CHECKING:
+    from streamwarden.machine.modelcheck import ModelCheckResult
+    from streamwarden.machine.spec import LifecycleSpec
 
 Handler = Callable[[argparse.Namespace], int]
 """A subcommand: takes the parsed arguments, returns the exit status (0 ok, 1 failure)."""
 
 DEFAULT_EXAMPLES = 200
 CHECK_EXTRA_HINT = "the property-based run needs hypothesis: pip install 'streamwarden[check]'"
+#: ``streamwarden diagram --format`` choices (``streamwarden.machine.diagram.FORMATS``; a test
+#: keeps the two equal).
+DIAGRAM_FORMATS = ("mermaid", "dot", "svg", "md")
+#: Subcommands defined in other modules, in ``--help`` order: name -> (module, one-line help).
+#: The module (its ``add_commands(commands)`` adds the real subparsers) is imported only when
+#: one of its subcommands is on the command line; otherwise a placeholder with the same help
+#: keeps the name in ``--help``. A test keeps these help lines equal to the modules' own.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("streamwarden.audit.commands", "audit database schema (Alembic migrations)"),
+    "audit": ("streamwarden.audit.commands", "query, verify and export the audit trail"),
+    "simulator": ("streamwarden.simulator.command", "the Alpaca protocol simulator, standalone"),
+    "demo": ("streamwarden.demo",
+             "three strategies sharing connections, on the simulator (no credentials)"),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _selected_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: its first argument that is not an option (the
+    top-level options take no value)."""
+    for argument in argv:
+        if argument == "--":
+            return None
+        if not argument.startswith("-"):
+            return argument
+    return None
+
+
+def _add_lazy_commands(commands: argparse._SubParsersAction[Any], selected: str | None) -> None:
+    """The subcommands of :data:`LAZY_COMMANDS`: real ones for the module of ``selected``,
+    placeholders (name and help only) for the others."""
+    added: set[str] = set()
+    for name, (module, help_text) in LAZY_COMMANDS.items():
+        if module in added:
+            continue
+        if selected in LAZY_COMMANDS and LAZY_COMMANDS[selected][0] == module:
+            importlib.import_module(module).add_commands(commands)
+            added.add(module)
+        else:
+            commands.add_parser(name, help=help_text)
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line's parser, with the real subparsers of the subcommand ``argv`` names."""
     parser = argparse.ArgumentParser(
         prog="streamwarden",
         description="Shared, audited Alpaca WebSocket connections with a formal lifecycle.",
@@ -57,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Render the lifecycle spec: mermaid, dot, svg (needs Graphviz) or md "
                     "(the docs/lifecycle.md reference page).",
     )
-    diagram.add_argument("--format", choices=FORMATS, default="mermaid")
+    diagram.add_argument("--format", choices=DIAGRAM_FORMATS, default="mermaid")
     diagram.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                          help="write to FILE instead of standard output")
     for sub in (check, diagram):
@@ -65,13 +108,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="use the spec files in DIR instead of the packaged ones")
     check.set_defaults(handler=_check)
     diagram.set_defaults(handler=_diagram)
-    audit_commands.add_commands(commands)
-    simulator_command.add_commands(commands)
-    demo.add_commands(commands)
+    _add_lazy_commands(commands, _selected_command(argv))
     return parser
 
 
 def _versions() -> dict[str, str]:
+    import statemachine  # noqa: PLC0415
+
     return {"streamwarden": __version__, "python-statemachine": statemachine.__version__,
             "python": platform.python_version()}
 
@@ -96,6 +139,8 @@ def _property_run(spec: LifecycleSpec, examples: int) -> dict[str, Any]:
         )
     except ImportError:
         return {"ok": False, "failure": CHECK_EXTRA_HINT, "examples": 0}
+    from streamwarden.logging import LOGGER_NAME  # noqa: PLC0415
+
     invariants = [inv.id for inv in spec.invariants]
     print(f"property run  {examples} examples x up to {STEPS_PER_EXAMPLE} steps, checking "
           f"{', '.join(invariants)} and audit conformance after every step ...",
@@ -113,6 +158,9 @@ def _property_run(spec: LifecycleSpec, examples: int) -> dict[str, Any]:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from streamwarden.machine.modelcheck import describe, model_check  # noqa: PLC0415
+    from streamwarden.machine.spec import load_spec  # noqa: PLC0415
+
     spec = load_spec(args.spec_dir)
     result = model_check(spec, max_leases=args.max_leases)
     if not args.json:
@@ -137,6 +185,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _diagram(args: argparse.Namespace) -> int:
+    from streamwarden.machine.diagram import render  # noqa: PLC0415
+    from streamwarden.machine.spec import load_spec  # noqa: PLC0415
+
     text = render(load_spec(args.spec_dir), args.format)
     if args.output is None:
         sys.stdout.write(text)
@@ -152,7 +203,8 @@ def _diagram(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(arguments).parse_args(arguments)
     handler: Handler = args.handler
     try:
         return handler(args)

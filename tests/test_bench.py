@@ -14,13 +14,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(("script", "arguments", "key"), [
-    ("lease_roundtrip.py", ["--iterations", "50"], "manager"),
-    ("stream_throughput.py", ["--quotes", "200", "--repeat", "1", "--stop-reps", "1",
-                              "--sdk-stop-reps", "1", "--idle", "0", "--cycles", "2"],
-     "throughput"),
+    ("lease_roundtrip.py", ["--quick"], "ratio_p50"),
+    ("stream_throughput.py", ["--quick"], "throughput"),
+    ("isolation_latency.py", ["--quick"], "ratio_p99"),
+    ("startup.py", ["--quick"], "results"),
+    ("memory.py", ["--quick"], "per_idle_lease"),
     ("audit_throughput.py", ["--rows", "300", "--sync-appends", "10", "--batched-appends", "50",
                              "--no-pg"], "results"),
-], ids=["lease_roundtrip", "stream_throughput", "audit_throughput"])
+], ids=["lease_roundtrip", "stream_throughput", "isolation_latency", "startup", "memory",
+        "audit_throughput"])
 def test_benchmark_prints_json(script, arguments, key):
     done = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True,
                           text=True, timeout=120, check=False)

@@ -57,3 +57,49 @@ def test_console_script_is_installed():
     completed = subprocess.run([str(script), "--version"],
                                capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 0 and completed.stdout.startswith("streamwarden ")
+
+
+def _subcommand_helps(parser):
+    import argparse  # noqa: PLC0415
+
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {choice.dest: choice.help for choice in commands._choices_actions}
+
+
+def test_lazy_subcommands_keep_their_modules_help_lines():
+    import argparse  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
+
+    from streamwarden import cli  # noqa: PLC0415
+    from streamwarden.machine.diagram import FORMATS  # noqa: PLC0415
+
+    real = argparse.ArgumentParser()
+    commands = real.add_subparsers()
+    for module in dict.fromkeys(module for module, _ in cli.LAZY_COMMANDS.values()):
+        importlib.import_module(module).add_commands(commands)
+    assert _subcommand_helps(real) == {name: help_text for name, (_, help_text)
+                                       in cli.LAZY_COMMANDS.items()}
+    listed = _subcommand_helps(cli._parser())
+    assert list(listed) == ["check", "diagram", *cli.LAZY_COMMANDS]
+    for name in cli.LAZY_COMMANDS:  # the real subparsers when the command is named
+        assert _subcommand_helps(cli._parser([name])) == listed
+    assert cli.DIAGRAM_FORMATS == FORMATS
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["demo", "--help"]])
+def test_version_and_help_import_no_subcommand_module(argv):
+    code = ("import json, sys\nfrom streamwarden.cli import main\ntry:\n"
+            f"    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    if argv[0] == "demo":  # the demo's own module, not the other subcommands'
+        assert "streamwarden.demo" in loaded
+        assert "streamwarden.audit.commands" not in loaded
+        return
+    heavy = {"alpaca", "sqlalchemy", "alembic", "pandas", "statemachine", "structlog",
+             "streamwarden.demo", "streamwarden.audit.commands",
+             "streamwarden.simulator.command", "streamwarden.machine.modelcheck",
+             "streamwarden.machine.diagram"}
+    assert not heavy & loaded

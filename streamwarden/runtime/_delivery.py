@@ -63,7 +63,15 @@ class Mailbox:
     Thread-safety: :meth:`put` and :meth:`close` are called on the engine loop; every other
     method may be called from any thread. The internal lock is held only for queue operations,
     never while a callback runs or while waiting.
+
+    Memory: slotted, and the condition variable that blocking readers wait on is made on the
+    first such wait, so an idle lease costs little (benchmarks: bench/memory.py).
     """
+
+    __slots__ = ("_async_waiters", "_callbacks", "_capacity", "_closed", "_cond", "_error",
+                 "_lanes", "_latest", "_lock", "_log", "_on_overflow", "_overflowed", "_pool",
+                 "_quotes", "_running_since", "_scheduled", "_seq", "_sync_waiters",
+                 "callback_errors", "delivered", "dropped", "lease_id", "owner")
 
     def __init__(
         self,
@@ -83,7 +91,8 @@ class Mailbox:
         self._pool = pool
         self._on_overflow = on_overflow
         self._log = log
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None  # over _lock, made by the first waiter
         self._seq = itertools.count()
         self._quotes: OrderedDict[str, tuple[int, float, Any]] = OrderedDict()
         self._lanes: dict[str, deque[tuple[int, float, Any]]] = {}
@@ -110,7 +119,7 @@ class Mailbox:
         """Queue ``message`` (or keep only its latest value); never blocks."""
         channel = message.channel
         schedule = overflow = False
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             if channel in _KEPT_CHANNELS:
@@ -127,15 +136,16 @@ class Mailbox:
             self._on_overflow(self)
 
     def _enqueue(self, message: StreamMessage) -> bool:
-        entry = (next(self._seq), time.monotonic(), message.payload)
         if message.channel == "quotes":
             symbol = message.symbol or ""
             queued = self._quotes.get(symbol)
-            if queued is not None:
+            if queued is not None:  # conflate: the newest wins, and keeps the queued place
                 self.dropped += 1
-                entry = (queued[0], queued[1], message.payload)  # keeps its place in line
-            self._quotes[symbol] = entry
+                self._quotes[symbol] = (queued[0], queued[1], message.payload)
+            else:
+                self._quotes[symbol] = (next(self._seq), time.monotonic(), message.payload)
             return True
+        entry = (next(self._seq), time.monotonic(), message.payload)
         lane = self._lanes.get(message.channel)
         if lane is None:
             lane = self._lanes[message.channel] = deque()
@@ -149,7 +159,7 @@ class Mailbox:
         return True
 
     def _wake(self) -> None:
-        if self._sync_waiters:
+        if self._sync_waiters and self._cond is not None:
             self._cond.notify_all()
         if self._async_waiters:
             waiters, self._async_waiters = self._async_waiters, []
@@ -159,7 +169,7 @@ class Mailbox:
 
     def close(self, error: StreamwardenError | None) -> None:
         """End delivery: released (``error`` None) or revoked (iterators raise ``error``)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._error = error
             self._quotes.clear()
@@ -168,7 +178,7 @@ class Mailbox:
 
     def forget(self, pairs: frozenset[Subscription]) -> None:
         """Drop the latest values of ``pairs`` (the lease unsubscribed them)."""
-        with self._cond:
+        with self._lock:
             for pair in pairs:
                 self._latest.pop(pair, None)
 
@@ -187,7 +197,7 @@ class Mailbox:
             WaitTimeoutError: nothing arrived in time.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while True:
                 found, payload = self._take(channel)
                 if found:
@@ -195,7 +205,7 @@ class Mailbox:
                 remaining = self._remaining(deadline, channel, timeout)
                 self._sync_waiters += 1
                 try:
-                    self._cond.wait(remaining)
+                    self._condition().wait(remaining)
                 finally:
                     self._sync_waiters -= 1
 
@@ -206,7 +216,7 @@ class Mailbox:
             MailboxClosedError / StreamwardenError / WaitTimeoutError: as :meth:`get`.
         """
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while True:
                 latest = self._latest.get(pair)
                 if latest is not None:
@@ -214,7 +224,7 @@ class Mailbox:
                 remaining = self._remaining(deadline, pair[0], timeout, symbol=pair[1])
                 self._sync_waiters += 1
                 try:
-                    self._cond.wait(remaining)
+                    self._condition().wait(remaining)
                 finally:
                     self._sync_waiters -= 1
 
@@ -248,7 +258,7 @@ class Mailbox:
     def _register(self, loop: asyncio.AbstractEventLoop, probe: Callable[[], tuple[bool, Any]],
                   deadline: float | None, channel: str, *, timeout: float | None,
                   symbol: str | None = None) -> asyncio.Future[None] | tuple[bool, Any]:
-        with self._cond:
+        with self._lock:
             found = probe()
             if found[0]:
                 return found
@@ -263,9 +273,15 @@ class Mailbox:
         try:
             await asyncio.wait_for(future, remaining)
         except TimeoutError:
-            with self._cond:
+            with self._lock:
                 self._async_waiters = [w for w in self._async_waiters if w[1] is not future]
             raise _timeout(channel, timeout, symbol) from None
+
+    def _condition(self) -> threading.Condition:
+        """The condition blocking readers wait on (made on first use). Call with the lock held."""
+        if self._cond is None:
+            self._cond = threading.Condition(self._lock)
+        return self._cond
 
     def _remaining(self, deadline: float | None, channel: str, timeout: float | None,
                    symbol: str | None = None) -> float | None:
@@ -318,7 +334,7 @@ class Mailbox:
             True if messages are left (the pool schedules this mailbox again).
         """
         for _ in range(_BATCH):
-            with self._cond:
+            with self._lock:
                 item = None if self._closed else self._take_oldest()
                 if item is None:
                     self._scheduled = False
@@ -334,7 +350,7 @@ class Mailbox:
         return True
 
     def _failed(self, channel: str, payload: Any) -> None:
-        with self._cond:
+        with self._lock:
             self.callback_errors += 1
         self._log.exception(events.CALLBACK_FAILED, lease_id=self.lease_id, owner=self.owner,
                             channel=channel, symbol=getattr(payload, "symbol", None))
@@ -342,7 +358,7 @@ class Mailbox:
     def stats(self) -> MailboxStats:
         """Queue depth, oldest undelivered age, counters."""
         now = time.monotonic()
-        with self._cond:
+        with self._lock:
             heads = [lane[0][1] for lane in self._lanes.values() if lane]
             heads += [entry[1] for entry in self._quotes.values()]
             depth = len(self._quotes) + sum(len(lane) for lane in self._lanes.values())

@@ -19,6 +19,53 @@ class LeaseStatus(Enum):
     REVOKED = "revoked"
 
 
+class ReadyFlag:
+    """``asyncio.Event``'s ``set``, ``clear``, ``is_set`` and ``wait`` on the engine loop, in less
+    memory: one per lease, and most leases never have a waiter (the list is made by the first).
+
+    Thread-safety: engine loop only.
+    """
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._value
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter (they return even if it is cleared meanwhile)."""
+        if self._value:
+            return
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        """Unset the flag."""
+        self._value = False
+
+    async def wait(self) -> bool:
+        """Return True once the flag is set (at once if it is)."""
+        if self._value:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class LeaseHandle:
     """One lease as the engine sees it.
 
@@ -36,7 +83,7 @@ class LeaseHandle:
         self.subscriptions = subscriptions
         self.status = LeaseStatus.LIVE
         self.revocation: StreamwardenError | None = None
-        self.ready = asyncio.Event()
+        self.ready = ReadyFlag()
 
     def end(self, status: LeaseStatus, error: StreamwardenError | None) -> None:
         """Mark the lease released or revoked and close its delivery queue. Engine loop only."""

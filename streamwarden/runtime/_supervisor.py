@@ -447,7 +447,12 @@ class Supervisor:
             handle.mailbox.forget(handle.subscriptions - pending.resubscribe.subscriptions)
             handle.subscriptions = pending.resubscribe.subscriptions
         await self._revoke(effects, record)
-        self._update_readiness()
+        transition = pending.transition
+        entry = pending.add or pending.resubscribe
+        if transition is not None and transition.from_state != transition.to_state:
+            self._update_readiness()
+        elif entry is not None:  # only the lease this change is about can have changed
+            self._update_lease_readiness(entry.info.lease_id)
         if self._settings.debug:
             self.check_invariants()
         return effects
@@ -489,11 +494,18 @@ class Supervisor:
             self._log.error(events.AUDIT_WRITE_FAILED, spec_event=draft.event, error=str(exc))
 
     def _update_readiness(self) -> None:
-        for lease_id, handle in self._handles.items():
-            if self.core.ready(lease_id):
-                handle.ready.set()
-            else:
-                handle.ready.clear()
+        """Set or clear every lease's ready flag (the state or the acknowledged wire changed)."""
+        for lease_id in self._handles:
+            self._update_lease_readiness(lease_id)
+
+    def _update_lease_readiness(self, lease_id: str) -> None:
+        handle = self._handles.get(lease_id)
+        if handle is None:
+            return
+        if self.core.ready(lease_id):
+            handle.ready.set()
+        else:
+            handle.ready.clear()
 
     # Ending the lifecycle.
 
