@@ -39,6 +39,11 @@ class AuditWriter:
         if not getattr(sink, "nonblocking", False):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
 
+    @property
+    def inline(self) -> bool:
+        """Whether :meth:`write` completes without suspending (a sink that never blocks)."""
+        return self._executor is None
+
     def build(self, lifecycle_id: str, key: StreamKey, draft: Draft) -> AuditRecord:
         """The record of ``draft``, with a new event id and the current time."""
         error = draft.error

@@ -140,6 +140,11 @@ class Supervisor:
                                       fingerprint=lifecycle.key.fingerprint,
                                       kind=lifecycle.key.kind)
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        # Whether an item (or a command run in place, see _call) is being handled: one at a
+        # time, in order. ``_free`` is set whenever it is not.
+        self._busy = False
+        self._free = asyncio.Event()
+        self._free.set()
         self._handles: dict[str, LeaseHandle] = {}
         self._transport_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -204,9 +209,29 @@ class Supervisor:
             if isinstance(if_finished, BaseException):
                 raise if_finished
             return if_finished
+        if self._services.writer.inline and not self._busy and self._inbox.empty():
+            return await self._run_in_place(run)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(_Call(run, future))
         return await future
+
+    async def _run_in_place(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a command in the caller's task while the supervisor waits on its empty inbox.
+
+        Only with an audit sink that never blocks: then nothing in ``run`` suspends between a
+        record and its commit, so the caller being cancelled cannot split them. The same order
+        holds as through the inbox (it is empty, and the supervisor waits while this runs);
+        the supervisor is woken afterwards when a deadline may now be due.
+        """
+        self._busy = True
+        self._free.clear()
+        try:
+            return await run()
+        finally:
+            self._busy = False
+            self._free.set()
+            if self.core.next_deadline() is not None:
+                self._inbox.put_nowait(_Event(_nothing))
 
     # What the transport reports (TransportEvents), on the engine loop.
 
@@ -260,12 +285,22 @@ class Supervisor:
     async def _serve(self) -> None:
         while True:
             item = await self._next()
+            while self._busy:  # a command running in place (see _call) finishes first
+                await self._free.wait()
             if item is not None:
-                await self._handle(item)
+                self._busy = True
+                self._free.clear()
+                try:
+                    await self._handle(item)
+                finally:
+                    self._busy = False
+                    self._free.set()
             state = self.core.state
             if state == STOPPED or (state == IDLE and not self.core.leases):
                 return
             if self.core.due(self._clock.monotonic()):
+                self._busy = True  # for good: commands now wait in the inbox, then get RETRY
+                self._free.clear()
                 await self._stop()
                 return
 
