@@ -6,7 +6,7 @@ supervisor, a sans-I/O lifecycle core that records before it acts, and per-lease
 delivery queues with callbacks on a small worker pool.
 """
 
-from streamwarden.runtime._keys import StreamKey
+from streamwarden._keys import StreamKey
 from streamwarden.runtime.health import HealthReport, LeaseHealth, LifecycleHealth
 from streamwarden.runtime.leases import (
     AsyncMarketDataLease,

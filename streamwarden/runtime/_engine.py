@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import structlog
 
 from streamwarden import logging as events
+from streamwarden._keys import StreamKey
 from streamwarden.audit.records import AuditSink
 from streamwarden.clock import Clock
 from streamwarden.config import Settings
@@ -45,7 +46,6 @@ from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import Subscription
 from streamwarden.runtime._delivery import CallbackPool
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
-from streamwarden.runtime._keys import StreamKey
 from streamwarden.runtime._lifecycle import RUNNING, STARTING, STOPPED, Lifecycle, Timing
 from streamwarden.runtime._recording import AuditWriter
 from streamwarden.runtime._supervisor import AcquireRequest, Services, Supervisor

@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from streamwarden._keys import MARKET_DATA, StreamKey
 from streamwarden.audit.records import AuditRecord, Outcome
 from streamwarden.errors import (
     InvalidTransitionError,
@@ -32,7 +33,6 @@ from streamwarden.machine.lifecycle import (
 )
 from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
-from streamwarden.runtime._keys import MARKET_DATA, StreamKey
 from streamwarden.transports._contract import StreamMessage
 
 IDLE, STARTING, RUNNING, DRAINING, STOPPED = "idle", "starting", "running", "draining", "stopped"

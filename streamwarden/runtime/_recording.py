@@ -13,12 +13,12 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+from streamwarden._keys import StreamKey
 from streamwarden.audit.records import AuditRecord, AuditSink
 from streamwarden.clock import Clock
 from streamwarden.errors import AuditUnavailableError, StreamwardenError
 from streamwarden.ids import new_id
 from streamwarden.logging import SecretRedactor
-from streamwarden.runtime._keys import StreamKey
 from streamwarden.runtime._lifecycle import Draft
 
 

@@ -24,13 +24,13 @@ from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from streamwarden._keys import StreamKey
 from streamwarden.errors import InvalidInputError
 from streamwarden.ids import resolve_correlation_id
 from streamwarden.marketdata import CHANNELS, TRADE_UPDATES_CHANNEL, Bar, Channel, Quote, Trade
 from streamwarden.runtime._delivery import MailboxClosedError
 from streamwarden.runtime._engine import raise_unless_live
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
-from streamwarden.runtime._keys import StreamKey
 from streamwarden.validation import check_seconds, check_symbols
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from typing import Any, Generic, Self, TypeVar
 import structlog
 
 from streamwarden import logging as events
+from streamwarden._keys import MARKET_DATA, TRADE_UPDATES, StreamKey, StreamKind
 from streamwarden.audit.memory import InMemoryAuditSink
 from streamwarden.audit.records import AuditSink
 from streamwarden.clock import Clock, SystemClock
@@ -29,7 +30,6 @@ from streamwarden.marketdata import TRADE_UPDATES_CHANNEL
 from streamwarden.runtime._delivery import Callback
 from streamwarden.runtime._engine import CLOSE_SLACK_SECONDS, Engine
 from streamwarden.runtime._handle import LeaseHandle
-from streamwarden.runtime._keys import MARKET_DATA, TRADE_UPDATES, StreamKey, StreamKind
 from streamwarden.runtime._supervisor import AcquireRequest
 from streamwarden.runtime.health import HealthReport
 from streamwarden.runtime.leases import (

@@ -14,11 +14,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streamwarden._keys import StreamKey
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import ConnectionStartError
 from streamwarden.marketdata import Subscription
-from streamwarden.runtime._keys import StreamKey
 from streamwarden.transports._contract import StreamMessage, TransportEvents
 
 #: Seconds an ``emit_*`` call waits for the engine loop to take its event.

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from streamwarden._keys import MARKET_DATA, StreamKey
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import (
@@ -37,7 +38,6 @@ from streamwarden.marketdata import (
     channel_of,
     parse_market_data,
 )
-from streamwarden.runtime._keys import MARKET_DATA, StreamKey
 from streamwarden.transports import _sdk_adapter as sdk_adapter
 from streamwarden.transports._contract import StreamMessage, TransportEvents
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from streamwarden._keys import StreamKey
     from streamwarden.config import Settings
     from streamwarden.credentials import Credentials
     from streamwarden.errors import ConnectionStartError
     from streamwarden.marketdata import Subscription
-    from streamwarden.runtime._keys import StreamKey
 
 
 @dataclass(frozen=True, slots=True)

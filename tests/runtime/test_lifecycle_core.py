@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from streamwarden._keys import StreamKey
 from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import InvalidTransitionError, LeaseError
 from streamwarden.machine.spec import default_spec
-from streamwarden.runtime._keys import StreamKey
 from streamwarden.runtime._lifecycle import LeaseInfo, Lifecycle, Pending, Timing
 from streamwarden.transports import StreamMessage
 
