@@ -221,7 +221,8 @@ class Supervisor:
         Only with an audit sink that never blocks: then nothing in ``run`` suspends between a
         record and its commit, so the caller being cancelled cannot split them. The same order
         holds as through the inbox (it is empty, and the supervisor waits while this runs);
-        the supervisor is woken afterwards when a deadline may now be due.
+        the supervisor is woken afterwards when a deadline may now be due, or when the
+        lifecycle never left ``idle`` (its first acquire was not recorded) and must retire.
         """
         self._busy = True
         self._free.clear()
@@ -230,8 +231,8 @@ class Supervisor:
         finally:
             self._busy = False
             self._free.set()
-            if self.core.next_deadline() is not None:
-                self._inbox.put_nowait(_Event(_nothing))
+            if self.core.next_deadline() is not None or self.core.state == IDLE:
+                self._inbox.put_nowait(_Event(_nothing))  # it may have to stop or retire
 
     # What the transport reports (TransportEvents), on the engine loop.
 
