@@ -80,6 +80,9 @@ def _alpaca_transport(key: StreamKey, credentials: Credentials, settings: Settin
 class _Manager:
     """Construction, argument checks and acquire requests shared by both facades."""
 
+    #: Whether the constructor imports alpaca-py (see :func:`_import_alpaca`).
+    _import_sdk_at_construction = True
+
     def __init__(
         self,
         *,
@@ -91,6 +94,8 @@ class _Manager:
         log_format: str | None = None,
         correlation_id: str | None = None,
     ) -> None:
+        if transport_factory is None and self._import_sdk_at_construction:
+            _import_alpaca()
         self._settings = settings if settings is not None else Settings.from_env()
         self._correlation_id = resolve_correlation_id(correlation_id)
         self._spec = spec or default_spec()
@@ -193,23 +198,6 @@ class ConnectionManager(_Manager):
     Thread-safety: every method may be called from any thread, lease callbacks included. Each
     waits for the manager's engine thread, within a bound.
     """
-
-    def __init__(
-        self,
-        *,
-        transport_factory: TransportFactory | None = None,
-        audit: AuditSink | None = None,
-        settings: Settings | None = None,
-        clock: Clock | None = None,
-        spec: LifecycleSpec | None = None,
-        log_format: str | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        if transport_factory is None:
-            _import_alpaca()
-        super().__init__(transport_factory=transport_factory, audit=audit, settings=settings,
-                         clock=clock, spec=spec, log_format=log_format,
-                         correlation_id=correlation_id)
 
     def market_data(
         self,
@@ -360,6 +348,8 @@ class AsyncConnectionManager(_Manager):
     Thread-safety: use one instance from one event loop (any loop: it runs its connections on
     its own engine thread).
     """
+
+    _import_sdk_at_construction = False
 
     def market_data(
         self,
