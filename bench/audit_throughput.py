@@ -47,9 +47,8 @@ from streamwarden.audit.chain import GENESIS_HASH, details_text, link
 from streamwarden.audit.checkpoints import CheckpointWriter
 from streamwarden.audit.database import make_engine, parse_url, redact_url
 from streamwarden.audit.log import AuditLog
-from streamwarden.audit.models import COLUMNS, audit_table, row_to_record
+from streamwarden.audit.models import COLUMNS, audit_table, decode_row, raw_select
 from streamwarden.audit.notes import Signer
-from streamwarden.audit.query import AuditFilter, select_records
 from streamwarden.errors import AuditUnavailableError
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -321,9 +320,10 @@ def bench_checkpoints(databases: Databases, engine_name: str, verify_url: str, r
 def _rows(engine: sa.Engine, after: int, until: int) -> list[AuditRecord]:
     """The rows after seq ``after`` up to ``until``: the table as it was at ``until``, so
     that checkpoints can be signed at past sizes of a bulk-filled table."""
-    statement = select_records(AuditFilter(), after_seq=after, limit=max(1, until - after))
+    statement = (raw_select(engine.dialect.name).where(audit_table.c.seq > after)
+                 .order_by(audit_table.c.seq).limit(max(1, until - after)))
     with engine.connect() as connection:
-        return [row_to_record(row) for row in connection.execute(statement)]
+        return [decode_row(tuple(row)) for row in connection.execute(statement)]
 
 
 def bench_query(url: str, correlation_id: str) -> dict[str, Any]:

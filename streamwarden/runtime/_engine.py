@@ -32,6 +32,7 @@ from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import (
     AuditError,
+    InvariantViolationError,
     LeaseError,
     LeaseRevokedError,
     ManagerClosedError,
@@ -407,6 +408,8 @@ class Engine:
                 await supervisor.shutdown(correlation_id, error)
             except AuditError as exc:
                 failure = failure or exc
+            except InvariantViolationError:
+                pass  # debug mode: logged, and the shutdown took effect
         waiting = [s for s in self._active.values()
                    if s.core.state not in (RUNNING, STARTING)]
         waiters = [asyncio.ensure_future(s.finished.wait()) for s in waiting]

@@ -259,7 +259,8 @@ class ManagerMachine(RuleBasedStateMachine):
     @invariant()
     def spec_invariants_hold(self) -> None:
         if self.driver is not None:
-            assert self.driver.violations() == []
+            violations = self.driver.violations()
+            assert violations == [], violations
 
     @invariant()
     def audit_trail_conforms_to_the_spec(self) -> None:
@@ -276,8 +277,10 @@ class ManagerMachine(RuleBasedStateMachine):
             return
         try:
             self.driver.close(timeout=2.0)
-            assert self.driver.violations() == []
+            violations = self.driver.violations()
+            assert violations == [], violations
         finally:
+            self.driver.engine.stop()  # even when close failed: no engine outlives its example
             self.driver.end()
         acquires = [r for r in self.sink.records() if r.event == "acquire"]
         assert len(acquires) == self.acquires
