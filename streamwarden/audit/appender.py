@@ -4,7 +4,10 @@ The chain stays linear under concurrent writers in several processes because eac
 transaction first takes a database-wide lock on the chain: ``BEGIN IMMEDIATE`` on SQLite (the
 database's write lock), a transaction-scoped advisory lock keyed on the table on PostgreSQL
 (``pg_advisory_xact_lock``, which needs no privilege beyond INSERT and SELECT). Only then is
-the tail row read, so two writers can never seal after the same row.
+the tail row read, so two writers can never seal after the same row. On SQLite the tail
+is not read again when no other connection has committed since this appender's last commit
+on the same connection (``PRAGMA data_version`` unchanged under the write lock, see
+:class:`Tail`).
 
 Before chaining onto the tail row the appender checks it: its hash must match its content,
 its ``seq`` must leave room for the new rows, and it must link to the row before it (or be
@@ -24,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -62,6 +66,7 @@ _TEXT_VALUES = attrgetter(*_TEXT_FIELDS)
 _SEQ, _PREV, _ROW = (RAW_FIELDS.index(name) for name in ("seq", "prev_hash", "row_hash"))
 _TAIL = sa.select(audit_table.c.seq, audit_table.c.row_hash).order_by(
     audit_table.c.seq.desc()).limit(1)
+_WITNESS = "streamwarden_chain_witness"
 _TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
     name: raw_select(name).order_by(audit_table.c.seq.desc()).limit(2)
     for name in ("sqlite", "postgresql")
@@ -71,10 +76,25 @@ _TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
 @dataclass(frozen=True)
 class Tail:
     """The chain's last row as an appender left it: its ``seq`` and ``row_hash``. A tail
-    found equal to it was sealed by this appender and is not checked again. Immutable."""
+    found equal to it was sealed by this appender and is not checked again.
+
+    ``witness`` (SQLite) is the connection that committed it and that connection's
+    ``PRAGMA data_version`` read under the write lock: while the same connection reads the
+    same value under the lock again, no other connection has committed since, so the tail is
+    still this one and is not even read. Immutable.
+    """
 
     seq: int
     row_hash: str
+    witness: tuple[object, int] | None = None
+
+
+class Appended(NamedTuple):
+    """What :func:`append_chain` stored: the records as sealed, and the tail they left
+    (None when nothing was stored)."""
+
+    records: list[AuditRecord]
+    tail: Tail | None
 
 
 def check_record(record: AuditRecord) -> None:
@@ -120,7 +140,7 @@ def _bad_text(text: str) -> bool:
 def append_chain(
     engine: Engine, url: URL, records: Sequence[AuditRecord], *, skip_stored: bool = False,
     lock_timeout: float | None = None, trusted: Tail | None = None,
-) -> list[AuditRecord]:
+) -> Appended:
     """Seal ``records`` after the chain's tail, in order, and insert them in one transaction.
 
     With ``skip_stored``, records whose ``event_id`` is already in the table are left out
@@ -128,7 +148,8 @@ def append_chain(
     tail this appender left last time (not checked again if it is still the tail).
 
     Returns:
-        The records as stored (``seq``, ``prev_hash``, ``row_hash`` set), in order.
+        The records as stored (``seq``, ``prev_hash``, ``row_hash`` set), in order, and the
+        tail they left (pass it as ``trusted`` to the next call).
 
     Raises:
         AuditIntegrityError: if the tail row is not a row to chain onto (its hash does not
@@ -150,13 +171,17 @@ def append_chain(
             connection.execution_options(**{WRITE_OPTION: True})
             with connection.begin():
                 begin_append(connection, url, lock_timeout)
+                witness = _witness(connection) if is_sqlite(url) else None
                 todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed = _seal_after_tail(connection, url, todo, trusted)
+                sealed = _seal_after_tail(connection, url, todo, trusted, witness)
                 if sealed:
                     connection.execute(
                         sa.insert(audit_table), [record_to_row(record) for record in sealed]
                     )
-            return sealed
+            if not sealed:
+                return Appended(sealed, None)
+            return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "",
+                                         witness))
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         reason = " ".join(str(exc.orig).split())[:300]
         raise AuditError(
@@ -196,10 +221,28 @@ def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[Au
     return [record for record in records if record.event_id not in stored]
 
 
+def _witness(connection: Connection) -> tuple[object, int]:
+    """A token of the SQLite connection (kept in the pool's per-DBAPI-connection ``info``,
+    which a reconnect clears) and its ``PRAGMA data_version``, read under the write lock."""
+    pooled = connection.connection
+    token = pooled.info.setdefault(_WITNESS, object())
+    cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        version = cursor.execute("PRAGMA data_version").fetchone()[0]
+    finally:
+        cursor.close()
+    return token, int(version)
+
+
 def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRecord],
-                     trusted: Tail | None) -> list[AuditRecord]:
+                     trusted: Tail | None, witness: tuple[object, int] | None
+                     ) -> list[AuditRecord]:
     seq, prev_hash = 0, GENESIS_HASH
-    tail = connection.execute(_TAIL).first()
+    if trusted is not None and witness is not None and trusted.witness == witness:
+        # Same connection, no commit by any other since it sealed the trusted tail.
+        tail: Any = (trusted.seq, trusted.row_hash)
+    else:
+        tail = connection.execute(_TAIL).first()
     if trusted is not None and tail is not None and tuple(tail) == (trusted.seq,
                                                                     trusted.row_hash):
         seq, prev_hash = trusted.seq, trusted.row_hash

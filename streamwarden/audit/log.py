@@ -577,10 +577,10 @@ class AuditLog:
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
-                stored = append_chain(self._engine, self._url, records,
-                                      lock_timeout=self._lock_timeout, trusted=self._tail)
-                if stored:
-                    self._tail = Tail(stored[-1].seq or 0, stored[-1].row_hash or "")
+                stored, tail = append_chain(self._engine, self._url, records,
+                                            lock_timeout=self._lock_timeout, trusted=self._tail)
+                if tail is not None:
+                    self._tail = tail
                 if self._checkpointer is not None:
                     self._checkpointer.committed(stored)
                 return stored

@@ -198,3 +198,62 @@ def test_the_default_spool_is_private_stable_and_a_leftover_is_reported(
 def test_a_bad_lock_timeout_is_refused(sqlite_url):
     with pytest.raises(InvalidInputError, match="lock_timeout"):
         AuditLog.open(sqlite_url, lock_timeout=0)
+
+
+FOREIGN_WRITER = """
+import sys
+from dataclasses import replace
+from streamwarden.audit.chain import seal
+from streamwarden.audit.log import AuditLog
+from tests.audit.chain_data import insert_rows, make_record, raw
+url, style, prev = sys.argv[1], sys.argv[2], sys.argv[3]
+if style == "honest":
+    with AuditLog.open(url) as log:
+        log.append(make_record(7, owner="other process"))
+else:
+    row = replace(seal(make_record(9, owner="intruder"), seq=3, prev_hash=prev),
+                  row_hash="f" * 64)
+    with raw(url) as connection:
+        insert_rows(connection, [row])
+"""
+
+
+def _tail_reads(log: AuditLog) -> list[str]:
+    statements: list[str] = []
+    sa.event.listen(log._engine, "before_cursor_execute",
+                    lambda _c, _cur, sql, *_rest: statements.append(sql)
+                    if "ORDER BY lifecycle_audit.seq DESC" in sql else None)
+    return statements
+
+
+@pytest.mark.parametrize("style", ["honest", "foreign"])
+def test_a_write_by_another_process_makes_the_appender_check_the_tail_again(db_url, style):
+    migrate.upgrade(db_url)
+    with AuditLog.open(db_url) as log:
+        log.append(make_record(0))
+        second = log.append(make_record(1))  # the log trusts the tail it left
+        subprocess.run([sys.executable, "-c", FOREIGN_WRITER, db_url, style,
+                        second.row_hash or ""], check=True, timeout=60)
+        if style == "foreign":
+            with pytest.raises(AuditIntegrityError, match=r"seq 3\)"):
+                log.append(make_record(2))
+        else:
+            assert log.append(make_record(2)).seq == 4
+            assert log.verify().ok
+    assert [row.owner for row in stored(db_url)][2] in ("other process", "intruder")
+
+
+def test_sqlite_skips_the_tail_read_while_no_other_connection_wrote(sqlite_url):
+    migrate.upgrade(sqlite_url)
+    with AuditLog.open(sqlite_url) as log:
+        reads = _tail_reads(log)
+        log.append(make_record(0))
+        assert len(reads) == 1  # the first append reads the tail
+        for index in range(1, 4):
+            log.append(make_record(index))
+        assert len(reads) == 1  # the log's own commits leave it unchanged
+        with raw(sqlite_url) as connection:  # another connection commits
+            connection.execute(sa.text("CREATE TABLE unrelated (x INTEGER)"))
+        log.append(make_record(4))
+        assert len(reads) == 2
+        assert log.verify().ok and log.verify().rows == 5
