@@ -37,7 +37,6 @@ from streamwarden.transports._contract import StreamMessage
 Callback = Callable[[Any], object]
 """Receives each parsed message of a channel: a Quote, Trade, Bar or alpaca-py's TradeUpdate."""
 
-_KEPT_CHANNELS = frozenset({"quotes", "trades"})
 _BATCH = 64  # callbacks run per turn on a worker before the lease yields to the others
 
 
@@ -68,10 +67,11 @@ class Mailbox:
     first such wait, so an idle lease costs little (benchmarks: bench/memory.py).
     """
 
-    __slots__ = ("_async_waiters", "_callbacks", "_capacity", "_closed", "_cond", "_error",
-                 "_lanes", "_latest", "_lock", "_log", "_on_overflow", "_overflowed", "_pool",
-                 "_quotes", "_running_since", "_scheduled", "_seq", "_sync_waiters",
-                 "callback_errors", "delivered", "dropped", "lease_id", "owner")
+    __slots__ = ("_async_waiters", "_callback_quotes", "_callbacks", "_capacity", "_closed",
+                 "_cond", "_error", "_lanes", "_latest", "_latest_quotes", "_lock", "_log",
+                 "_on_overflow", "_overflowed", "_pool", "_queues_quotes", "_quotes",
+                 "_running_since", "_scheduled", "_seq", "_sync_waiters", "callback_errors",
+                 "delivered", "dropped", "lease_id", "owner")
 
     def __init__(
         self,
@@ -94,9 +94,18 @@ class Mailbox:
         self._lock = threading.Lock()
         self._cond: threading.Condition | None = None  # over _lock, made by the first waiter
         self._seq = itertools.count()
-        self._quotes: OrderedDict[str, tuple[int, float, Any]] = OrderedDict()
+        # Per-put flags, fixed at construction: whether quotes are queued at all, and whether
+        # a queued quote is for a callback (so the mailbox must be scheduled on the pool).
+        self._queues_quotes = not self._callbacks or "quotes" in self._callbacks
+        self._callback_quotes = "quotes" in self._callbacks
+        # Queued quotes, one per symbol: [sequence, enqueued at, payload]; a newer quote
+        # replaces the payload in place (the entry keeps its place and its age).
+        self._quotes: OrderedDict[str, list[Any]] = OrderedDict()
         self._lanes: dict[str, deque[tuple[int, float, Any]]] = {}
-        self._latest: dict[Subscription, Any] = {}
+        # The latest payload per channel, then per symbol (quotes and trades only).
+        self._latest_quotes: dict[str, Any] = {}
+        self._latest: dict[str, dict[str, Any]] = {"quotes": self._latest_quotes,
+                                                   "trades": {}}
         self._sync_waiters = 0
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._scheduled = False
@@ -115,17 +124,51 @@ class Mailbox:
 
     # Producer side (engine loop).
 
-    def put(self, message: StreamMessage) -> None:
-        """Queue ``message`` (or keep only its latest value); never blocks."""
+    def put(self, message: StreamMessage, now: float | None = None) -> None:
+        """Queue ``message`` (or keep only its latest value); never blocks.
+
+        ``now`` is the ``time.monotonic()`` reading of the message's arrival, taken once by the
+        router for every lease it goes to (read here if not given); health ages count from it.
+        """
+        if message.channel != "quotes":
+            self._put_other(message, now)
+            return
+        symbol = message.symbol or ""
+        payload = message.payload
+        schedule = False
+        with self._lock:
+            if self._closed:
+                return
+            self._latest_quotes[symbol] = payload
+            if self._queues_quotes:
+                queued = self._quotes.get(symbol)
+                if queued is not None:  # conflate: the newest wins, and keeps the queued place
+                    queued[2] = payload
+                    self.dropped += 1
+                else:
+                    self._quotes[symbol] = [next(self._seq),
+                                            time.monotonic() if now is None else now, payload]
+                if self._callback_quotes and not self._scheduled:
+                    self._scheduled = schedule = True
+            if self._sync_waiters or self._async_waiters:
+                self._wake()
+        if schedule and self._pool is not None:
+            self._pool.submit(self)
+
+    def _put_other(self, message: StreamMessage, now: float | None) -> None:
+        """:meth:`put` for every channel but quotes."""
         channel = message.channel
         schedule = overflow = False
         with self._lock:
             if self._closed:
                 return
-            if channel in _KEPT_CHANNELS:
-                self._latest[(channel, message.symbol or "")] = message.payload
+            latest = self._latest.get(channel)
+            if latest is not None:
+                latest[message.symbol or ""] = message.payload
             if not self._callbacks or channel in self._callbacks:
-                overflow = not self._enqueue(message)
+                overflow = not self._enqueue(
+                    channel, (next(self._seq), time.monotonic() if now is None else now,
+                              message.payload))
                 schedule = bool(self._callbacks) and not self._scheduled
                 if schedule:
                     self._scheduled = True
@@ -135,22 +178,13 @@ class Mailbox:
         if overflow:
             self._on_overflow(self)
 
-    def _enqueue(self, message: StreamMessage) -> bool:
-        if message.channel == "quotes":
-            symbol = message.symbol or ""
-            queued = self._quotes.get(symbol)
-            if queued is not None:  # conflate: the newest wins, and keeps the queued place
-                self.dropped += 1
-                self._quotes[symbol] = (queued[0], queued[1], message.payload)
-            else:
-                self._quotes[symbol] = (next(self._seq), time.monotonic(), message.payload)
-            return True
-        entry = (next(self._seq), time.monotonic(), message.payload)
-        lane = self._lanes.get(message.channel)
+    def _enqueue(self, channel: str, entry: tuple[int, float, Any]) -> bool:
+        """Append ``entry`` to its lane; False on a trade-update overflow. Lock held."""
+        lane = self._lanes.get(channel)
         if lane is None:
-            lane = self._lanes[message.channel] = deque()
+            lane = self._lanes[channel] = deque()
         if len(lane) >= self._capacity:
-            if message.channel == TRADE_UPDATES_CHANNEL:
+            if channel == TRADE_UPDATES_CHANNEL:
                 self._overflowed = True
                 return False
             lane.popleft()
@@ -179,14 +213,17 @@ class Mailbox:
     def forget(self, pairs: frozenset[Subscription]) -> None:
         """Drop the latest values of ``pairs`` (the lease unsubscribed them)."""
         with self._lock:
-            for pair in pairs:
-                self._latest.pop(pair, None)
+            for channel, symbol in pairs:
+                latest = self._latest.get(channel)
+                if latest is not None:
+                    latest.pop(symbol, None)
 
     # Consumer side.
 
     def latest(self, pair: Subscription) -> Any:
         """The latest quote or trade of ``pair`` this lease received, or None."""
-        return self._latest.get(pair)
+        latest = self._latest.get(pair[0])
+        return None if latest is None else latest.get(pair[1])
 
     def get(self, channel: str, timeout: float | None) -> Any:
         """The next message of ``channel``, waiting up to ``timeout`` seconds (None: no bound).
@@ -218,7 +255,7 @@ class Mailbox:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                latest = self._latest.get(pair)
+                latest = self.latest(pair)
                 if latest is not None:
                     return latest
                 remaining = self._remaining(deadline, pair[0], timeout, symbol=pair[1])
@@ -245,7 +282,7 @@ class Mailbox:
         deadline = time.monotonic() + timeout
 
         def latest() -> tuple[bool, Any]:
-            value = self._latest.get(pair)
+            value = self.latest(pair)
             return value is not None, value
 
         while True:
@@ -333,16 +370,17 @@ class Mailbox:
         Returns:
             True if messages are left (the pool schedules this mailbox again).
         """
+        lock, callbacks, clock = self._lock, self._callbacks, time.monotonic
         for _ in range(_BATCH):
-            with self._lock:
+            with lock:
                 item = None if self._closed else self._take_oldest()
                 if item is None:
                     self._scheduled = False
                     return False
-                self._running_since = time.monotonic()
+                self._running_since = clock()
             channel, payload = item
             try:
-                self._callbacks[channel](payload)
+                callbacks[channel](payload)
             except Exception:
                 self._failed(channel, payload)
             finally:

@@ -41,8 +41,8 @@ IDLE, STARTING, RUNNING, DRAINING, STOPPED = "idle", "starting", "running", "dra
 class Delivery(Protocol):
     """Where a lease's messages go (its delivery queue). ``put`` must never block."""
 
-    def put(self, message: StreamMessage) -> None:
-        """Queue ``message`` for the lease's consumer."""
+    def put(self, message: StreamMessage, now: float | None = None) -> None:
+        """Queue ``message`` for the lease's consumer; ``now``: its ``time.monotonic()`` arrival."""
         ...
 
 

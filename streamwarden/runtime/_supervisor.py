@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -252,8 +253,9 @@ class Supervisor:
         if self._retired:
             return
         self.messages += 1
+        now = time.monotonic()  # one reading per message, shared by every lease it goes to
         for delivery in self.core.routes.targets(message):
-            delivery.put(message)
+            delivery.put(message, now)
 
     def _post(self, run: Callable[[], Awaitable[None]]) -> None:
         if self._retired:

@@ -27,7 +27,7 @@ class Box:
     def __init__(self) -> None:
         self.got: list[StreamMessage] = []
 
-    def put(self, message: StreamMessage) -> None:
+    def put(self, message: StreamMessage, now: float | None = None) -> None:
         self.got.append(message)
 
 
