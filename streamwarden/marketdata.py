@@ -27,8 +27,25 @@ Subscription = tuple[str, str]
 """A (channel, symbol) pair: what a lease asks for and what the wire carries."""
 
 
+_DECIMALS: dict[float, Decimal] = {}
+_DECIMALS_KEPT = 4096
+"""Decimals of recently seen float prices: a symbol's prices repeat, and Decimal(str(float))
+costs more than the rest of a quote's parse. Cleared when full, so it stays bounded."""
+
+
 def _price(value: object) -> Decimal:
     # Alpaca sends floats; their shortest repr is the price the exchange quoted.
+    if type(value) is float:
+        price = _DECIMALS.get(value)
+        if price is None:
+            price = Decimal(repr(value))
+            if value:  # 0.0 and -0.0 are one key but two Decimals: zero is never kept
+                if len(_DECIMALS) >= _DECIMALS_KEPT:
+                    _DECIMALS.clear()
+                _DECIMALS[value] = price
+        return price
+    if type(value) is int:  # sizes: exact, and the same Decimal as from its str
+        return Decimal(value)
     return Decimal(str(value)) if value is not None else Decimal(0)
 
 

@@ -50,3 +50,20 @@ def test_quotes_trades_and_bars_keep_the_quoted_decimal_digits():
 def test_malformed_messages_are_refused(message, error):
     with pytest.raises(ValueError, match=error):
         parse_market_data(message)
+
+
+@pytest.mark.parametrize("value", [187.12, 1.0, 1, 0.0, -0.0, 1e-07, 1e22, 2**70, 3])
+def test_a_price_seen_again_parses_to_the_same_decimal_digits(value):
+    stamp = datetime(2026, 11, 23, 15, tzinfo=UTC)
+    message = {"T": "q", "S": "AAPL", "bp": value, "bs": value, "ap": value, "as": 1, "t": stamp}
+    for _ in range(2):  # the second parse reads the kept Decimal of a float price
+        quote = parse_market_data(message)
+        assert str(quote.bid_price) == str(Decimal(str(value)))
+        assert str(quote.bid_size) == str(Decimal(str(value)))
+
+
+def test_negative_zero_keeps_its_sign_after_zero():
+    stamp = datetime(2026, 11, 23, 15, tzinfo=UTC)
+    for bid in (0.0, -0.0):
+        quote = parse_market_data({"T": "q", "S": "AAPL", "bp": bid, "t": stamp})
+        assert str(quote.bid_price) == str(Decimal(str(bid)))
