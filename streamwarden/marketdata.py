@@ -4,7 +4,7 @@ Alpaca's market-data stream sends quotes, trades and bars as msgpack maps with o
 (``{"T": "q", "S": "AAPL", "bp": 187.1, ...}``). The transport parses each message once, with
 :func:`parse_market_data`, and the same immutable object is handed to every interested lease.
 
->>> from datetime import UTC, datetime
+>>> from datetime import UTC, datetime, timedelta
 >>> quote = parse_market_data({"T": "q", "S": "AAPL", "bp": 187.1, "bs": 3, "ap": 187.12,
 ...                            "as": 1, "t": datetime(2026, 11, 23, 15, tzinfo=UTC)})
 >>> quote.bid_price, quote.ask_price, quote.spread
@@ -13,9 +13,10 @@ Alpaca's market-data stream sends quotes, trades and bars as msgpack maps with o
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -49,10 +50,17 @@ def _price(value: object) -> Decimal:
     return Decimal(str(value)) if value is not None else Decimal(0)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(value: object) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    to_datetime = getattr(value, "to_datetime", None)  # msgpack.Timestamp in raw mode
+    msgpack = sys.modules.get("msgpack")  # loaded if value is one of its Timestamps
+    if msgpack is not None and type(value) is msgpack.Timestamp:  # raw mode: to_datetime, inline
+        stamp: Any = value
+        return _EPOCH + timedelta(0, stamp.seconds, stamp.nanoseconds // 1000)
+    to_datetime = getattr(value, "to_datetime", None)
     if callable(to_datetime):
         moment = to_datetime()
         assert isinstance(moment, datetime)
