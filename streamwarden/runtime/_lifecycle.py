@@ -119,9 +119,10 @@ class Routes:
 
     def targets(self, message: StreamMessage) -> tuple[Delivery, ...]:
         """The delivery queues ``message`` goes to."""
-        if message.channel == TRADE_UPDATES_CHANNEL:
+        channel = message.channel
+        if channel == TRADE_UPDATES_CHANNEL:
             return self.everyone
-        return self.by_pair.get((message.channel, message.symbol or ""), ())
+        return self.by_pair.get((channel, message.symbol or ""), ())
 
 
 _NO_ROUTES = Routes({}, ())

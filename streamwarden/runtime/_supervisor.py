@@ -253,9 +253,11 @@ class Supervisor:
         if self._retired:
             return
         self.messages += 1
-        now = time.monotonic()  # one reading per message, shared by every lease it goes to
-        for delivery in self.core.routes.targets(message):
-            delivery.put(message, now)
+        targets = self.core.routes.targets(message)
+        if targets:
+            now = time.monotonic()  # one reading per message, shared by every lease it goes to
+            for delivery in targets:
+                delivery.put(message, now)
 
     def _post(self, run: Callable[[], Awaitable[None]]) -> None:
         if self._retired:
