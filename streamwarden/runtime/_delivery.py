@@ -136,6 +136,7 @@ class Mailbox:
         symbol = message.symbol or ""
         payload = message.payload
         schedule = False
+        waiters = None
         with self._lock:
             if self._closed:
                 return
@@ -151,7 +152,9 @@ class Mailbox:
                 if self._callback_quotes and not self._scheduled:
                     self._scheduled = schedule = True
             if self._sync_waiters or self._async_waiters:
-                self._wake()
+                waiters = self._wake()
+        if waiters:
+            _notify(waiters)
         if schedule and self._pool is not None:
             self._pool.submit(self)
 
@@ -172,7 +175,9 @@ class Mailbox:
                 schedule = bool(self._callbacks) and not self._scheduled
                 if schedule:
                     self._scheduled = True
-            self._wake()
+            waiters = self._wake()
+        if waiters:
+            _notify(waiters)
         if schedule and self._pool is not None:
             self._pool.submit(self)
         if overflow:
@@ -192,14 +197,15 @@ class Mailbox:
         lane.append(entry)
         return True
 
-    def _wake(self) -> None:
+    def _wake(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None:
+        """Wake the blocked readers; return the async ones, to :func:`_notify` once the lock is
+        released (so that a woken reader does not wait for it). Call with the lock held."""
         if self._sync_waiters and self._cond is not None:
             self._cond.notify_all()
-        if self._async_waiters:
-            waiters, self._async_waiters = self._async_waiters, []
-            for loop, future in waiters:
-                with contextlib.suppress(RuntimeError):  # that loop is closed
-                    loop.call_soon_threadsafe(_resolve, future)
+        if not self._async_waiters:
+            return None
+        waiters, self._async_waiters = self._async_waiters, []
+        return waiters
 
     def close(self, error: StreamwardenError | None) -> None:
         """End delivery: released (``error`` None) or revoked (iterators raise ``error``)."""
@@ -208,7 +214,9 @@ class Mailbox:
             self._error = error
             self._quotes.clear()
             self._lanes.clear()
-            self._wake()
+            waiters = self._wake()
+        if waiters:
+            _notify(waiters)
 
     def forget(self, pairs: frozenset[Subscription]) -> None:
         """Drop the latest values of ``pairs`` (the lease unsubscribed them)."""
@@ -409,6 +417,13 @@ class Mailbox:
             callback_errors=self.callback_errors,
             callback_running_for=now - running if running is not None else None,
         )
+
+
+def _notify(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Resolve the futures of woken async readers, each on its own loop."""
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # that loop is closed
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
