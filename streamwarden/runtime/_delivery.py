@@ -68,7 +68,7 @@ class Mailbox:
     """
 
     __slots__ = ("_async_waiters", "_callback_quotes", "_callbacks", "_capacity", "_closed",
-                 "_cond", "_error", "_lanes", "_latest", "_latest_quotes", "_lock", "_log",
+                 "_cond", "_error", "_lanes", "_latest_quotes", "_latest_trades", "_lock", "_log",
                  "_on_overflow", "_overflowed", "_pool", "_queues_quotes", "_quotes",
                  "_running_since", "_scheduled", "_seq", "_sync_waiters", "callback_errors",
                  "delivered", "dropped", "lease_id", "owner")
@@ -102,10 +102,9 @@ class Mailbox:
         # replaces the payload in place (the entry keeps its place and its age).
         self._quotes: OrderedDict[str, list[Any]] = OrderedDict()
         self._lanes: dict[str, deque[tuple[int, float, Any]]] = {}
-        # The latest payload per channel, then per symbol (quotes and trades only).
+        # The latest payload per symbol, of quotes and of trades (the trades' made on first use).
         self._latest_quotes: dict[str, Any] = {}
-        self._latest: dict[str, dict[str, Any]] = {"quotes": self._latest_quotes,
-                                                   "trades": {}}
+        self._latest_trades: dict[str, Any] | None = None
         self._sync_waiters = 0
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._scheduled = False
@@ -165,9 +164,10 @@ class Mailbox:
         with self._lock:
             if self._closed:
                 return
-            latest = self._latest.get(channel)
-            if latest is not None:
-                latest[message.symbol or ""] = message.payload
+            if channel == "trades":
+                if self._latest_trades is None:
+                    self._latest_trades = {}
+                self._latest_trades[message.symbol or ""] = message.payload
             if not self._callbacks or channel in self._callbacks:
                 overflow = not self._enqueue(
                     channel, (next(self._seq), time.monotonic() if now is None else now,
@@ -222,7 +222,7 @@ class Mailbox:
         """Drop the latest values of ``pairs`` (the lease unsubscribed them)."""
         with self._lock:
             for channel, symbol in pairs:
-                latest = self._latest.get(channel)
+                latest = self._latest_of(channel)
                 if latest is not None:
                     latest.pop(symbol, None)
 
@@ -230,8 +230,14 @@ class Mailbox:
 
     def latest(self, pair: Subscription) -> Any:
         """The latest quote or trade of ``pair`` this lease received, or None."""
-        latest = self._latest.get(pair[0])
+        latest = self._latest_of(pair[0])
         return None if latest is None else latest.get(pair[1])
+
+    def _latest_of(self, channel: str) -> dict[str, Any] | None:
+        """The latest values of ``channel`` by symbol (None: not kept, or none yet)."""
+        if channel == "quotes":
+            return self._latest_quotes
+        return self._latest_trades if channel == "trades" else None
 
     def get(self, channel: str, timeout: float | None) -> Any:
         """The next message of ``channel``, waiting up to ``timeout`` seconds (None: no bound).
