@@ -135,11 +135,6 @@ class Engine:
                 if task is not asyncio.current_task() and not task.done():
                     task.cancel()
 
-    @property
-    def thread(self) -> threading.Thread:
-        """The engine thread."""
-        return self._thread
-
     def threads(self) -> tuple[threading.Thread, ...]:
         """Every thread this engine has started that is still alive."""
         own = [self._thread, *self._pool.threads]

@@ -701,10 +701,6 @@ class Supervisor:
             stop_abandoned=self.stop_abandoned,
         )
 
-    def handles(self) -> tuple[LeaseHandle, ...]:
-        """The live leases' handles."""
-        return tuple(self._handles.values())
-
     def _redact(self, text: str) -> str:
         return self._services.writer.redact(text)
 
