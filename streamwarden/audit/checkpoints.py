@@ -39,13 +39,13 @@ import hashlib
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from streamwarden.audit._flock import lock_within
 from streamwarden.audit.chain import GENESIS_HASH, link
 from streamwarden.audit.notes import (
     MAX_NOTE_BYTES,
@@ -356,17 +356,10 @@ class CheckpointWriter:
             raise CheckpointError(f"cannot lock the checkpoint directory {self.directory}: "
                                   f"{exc.strerror}", reason="write_failed") from None
         with handle:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise CheckpointError(
-                            f"the checkpoint directory {self.directory} stayed locked for "
-                            f"{LOCK_TIMEOUT} s", reason="write_failed") from None
-                    time.sleep(0.01)  # flock has no timed wait: poll until the deadline
+            if not lock_within(handle, LOCK_TIMEOUT):
+                raise CheckpointError(
+                    f"the checkpoint directory {self.directory} stayed locked for "
+                    f"{LOCK_TIMEOUT} s", reason="write_failed")
             try:
                 yield
             finally:

@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -25,6 +24,7 @@ from typing import IO, Any
 
 from sqlalchemy.engine import URL
 
+from streamwarden.audit._flock import lock_within
 from streamwarden.audit.database import redact_url, sqlite_path
 from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import AuditError, AuditUnavailableError
@@ -216,18 +216,10 @@ class Spool:
                 f"cannot open the audit spool {self.path}: {exc.strerror}", operation="audit.spool"
             ) from None
         with handle:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise AuditUnavailableError(
-                            f"the audit spool {self.path} stayed locked for {LOCK_TIMEOUT} s",
-                            operation="audit.spool",
-                        ) from None
-                    time.sleep(0.01)  # flock has no timed wait: poll until the deadline
+            if not lock_within(handle, LOCK_TIMEOUT):
+                raise AuditUnavailableError(
+                    f"the audit spool {self.path} stayed locked for {LOCK_TIMEOUT} s",
+                    operation="audit.spool")
             try:
                 yield handle
             finally:
