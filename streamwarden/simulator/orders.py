@@ -75,6 +75,7 @@ class OrderFill:
             makes a market order without an execution price.
         order_id: the order's UUID; a fresh one when ``None``.
         position_qty: the position after an execution; ``qty`` (signed by side) when ``None``.
+        client_order_id: the client's id of the order; derived from ``order_id`` when ``None``.
     """
 
     symbol: str
@@ -83,6 +84,7 @@ class OrderFill:
     price: Decimal | None = None
     order_id: uuid.UUID | None = None
     position_qty: Decimal | None = None
+    client_order_id: str | None = None
 
 
 def trade_update(event: str, fill: OrderFill, *, now: datetime) -> Message:
@@ -103,7 +105,8 @@ def trade_update(event: str, fill: OrderFill, *, now: datetime) -> Message:
         filled_qty = fill.qty / 2
     order: Message = {
         "id": str(order_id),
-        "client_order_id": str(uuid.uuid5(uuid.NAMESPACE_OID, str(order_id))),
+        "client_order_id": fill.client_order_id or str(uuid.uuid5(uuid.NAMESPACE_OID,
+                                                                  str(order_id))),
         "created_at": stamp, "updated_at": stamp, "submitted_at": stamp,
         "filled_at": stamp if event == "fill" else None,
         "expired_at": stamp if event == "expired" else None,

@@ -30,6 +30,7 @@ from streamwarden.simulator.stats import MARKET_DATA, STREAM_KINDS, SimulatorSta
 from streamwarden.simulator.validation import (
     Number,
     check_bar,
+    check_client_order_id,
     check_count,
     check_decimal,
     check_price,
@@ -332,9 +333,13 @@ class Simulator:
     def publish_trade_update(
         self, event: str = "fill", *, symbol: str = "AAPL", side: Literal["buy", "sell"] = "buy",
         qty: Number = 1, price: Number | None = None, order_id: str | None = None,
-        position_qty: Number | None = None, timeout: float = DEFAULT_TIMEOUT,
+        position_qty: Number | None = None, client_order_id: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> int:
         """Send one ``trade_updates`` event to every connection listening to trade updates.
+
+        ``client_order_id`` is the id the order carries (Alpaca allows up to 128 characters);
+        one derived from ``order_id`` when None.
 
         Returns:
             How many connections it was sent to.
@@ -353,6 +358,7 @@ class Simulator:
                 price=None if price is None else check_decimal("price", price),
                 order_id=None if order_id is None else uuid.UUID(order_id),
                 position_qty=None if position_qty is None else Decimal(str(position_qty)),
+                client_order_id=check_client_order_id(client_order_id),
             )
             message = orders.trade_update(event, fill, now=self._clock.now())
         except (ArithmeticError, ValueError) as exc:

@@ -91,3 +91,22 @@ def check_bar(open_price: object, high_price: object, low_price: object,
     if prices["low_price"] > min(body) or prices["high_price"] < max(body):
         raise InvalidInputError("a bar needs low <= open, close <= high")
     return prices
+
+
+MAX_CLIENT_ORDER_ID = 128
+
+
+def check_client_order_id(value: object) -> str | None:
+    """``value`` if it is None or a printable string of 1..128 characters (Alpaca's limit).
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ORDER_ID \
+            or not value.isprintable():
+        raise InvalidInputError(
+            f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} printable characters, "
+            f"got {value!r}")
+    return value

@@ -6,13 +6,16 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from streamwarden.simulator import TRADE_UPDATES, Faults, Simulator
+from streamwarden.errors import InvalidInputError
+from streamwarden.simulator import TRADE_UPDATES, Faults, Simulator, orders
 from tests.simulator.conftest import BOUND, KEY_ID, SECRET
 
 AUTHENTICATE = {"action": "authenticate", "data": {"key_id": KEY_ID, "secret_key": SECRET}}
@@ -105,3 +108,15 @@ def test_drop_after_counts_trade_updates(sim: Simulator) -> None:
             ws.recv(timeout=BOUND)
     assert sim.publish_trade_update("new") == 0
     assert sim.stats().kind(TRADE_UPDATES).drops == 1
+
+
+def test_a_trade_update_carries_the_given_client_order_id() -> None:
+    fill = orders.OrderFill("AAPL", "buy", Decimal(1), Decimal("10"), client_order_id="mom-1")
+    message = orders.trade_update("fill", fill, now=datetime(2026, 1, 2, tzinfo=UTC))
+    assert message["data"]["order"]["client_order_id"] == "mom-1"
+    derived = orders.trade_update("fill", orders.OrderFill("AAPL", "buy", Decimal(1),
+                                                           Decimal("10")),
+                                  now=datetime(2026, 1, 2, tzinfo=UTC))
+    assert derived["data"]["order"]["client_order_id"]
+    with Simulator() as sim, pytest.raises(InvalidInputError, match="client_order_id"):
+        sim.publish_trade_update("fill", price="1", client_order_id="x" * 129)
