@@ -9,7 +9,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 
@@ -23,8 +23,13 @@ from streamwarden.simulator.publisher import Publisher
 from streamwarden.simulator.registry import Registry
 from streamwarden.simulator.server import SimulatorServer
 
+if TYPE_CHECKING:
+    from streamwarden.simulator._control import Control
+
 T = TypeVar("T")
 THREAD_NAME = "streamwarden-simulator"
+_CONTROL_WORKERS = 2
+"""Control requests carried out at once (each waits for the loop, briefly)."""
 
 
 class SimulatorError(StreamwardenError):
@@ -44,6 +49,7 @@ class ServerConfig:
     seed: int
     clock: Clock
     log: structlog.stdlib.BoundLogger
+    control: Control
 
 
 class Runtime:
@@ -137,9 +143,13 @@ class Runtime:
         publisher = Publisher(config.registry, outbox, config.seed, config.clock)
         ctx = ProtocolContext(config.registry, outbox, config.accounts, config.auth_timeout,
                               config.log)
-        server = SimulatorServer(config.host, config.port, ctx, publisher, config.trading_codec)
+        server = SimulatorServer(config.host, config.port, ctx, publisher, config.trading_codec,
+                                 control=config.control)
         self.publisher, self._stopping = publisher, stopping
         self._loop = asyncio.get_running_loop()
+        # Control requests call the simulator from these threads; asyncio.run joins them.
+        self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            _CONTROL_WORKERS, thread_name_prefix=f"{THREAD_NAME}-control"))
         await server.run(self._started, stopping, lambda: self._grace)
 
     def _started(self, port: int) -> None:
