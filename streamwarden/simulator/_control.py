@@ -24,11 +24,12 @@ missing parameter: nothing was published), 403 (a peer that is not on loopback, 
 header), 404 (no such action), 405 (not GET) or 503 (the simulator is stopping, or the request
 did not finish in time).
 
-Why GET: the WebSocket server hands the simulator plain HTTP requests only as bodiless GETs in
-the websockets versions streamwarden supports. Such requests change state here, so they are
-protected twice: only loopback peers are answered (binding the simulator to another address
-exposes its WebSocket streams, never its control), and the control header, which a web page
-cannot add to a request to another site, keeps a browser on the same machine from publishing.
+Why GET: websockets reads no request body, and the older websockets versions streamwarden
+supports hand over no other method. Such requests change state here, so they are protected
+twice: only loopback peers are answered (binding the simulator to another address exposes its
+WebSocket streams, never its control), and the control header, which a web page cannot add to a
+request to another site without a CORS preflight that is refused here, keeps a browser on the
+same machine from publishing.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ CONTROL_PATH = "/control/"
 """The prefix of every control request's path; the action's name follows it."""
 CONTROL_HEADER = "X-Streamwarden-Control"
 """The header every control request must carry (any value)."""
+_LARGEST_WHOLE = 2**63 - 1
+"""The largest whole-number parameter: what every client's decoder can hold."""
 
 Reply = tuple[HTTPStatus, dict[str, Any]]
 
@@ -110,7 +113,7 @@ def arguments(name: str, action: Action, query: str) -> dict[str, Any]:
 
     Raises:
         InvalidInputError: a malformed query, an unknown, repeated or missing parameter, or a
-            whole-number parameter that is not one.
+            whole-number parameter that is not one in 0..2**63-1.
     """
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
@@ -132,9 +135,13 @@ def arguments(name: str, action: Action, query: str) -> dict[str, Any]:
 
 def _whole(name: str, text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise InvalidInputError(f"{name} must be a whole number, got {text!r}") from None
+        value = -1
+    if not 0 <= value <= _LARGEST_WHOLE:
+        raise InvalidInputError(f"{name} must be a whole number in 0..{_LARGEST_WHOLE}, "
+                                f"got {text!r}")
+    return value
 
 
 def is_loopback(address: object) -> bool:

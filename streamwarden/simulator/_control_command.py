@@ -170,6 +170,9 @@ def send(action: str, args: argparse.Namespace) -> int:
         InvalidInputError: the simulator refused the values (HTTP 400; nothing was published).
         SimulatorError: the simulator cannot be reached, refused the request otherwise, or
             answered with something that is not a control answer.
+
+    Thread-safety: safe to call from any thread (it writes one line, or the stats, to
+    standard output).
     """
     given = {name: str(getattr(args, name)) for name in ACTIONS[action].parameters
              if getattr(args, name, None) is not None}

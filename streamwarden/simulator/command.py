@@ -92,8 +92,8 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
                             help="stop after this many seconds (default: run until Ctrl-C)"),
     ]
     add_control_commands(parser.add_subparsers(
-        dest="control", metavar="CONTROL", prog=parser.prog, title="control a running simulator (each takes "
-                                                 "--url http://HOST:PORT)"))
+        dest="control", metavar="CONTROL", prog=parser.prog,
+        title="control a running simulator (each takes --url http://HOST:PORT)"))
     parser.set_defaults(handler=partial(_dispatch, parser, serving))
 
 
@@ -138,7 +138,7 @@ def _banner(simulator: Simulator, args: argparse.Namespace) -> str:
     until = f"{args.duration:g} s or Ctrl-C" if args.duration is not None else "Ctrl-C"
     return (
         f"streamwarden simulator listening on {simulator.host}:{simulator.port} "
-        f"(faults: {simulator.faults.describe()}; quote rate {args.quote_rate:g}/s; "
+        f"(faults: {simulator.faults.describe()}; quote rate {simulator.quote_rate:g}/s; "
         f"seed {args.seed})\n"
         f"  market data    {market_data}   (any /v2/<feed>)\n"
         f"  trade updates  {trade_updates}\n"
