@@ -55,17 +55,23 @@ def streamwarden(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Standalone:
-    """``python -m streamwarden simulator --port 0 ARGS`` in a subprocess, read from its banner."""
+    """``python -m streamwarden simulator --port 0 ARGS`` in a subprocess, read from its banner
+    (its standard error goes to the same pipe)."""
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamwarden", "simulator", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, name="test-standalone-stdout", daemon=True).start()
-        self.banner = self._until("Runs until")
-        found = re.search(r"listening on \S+:(\d+) \(.*quote rate (\S+)/s", self.banner)
-        assert found is not None, self.banner
+        try:
+            self.banner = self._until("Runs until")
+            found = re.search(r"listening on \S+:(\d+) \(.*quote rate (\S+)/s", self.banner)
+            assert found is not None, self.banner
+        except BaseException:
+            self.process.kill()
+            self.process.wait(BOUND)
+            raise
         self.port, self.quote_rate = int(found[1]), float(found[2])
         self.url = f"http://127.0.0.1:{self.port}"
         self.market_data_url = f"ws://127.0.0.1:{self.port}/v2/iex"
@@ -83,7 +89,6 @@ class Standalone:
             try:
                 lines.append(self._lines.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
-                self.process.kill()
                 raise AssertionError(f"no {text!r} within {STARTUP} s: {lines}") from None
         return "".join(lines)
 
@@ -104,8 +109,8 @@ def standalone_simulator(*args: str) -> Iterator[Standalone]:
     try:
         yield sim
     finally:
-        sim.stop()
-    assert sim.process.returncode == 0, sim.process.stderr
+        output = sim.stop()
+    assert sim.process.returncode == 0 and "Traceback" not in output, output
 
 
 @pytest.fixture(scope="module")
