@@ -62,8 +62,10 @@ a running one (:mod:`.command`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.faults import Faults
-from streamwarden.simulator.simulator import Simulator, SimulatorError
 from streamwarden.simulator.stats import (
     MARKET_DATA,
     TRADE_UPDATES,
@@ -88,3 +90,22 @@ __all__ = [
     "SimulatorStats",
     "StreamKind",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The server (websockets, structlog) loads on first use, so that the control commands,
+    # which only send HTTP requests, start fast.
+    if name != "Simulator":
+        raise AttributeError(f"module 'streamwarden.simulator' has no attribute {name!r}")
+    from streamwarden.simulator.simulator import Simulator  # noqa: PLC0415
+
+    globals()[name] = Simulator
+    return Simulator
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from streamwarden.simulator.simulator import Simulator

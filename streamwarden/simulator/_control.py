@@ -44,15 +44,14 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Request, Response
-
 from streamwarden.errors import InvalidInputError, StreamwardenError
 from streamwarden.simulator.events import CONTROL_REFUSED
 from streamwarden.simulator.stats import STREAM_KINDS
 
 if TYPE_CHECKING:
     import structlog
+    from websockets.asyncio.server import ServerConnection
+    from websockets.http11 import Request, Response
 
     from streamwarden.simulator.simulator import Simulator
 

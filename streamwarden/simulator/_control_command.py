@@ -40,8 +40,8 @@ from urllib.parse import urlencode, urlsplit
 from streamwarden.arguments import bounded_number
 from streamwarden.errors import InvalidInputError
 from streamwarden.simulator._control import ACTIONS, CONTROL_HEADER, CONTROL_PATH
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.orders import ORDER_STATUS
-from streamwarden.simulator.runtime import SimulatorError
 from streamwarden.simulator.stats import MARKET_DATA, STREAM_KINDS
 
 CONTROL_TIMEOUT = 10.0

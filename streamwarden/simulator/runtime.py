@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import structlog
 
 from streamwarden.clock import Clock
-from streamwarden.errors import StreamwardenError
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.context import ProtocolContext
 from streamwarden.simulator.delivery import Outbox
@@ -30,10 +30,6 @@ T = TypeVar("T")
 THREAD_NAME = "streamwarden-simulator"
 _CONTROL_WORKERS = 2
 """Control requests carried out at once (each waits for the loop, briefly)."""
-
-
-class SimulatorError(StreamwardenError):
-    """The simulator could not start, stop, or carry out a request in time."""
 
 
 @dataclass(frozen=True)

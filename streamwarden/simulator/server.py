@@ -3,9 +3,8 @@
 Routes: ``/v2/<feed>`` (any feed name: ``iex``, ``sip``, ...) speaks market data, ``/stream`` the
 trading stream, ``/control/<action>`` answers plain HTTP control requests (see
 :mod:`streamwarden.simulator._control`); any other path is refused with HTTP 404 during the
-opening handshake. Market
-data is MessagePack when the client sends ``Content-Type: application/msgpack`` (alpaca-py
-does), JSON otherwise.
+opening handshake. Market data is MessagePack when the client sends ``Content-Type:
+application/msgpack`` (alpaca-py does), JSON otherwise.
 
 Shutdown: hung connections (``hang_on_close``) are aborted, every other connection gets a
 close frame (1001, going away) and ``CLOSE_TIMEOUT`` seconds to answer, and whatever is still

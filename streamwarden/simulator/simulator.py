@@ -20,12 +20,13 @@ from streamwarden.errors import InvalidInputError
 from streamwarden.logging import SecretRedactor, make_logger
 from streamwarden.simulator import messages, orders
 from streamwarden.simulator._control import Control
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.events import STARTED, STOPPED
 from streamwarden.simulator.faults import Faults
 from streamwarden.simulator.publisher import Publisher
 from streamwarden.simulator.registry import Registry
-from streamwarden.simulator.runtime import Runtime, ServerConfig, SimulatorError
+from streamwarden.simulator.runtime import Runtime, ServerConfig
 from streamwarden.simulator.server import TRADING_PATH
 from streamwarden.simulator.stats import MARKET_DATA, STREAM_KINDS, SimulatorStats, StreamKind
 from streamwarden.simulator.validation import (

@@ -437,6 +437,31 @@ def test_a_silent_server_times_out() -> None:
             request(url, "stats", {}, timeout=0.2)
 
 
+LIGHT = """
+import sys
+from streamwarden.cli import main
+status = main(sys.argv[1:])
+heavy = sorted({"websockets", "structlog", "alpaca", "sqlalchemy"} & set(sys.modules))
+print(status, heavy)
+"""
+
+
+def test_control_commands_do_not_load_the_server() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    done = subprocess.run([sys.executable, "-c", LIGHT, "simulator", "stats", "--url", closed],
+                          capture_output=True, text=True, timeout=STARTUP, env=ENV, check=False)
+    assert done.stdout == "1 []\n", done.stderr
+
+
+def test_the_package_loads_the_simulator_on_first_use() -> None:
+    import streamwarden.simulator as package  # noqa: PLC0415
+
+    assert package.Simulator is Simulator and "Simulator" in dir(package)
+    with pytest.raises(AttributeError, match="has no attribute 'Simulatr'"):
+        _ = package.Simulatr  # type: ignore[attr-defined]
+
+
 def test_python_dash_m_runs_the_command_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
