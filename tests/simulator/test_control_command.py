@@ -204,7 +204,7 @@ def test_the_default_quote_rate_sends_quotes_with_no_flags(standalone: Standalon
                                        url_override=standalone.market_data_url), Received()
     stream.subscribe_quotes(received.handle, "GENQ")
     with running(stream, standalone.url, MARKET_DATA):
-        first, second = received.wait(2, timeout=BOUND)
+        first, second = received.wait(2, timeout=2 * BOUND)  # one a second, after connecting
 
     assert (first["S"], second["S"]) == ("GENQ", "GENQ")
     assert first["t"] != second["t"] and 0 < first["bp"] < first["ap"]
