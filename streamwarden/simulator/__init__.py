@@ -28,7 +28,8 @@ Public API (every method thread-safe):
 auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
     ``start(timeout=5.0) -> Simulator`` (returns once listening), ``stop(timeout=5.0)``
     (closes every connection, hung ones included, and joins the thread), context manager;
-    ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``;
+    ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``,
+    ``control_url`` (``http://HOST:PORT``, see below);
     ``faults``, ``set_faults(faults) -> Faults`` (previous), ``update_faults(**changes)``,
     ``quote_rate``, ``set_quote_rate(rate)``;
     ``publish_quote(symbol, *, bid_price, ask_price, bid_size=1, ask_size=1, timestamp=None)``,
@@ -37,8 +38,8 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
     trade_count=1, vwap=None, timestamp=None)``,
     ``publish_quotes(symbol, count, *, batch_size=1, timeout=30.0)`` (a burst, for benchmarks),
     ``publish_trade_update(event="fill", *, symbol="AAPL", side="buy", qty=1, price=None,
-    order_id=None, position_qty=None)`` -- each returns how many connections (for the burst:
-    messages) it reached and takes ``timeout``;
+    order_id=None, position_qty=None, client_order_id=None)`` -- each returns how many
+    connections (for the burst: messages) it reached and takes ``timeout``;
     ``drop_connections(kind="market_data") -> int`` (server-side abort now);
     ``stats() -> SimulatorStats``, ``wait_for(predicate, timeout=5.0) -> SimulatorStats``.
 ``Faults`` (frozen): ``auth_failure``, ``connection_limit``, ``symbol_limit``,
@@ -49,13 +50,22 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
     as salted digests), logged, or shown in a repr.
 ``SimulatorError``: could not start, stop or carry out a request in time.
 
-Command line: ``streamwarden simulator --port P [--fault ...]`` (:mod:`.command`).
+Control from another process: plain HTTP ``GET /control/<action>`` on the simulator's port
+(``quote``, ``trade``, ``bar``, ``trade_update``, ``drop``, ``stats``; the query parameters are
+the keyword arguments of the methods above; answered from loopback only, and only with the
+header ``X-Streamwarden-Control``). See :mod:`._control`.
+
+Command line: ``streamwarden simulator --port P [--fault ...]``, and ``streamwarden simulator
+publish quote|trade|bar|fill``, ``drop``, ``stats`` with ``--url http://HOST:PORT`` to control
+a running one (:mod:`.command`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.faults import Faults
-from streamwarden.simulator.simulator import Simulator, SimulatorError
 from streamwarden.simulator.stats import (
     MARKET_DATA,
     TRADE_UPDATES,
@@ -80,3 +90,22 @@ __all__ = [
     "SimulatorStats",
     "StreamKind",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The server (websockets, structlog) loads on first use, so that the control commands,
+    # which only send HTTP requests, start fast.
+    if name != "Simulator":
+        raise AttributeError(f"module 'streamwarden.simulator' has no attribute {name!r}")
+    from streamwarden.simulator.simulator import Simulator  # noqa: PLC0415
+
+    globals()[name] = Simulator
+    return Simulator
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from streamwarden.simulator.simulator import Simulator

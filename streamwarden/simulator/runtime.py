@@ -9,12 +9,12 @@ import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 
 from streamwarden.clock import Clock
-from streamwarden.errors import StreamwardenError
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.context import ProtocolContext
 from streamwarden.simulator.delivery import Outbox
@@ -23,12 +23,13 @@ from streamwarden.simulator.publisher import Publisher
 from streamwarden.simulator.registry import Registry
 from streamwarden.simulator.server import SimulatorServer
 
+if TYPE_CHECKING:
+    from streamwarden.simulator._control import Control
+
 T = TypeVar("T")
 THREAD_NAME = "streamwarden-simulator"
-
-
-class SimulatorError(StreamwardenError):
-    """The simulator could not start, stop, or carry out a request in time."""
+_CONTROL_WORKERS = 2
+"""Control requests carried out at once (each waits for the loop, briefly)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ServerConfig:
     seed: int
     clock: Clock
     log: structlog.stdlib.BoundLogger
+    control: Control
 
 
 class Runtime:
@@ -137,9 +139,13 @@ class Runtime:
         publisher = Publisher(config.registry, outbox, config.seed, config.clock)
         ctx = ProtocolContext(config.registry, outbox, config.accounts, config.auth_timeout,
                               config.log)
-        server = SimulatorServer(config.host, config.port, ctx, publisher, config.trading_codec)
+        server = SimulatorServer(config.host, config.port, ctx, publisher, config.trading_codec,
+                                 control=config.control)
         self.publisher, self._stopping = publisher, stopping
         self._loop = asyncio.get_running_loop()
+        # Control requests call the simulator from these threads; asyncio.run joins them.
+        self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            _CONTROL_WORKERS, thread_name_prefix=f"{THREAD_NAME}-control"))
         await server.run(self._started, stopping, lambda: self._grace)
 
     def _started(self, port: int) -> None:

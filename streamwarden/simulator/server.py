@@ -1,9 +1,10 @@
 """The asyncio side of the simulator: the WebSocket server, routing, and a bounded shutdown.
 
 Routes: ``/v2/<feed>`` (any feed name: ``iex``, ``sip``, ...) speaks market data, ``/stream`` the
-trading stream; any other path is refused with HTTP 404 during the opening handshake. Market
-data is MessagePack when the client sends ``Content-Type: application/msgpack`` (alpaca-py
-does), JSON otherwise.
+trading stream, ``/control/<action>`` answers plain HTTP control requests (see
+:mod:`streamwarden.simulator._control`); any other path is refused with HTTP 404 during the
+opening handshake. Market data is MessagePack when the client sends ``Content-Type:
+application/msgpack`` (alpaca-py does), JSON otherwise.
 
 Shutdown: hung connections (``hang_on_close``) are aborted, every other connection gets a
 close frame (1001, going away) and ``CLOSE_TIMEOUT`` seconds to answer, and whatever is still
@@ -23,6 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamwarden.simulator._control import CONTROL_PATH, Control
 from streamwarden.simulator.connection import SimConnection, connection_class
 from streamwarden.simulator.context import ProtocolContext
 from streamwarden.simulator.delivery import abort
@@ -64,13 +66,14 @@ class SimulatorServer:
 
     def __init__(
         self, host: str, port: int, ctx: ProtocolContext, publisher: Publisher,
-        trading_codec: Codec,
+        trading_codec: Codec, *, control: Control,
     ) -> None:
         self._host = host
         self._port = port
         self._ctx = ctx
         self._publisher = publisher
         self._trading_codec = trading_codec
+        self._control = control
         self._connections = connection_class(self._should_hang)
 
     def _should_hang(self, session: Session) -> bool:
@@ -118,8 +121,9 @@ class SimulatorServer:
         # Let connection_lost run for the aborted transports before the loop ends.
         await asyncio.sleep(0)
 
-    @staticmethod
-    def _route(connection: ServerConnection, request: Request) -> Response | None:
+    async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path.startswith(CONTROL_PATH):
+            return await self._control.respond(connection, request)
         if route(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "streamwarden simulator: no such "
                                       "stream; use /v2/<feed> or /stream\n")

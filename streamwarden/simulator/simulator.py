@@ -19,12 +19,14 @@ from streamwarden.clock import Clock, SystemClock
 from streamwarden.errors import InvalidInputError
 from streamwarden.logging import SecretRedactor, make_logger
 from streamwarden.simulator import messages, orders
+from streamwarden.simulator._control import Control
+from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.events import STARTED, STOPPED
 from streamwarden.simulator.faults import Faults
 from streamwarden.simulator.publisher import Publisher
 from streamwarden.simulator.registry import Registry
-from streamwarden.simulator.runtime import Runtime, ServerConfig, SimulatorError
+from streamwarden.simulator.runtime import Runtime, ServerConfig
 from streamwarden.simulator.server import TRADING_PATH
 from streamwarden.simulator.stats import MARKET_DATA, STREAM_KINDS, SimulatorStats, StreamKind
 from streamwarden.simulator.validation import (
@@ -107,7 +109,7 @@ class Simulator:
             host=host, port=port, registry=self._registry, accounts=accounts,
             auth_timeout=check_seconds("auth_timeout", auth_timeout, allow_zero=False),
             trading_codec="json" if trading_frames == "text" else "json-binary",
-            seed=seed, clock=self._clock, log=self._log,
+            seed=seed, clock=self._clock, log=self._log, control=Control(self, self._log),
         ))
 
     # Lifecycle.
@@ -166,9 +168,9 @@ class Simulator:
             raise SimulatorError("the simulator has not started", operation="simulator.port")
         return port
 
-    def _base_url(self) -> str:
+    def _base_url(self, scheme: str = "ws") -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self.port}"
+        return f"{scheme}://{host}:{self.port}"
 
     def feed_url(self, feed: str = "iex") -> str:
         """The market-data URL for ``feed`` (``ws://127.0.0.1:PORT/v2/<feed>``).
@@ -190,6 +192,18 @@ class Simulator:
     def trade_updates_url(self) -> str:
         """The trading-stream URL, ``ws://HOST:PORT/stream``."""
         return f"{self._base_url()}{TRADING_PATH}"
+
+    @property
+    def control_url(self) -> str:
+        """The simulator's HTTP address, ``http://HOST:PORT``, for control requests from
+        another process: ``GET {control_url}/control/<action>`` (answered from loopback only;
+        see :mod:`streamwarden.simulator._control`), or ``streamwarden simulator publish ...
+        --url {control_url}``.
+
+        Raises:
+            SimulatorError: not started yet.
+        """
+        return self._base_url("http")
 
     # Faults and generator.
 

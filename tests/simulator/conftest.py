@@ -7,8 +7,9 @@ socket); :class:`SdkRunner` stops it promptly by dropping its connection server-
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from alpaca.data.live.stock import StockDataStream
 from alpaca.trading.stream import TradingStream
 
 from streamwarden.simulator import MARKET_DATA, TRADE_UPDATES, Simulator, StreamKind
+from streamwarden.simulator._control import is_loopback
 
 KEY_ID = "PKSIMCANARYKEY000001"
 SECRET = "sk-SIMULATOR-CANARY-5e4d3c2b1a09-SECRET"
@@ -51,6 +53,16 @@ class Received:
             if not self._changed.wait_for(lambda: len(self.items) >= count, timeout):
                 raise AssertionError(f"received {len(self.items)} of {count} within {timeout} s")
             return list(self.items)
+
+    def first(self, predicate: Callable[[Any], bool], timeout: float = BOUND) -> Any:
+        """The first item received for which ``predicate`` holds, waiting for it."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((item for item in self.items if predicate(item)), None), timeout)
+        if found is None:
+            raise AssertionError(f"nothing matching among {len(self.items)} received within "
+                                 f"{timeout} s")
+        return found
 
 
 class LogWatch(logging.Handler):
@@ -145,3 +157,17 @@ def wait_connected(sim: Simulator, kind: StreamKind, count: int = 1,
         return len(connections) >= count
 
     sim.wait_for(ready, BOUND)
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, or None (no such interface)."""
+    for probe in ("192.0.2.1", "10.255.255.255", "198.51.100.1"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.connect((probe, 9))  # sends nothing: it only picks the route's address
+            except OSError:
+                continue
+            address = str(udp.getsockname()[0])
+        if not is_loopback((address, 0)):
+            return address
+    return None

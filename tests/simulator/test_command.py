@@ -63,9 +63,26 @@ def test_runs_for_the_duration_and_prints_how_to_connect(
     assert port is not None
     assert f"export STREAMWARDEN_MARKET_DATA_URL=ws://127.0.0.1:{port[1]}/v2/iex" in out
     assert f"export STREAMWARDEN_TRADE_UPDATES_URL=ws://127.0.0.1:{port[1]}/stream" in out
-    assert "faults: hang_on_close" in out
+    assert f"  control        http://127.0.0.1:{port[1]}/control/<action>   (HTTP, from " \
+           f"loopback only)\n" in out
+    assert f"  streamwarden simulator publish quote --url http://127.0.0.1:{port[1]} " \
+           f"--symbol AAPL --bid 187.20 --ask 187.22\n" in out
+    assert f"  streamwarden simulator publish fill --url http://127.0.0.1:{port[1]} " \
+           f"--symbol AAPL --qty 1 --price 187.21 --client-order-id my-order-1\n" in out
+    assert "faults: hang_on_close; quote rate 1/s" in out
     assert "stopped (connections opened: market_data 0, trade_updates 0)" in out
     assert simulator_threads() == []
+
+
+@pytest.mark.parametrize(("argv", "rate"), [([], 1.0), (["--quote-rate", "0"], 0.0),
+                                             (["--quote-rate", "2.5"], 2.5)])
+def test_quote_rate_defaults_to_one_per_second_and_zero_turns_it_off(
+    argv: list[str], rate: float, capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = _parse(["simulator", "--port", "0", "--duration", "0", *argv])
+    assert args.quote_rate == rate
+    assert args.handler(args) == 0
+    assert f"; quote rate {rate:g}/s;" in capsys.readouterr().out
 
 
 def test_runs_in_a_worker_thread_without_touching_signals(
