@@ -110,7 +110,7 @@ def _fsync_directory(directory: Path) -> None:
             os.close(descriptor)
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[TextIO], T]) -> T:
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[str]], T]) -> T:
     """Call ``write`` with a text stream (UTF-8, no newline translation) whose content
     becomes the file ``path`` only if ``write`` returns; returns what it returned.
 
