@@ -45,6 +45,7 @@ _LEASE_PITCH = 19
 _LEASE_HEIGHT = 14
 _OVERVIEW_PITCH = 24
 _AXIS_HEIGHT = 44
+_MAX_TICKS = 10
 _SECOND = 1_000_000
 _DAY = 86_400 * _SECOND
 #: Tick spacings, in microseconds, from a microsecond to a year.
@@ -78,7 +79,7 @@ class Scale:
         multi_day = self.start.date() != self.end.date()
         for step in _STEPS:
             width = len(_tick_label(self.start, step, multi_day)) * _CHAR_WIDTH + 24
-            if self._span / step <= (PLOT_END - PLOT_START) / width:
+            if self._span / step + 1 <= min((PLOT_END - PLOT_START) / width, _MAX_TICKS):
                 break
         start_us = (self.start - _EPOCH) // _MICRO
         first = -(-start_us // step) * step

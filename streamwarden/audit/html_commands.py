@@ -80,10 +80,12 @@ def _checkpoints(args: argparse.Namespace, log: AuditLog,
 
 def report_html(args: argparse.Namespace, log: AuditLog, flt: AuditFilter,
                 progress: Callable[[int], None], clock: Clock | None = None) -> int:
-    """``audit report --format html`` on an open log: verify, then write the page.
+    """``audit report --format html`` on an open log: verify, then write the page; exit 0
+    whatever the verdict (``audit verify`` is the check that fails), which the closing line
+    repeats, or 1 if the file cannot be written.
 
     ``progress`` is called as ``AuditLog.verify`` calls it; the records read are counted on
-    stderr every 100,000.
+    stderr every 100,000. ``clock`` gives the generation time (default: the system clock).
     """
     # Imported here: the spec and the diagram machinery would slow every other audit command.
     from streamwarden.machine.diagram import GraphvizMissingError, svg  # noqa: PLC0415
@@ -109,6 +111,8 @@ def report_html(args: argparse.Namespace, log: AuditLog, flt: AuditFilter,
         sys.stderr.write(f"streamwarden: cannot write {args.output}: {exc.strerror or exc}\n")
         return 1
     where = "standard output" if to_stdout else str(args.output)
+    verdict = ("hash chain OK" if chain.ok
+               else f"hash chain BROKEN at seq {chain.first_bad_seq} ({chain.reason})")
     (sys.stderr if to_stdout else sys.stdout).write(
-        f"wrote the HTML report on {count} records to {where}\n")
+        f"wrote the HTML report on {count} records to {where}; {verdict}\n")
     return 0
