@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, TextIO
@@ -111,8 +111,11 @@ class ReportContext:
     diagram: str | None = None
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, css: str = "") -> str:
-    """A table of cells already escaped."""
+def _table(headers: Iterable[str], rows: Sequence[Iterable[str]], *, css: str,
+           empty: str = "None in the selection.") -> str:
+    """A table of cells already escaped, or the note ``empty`` when there are no rows."""
+    if not rows:
+        return f'<p class="note">{escape(empty)}</p>'
     head = "".join(f"<th>{escape(header)}</th>" for header in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
                    for row in rows)
@@ -293,9 +296,9 @@ def _connection(number: int, detail: ConnectionDetail, summary: TrailSummary) ->
     state = (f"stopped after {format_duration(timeline.lifetime)}" if timeline.stopped
              else f"{stats.state} at the end of the selection")
     chart = connection_chart(detail, Scale(stats.first_at, _connection_end(detail, summary)))
-    leases = (_table(("owner", "lease", "acquired", "ended", "held for", "reason",
-                      "correlation id"), _lease_rows(detail), css="leases")
-              if detail.leases else '<p class="note">No lease was acquired in the selection.</p>')
+    leases = _table(("owner", "lease", "acquired", "ended", "held for", "reason",
+                     "correlation id"), _lease_rows(detail), css="leases",
+                    empty="No lease was acquired in the selection.")
     return (
         f'<article class="connection" id="conn-{number}"><div class="keep">'
         f'<h3>{number}. {escape(stats.kind)} <span class="id">{escape(stats.lifecycle_id)}'
@@ -340,9 +343,9 @@ def _events(summary: TrailSummary) -> str:
                      escape(states), escape(r.owner or ""),
                      f'<span class="outcome {escape(r.outcome)}">{escape(r.outcome)}</span>',
                      escape(reason(r))))
-    body = (_table(("seq", "time", "kind", "lifecycle", "event", "from \u2192 to", "owner",
-                    "outcome", "error or reason"), rows, css="events")
-            if rows else '<p class="note">Every selected record has outcome ok.</p>')
+    body = _table(("seq", "time", "kind", "lifecycle", "event", "from \u2192 to", "owner",
+                   "outcome", "error or reason"), rows, css="events",
+                  empty="Every selected record has outcome ok.")
     return ('<section id="events"><h2>What did not go as planned</h2>'
             '<p class="note">Records whose outcome is failed, forced or rejected.</p>'
             + body + _left_out(summary.events_total - len(summary.events), "records")

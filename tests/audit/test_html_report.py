@@ -224,6 +224,7 @@ def test_no_records():
     assert metrics(text)["records"] == 0
     assert "no records match the filters" in text and "No records match the filters." in text
     assert "<article" not in text and "Every selected record has outcome ok." in text
+    assert section(text, "summary").count("None in the selection.") == 3  # no empty tables
 
 
 def test_the_chain_verdict():
