@@ -11,6 +11,7 @@ details on hover, no script needed); :func:`legend` explains the colours.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -81,6 +82,8 @@ class Scale:
             width = len(_tick_label(self.start, step, multi_day)) * _CHAR_WIDTH + 24
             if self._span / step + 1 <= min((PLOT_END - PLOT_START) / width, _MAX_TICKS):
                 break
+        else:  # more than a decade: multiples of 365 days
+            step *= math.ceil(self._span / step / (_MAX_TICKS - 1))
         start_us = (self.start - _EPOCH) // _MICRO
         first = -(-start_us // step) * step
         count = int((self._span - (first - start_us)) // step) + 1

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from streamwarden import Credentials
+from streamwarden import Credentials, __version__
 from streamwarden.audit._timeline_svg import PLOT_START, WIDTH
 from streamwarden.audit.log import AuditLog
 from streamwarden.cli import main
@@ -115,7 +115,7 @@ def test_summary_numbers_filters_and_verdicts(report):
     chain = page.locator("#chain-verdict").inner_text()
     assert chain.startswith("OK") and f"{count} rows, chain intact" in chain
     assert "no checkpoints configured" in page.locator("#checkpoint-status").inner_text()
-    assert page.locator("#generated-at").inner_text().endswith("by streamwarden 0.1.0")
+    assert page.locator("#generated-at").inner_text().endswith(f"by streamwarden {__version__}")
 
 
 def test_one_timeline_per_connection_with_owners_reconnect_and_failure(report):

@@ -22,6 +22,7 @@ from streamwarden.audit._timeline_svg import PLOT_END, PLOT_START, Scale
 from streamwarden.audit.anchoring import AnchorReport
 from streamwarden.audit.html_report import (
     CSP,
+    PROGRESS_EVERY,
     CheckpointStatus,
     ReportContext,
     ReportLimits,
@@ -158,8 +159,13 @@ def test_a_timeline_per_connection_with_states_leases_and_marks():
     assert first.count('class="marker reconnect"') == 1 and "peer closed" in first
     assert first.count('class="marker failure"') == 1
     assert "running at the end of the selection" in first
+    # The live connection's last state, and the open lease, run to the end of the window.
+    last_band = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', first)[4]
+    assert float(last_band[0]) + float(last_band[1]) == pytest.approx(PLOT_END, abs=0.02)
+    assert 'class="open-arrow"' in first
     assert re.findall(r'class="lease-label">([^<]*)</text>', second) == ["(no owner)"]
     assert "stopped after 0.200 s" in second and second.count('class="marker failure"') == 2
+    assert second.count('class="band state-stopped"') == 1  # the tick where it stopped
     overview = text[text.index('id="overview"'):text.index('<article')]
     assert overview.count('href="#conn-') == 2
 
@@ -202,7 +208,8 @@ def test_limits_cap_what_is_drawn_and_listed_and_say_how_much_was_left_out():
                                 outcome="failed"))
     limits = ReportLimits(connections=2, leases=1, markers=2, events=5, rows=3)
     text = page(records, limits=limits)
-    assert text.count('<article class="connection"') == 2
+    assert re.findall(r'<article class="connection" id="conn-\d"><div class="keep"><h3>\d\. '
+                      r'market_data <span class="id">([^<]*)<', text) == ["lc-0", "lc-1"]
     assert "and 2 more connections not shown: narrow the filters" in text
     assert text.count("and 2 more leases not shown") == 2
     assert text.count("and 1 more reconnects and failures not shown") == 2
@@ -210,6 +217,12 @@ def test_limits_cap_what_is_drawn_and_listed_and_say_how_much_was_left_out():
     assert "and 1 more accounts not shown" in text and "and 9 more owners not shown" in text
     assert "and 1 more connections not shown</p>" in text
     assert metrics(text)["leases"] == 12 and metrics(text)["failures"] == 12
+
+
+def test_default_limits_and_progress_interval():
+    assert ReportLimits() == ReportLimits(connections=25, leases=30, markers=200, events=200,
+                                          rows=100)
+    assert PROGRESS_EVERY == 100_000
 
 
 @pytest.mark.parametrize("name", ["connections", "leases", "markers", "events", "rows"])
@@ -288,6 +301,7 @@ def test_print_rules_keep_colours_and_charts_whole():
     (timedelta(hours=3), ["09:30", "10:00", "10:30"]),
     (timedelta(hours=30), ["01-02 12:00", "01-02 18:00", "01-03 00:00"]),
     (timedelta(days=40), ["2026-01-08", "2026-01-15", "2026-01-22"]),
+    (timedelta(days=365 * 60), ["2032-12-16", "2039-12-15", "2046-12-13"]),
 ])
 def test_axis_ticks_at_round_times_within_the_plot(span, labels):
     ticks = Scale(T0, T0 + span).ticks()
