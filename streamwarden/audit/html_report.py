@@ -491,6 +491,10 @@ th, td { border: 1px solid var(--line); padding: 3px 6px; text-align: left;
   vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f1f4f7; white-space: nowrap; overflow-wrap: normal; }
 table.numeric td { font-variant-numeric: tabular-nums; }
+table.leases td:first-child, table.owners td:first-child { min-width: 9em; }
+table.leases td:nth-child(2) { min-width: 17.5em; }
+table.events td:nth-child(2) { min-width: 10em; }
+table.events td:nth-child(3), table.events td:nth-child(5) { min-width: 9em; }
 .outcome.failed, .outcome.forced { color: var(--bad); font-weight: 700; }
 .outcome.rejected { color: var(--warn); font-weight: 700; }
 .legend { list-style: none; padding: 0; margin: 6px 0; display: flex; flex-wrap: wrap;
