@@ -34,7 +34,8 @@ class ReportLimits:
 
     Attributes:
         connections: lifecycles drawn as timelines (the first ones in the selection).
-        leases: lease bars drawn per connection.
+        leases: lease bars drawn per connection (25 keep a connection's chart on one
+            printed page).
         markers: reconnects and failures marked per connection.
         events: rows of the table of records that did not go as planned.
         rows: rows of each other table (accounts, owners, connections not drawn).
@@ -46,7 +47,7 @@ class ReportLimits:
     """
 
     connections: int = 25
-    leases: int = 30
+    leases: int = 25
     markers: int = 200
     events: int = 200
     rows: int = 100

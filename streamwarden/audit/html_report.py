@@ -58,9 +58,6 @@ from streamwarden.errors import InvalidInputError
 if TYPE_CHECKING:
     from streamwarden.machine.spec import LifecycleSpec
 
-__all__ = ["PROGRESS_EVERY", "CheckpointStatus", "ReportContext", "ReportLimits",
-           "render_html", "write_html"]
-
 #: Records between two progress lines.
 PROGRESS_EVERY = 100_000
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "

@@ -21,8 +21,8 @@ from streamwarden.audit.log import AuditLog
 from streamwarden.cli import main
 from tests.audit.anchored import ROWS, anchored_trail, behind_the_triggers
 from tests.audit.histories import open_log
+from tests.audit.html_page import Elements, metrics, section
 from tests.audit.sim_history import HOSTILE_OWNER, OWNERS, SimHistory, run_sim_history
-from tests.audit.test_html_report import Elements, metrics, section
 
 
 def run(capsys, *argv: object) -> tuple[int, str, str]:

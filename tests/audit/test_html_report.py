@@ -11,7 +11,6 @@ import re
 import stat
 import tracemalloc
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from streamwarden.audit.query import AuditFilter
 from streamwarden.audit.verify import VerifyReport
 from streamwarden.machine.spec import default_spec
 from tests.audit.histories import T0, record, synthetic_records
+from tests.audit.html_page import Elements, metrics, section
 
 SPEC = default_spec()
 GENERATED = datetime(2026, 1, 3, 8, 0, 0, 123456, tzinfo=UTC)
@@ -91,36 +91,6 @@ def page(records=HISTORY, **changes: object) -> str:
     limits = changes.pop("limits", None)
     assert render_html(iter(records), context(**changes), out, limits=limits) == len(records)
     return out.getvalue()
-
-
-class Elements(HTMLParser):
-    """Every start tag of a page with its attributes, and its text."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def named(self, tag: str) -> list[dict[str, str | None]]:
-        return [attrs for name, attrs in self.tags if name == tag]
-
-
-def metrics(text: str) -> dict[str, int]:
-    found = re.findall(r'data-metric="(\w+)"><span class="value">([\d,]+)</span>', text)
-    return {name: int(value.replace(",", "")) for name, value in found}
-
-
-def section(text: str, ident: str) -> str:
-    start = text.index(f'id="{ident}"')
-    end = text.find('<section id="', start)
-    return text[start:] if end < 0 else text[start:end]
 
 
 def test_summary_numbers_over_every_selected_record():
@@ -220,7 +190,7 @@ def test_limits_cap_what_is_drawn_and_listed_and_say_how_much_was_left_out():
 
 
 def test_default_limits_and_progress_interval():
-    assert ReportLimits() == ReportLimits(connections=25, leases=30, markers=200, events=200,
+    assert ReportLimits() == ReportLimits(connections=25, leases=25, markers=200, events=200,
                                           rows=100)
     assert PROGRESS_EVERY == 100_000
 
@@ -371,7 +341,7 @@ def test_many_records_in_bounded_memory_and_page_size():
     text = out.getvalue()
     assert metrics(text)["records"] == count and metrics(text)["leases"] == count // 2
     assert "and 15 more connections not shown" in text
-    assert "and 470 more leases not shown" in text  # 500 per connection, 30 drawn
+    assert "and 475 more leases not shown" in text  # 500 per connection, 25 drawn
     # Holding the records would take about 40 MB; each lease's pairing takes about 1 kB.
     assert peak < 30 * 2**20, peak
     assert len(text) < 2 * 2**20
