@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from streamwarden.arguments import positive_int
-from streamwarden.audit import checkpoint_commands, migrate
+from streamwarden.audit import checkpoint_commands, html_commands, migrate
 from streamwarden.audit.database import parse_url, redact_url, resolve_url, sqlite_path
 from streamwarden.audit.export import EXPORT_FORMATS, check_target, export_records, write_records
 from streamwarden.audit.log import AuditLog
@@ -126,7 +126,11 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
+    html_commands.check_report_arguments(args)
     flt = _filter(args)
+    if args.format == html_commands.HTML_FORMAT:
+        with _open_for_reading(args.db) as log:
+            return html_commands.report_html(args, log, flt, _verify_progress)
     with _open_for_reading(args.db) as log:
         records = log.query(**dataclasses.asdict(flt))
     if args.format == "table":
@@ -219,9 +223,13 @@ def _add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
     audit_commands = audit.add_subparsers(dest="audit_command", required=True,
                                           metavar="COMMAND")
     report = audit_commands.add_parser(
-        "report", help="records matching filters, as a table, JSON or CSV",
-        description="Print the audit records matching the filters, in sequence order.")
-    report.add_argument("--format", choices=REPORT_FORMATS, default="table")
+        "report", help="records matching filters, as a table, JSON, CSV or an HTML page",
+        description="Print the audit records matching the filters, in sequence order; with "
+                    "--format html -o FILE, write one self-contained page with the summary, "
+                    "a timeline per connection, the state diagram and the verification.")
+    report.add_argument("--format", choices=(*REPORT_FORMATS, html_commands.HTML_FORMAT),
+                        default="table")
+    html_commands.add_report_arguments(report)
     verify = audit_commands.add_parser(
         "verify", help="walk the hash chain; exit 1 at the first break",
         description="Recompute the hash chain over every row. Prints OK with the row count "

@@ -9,7 +9,8 @@ any failure the temporary file is removed and an existing target is left untouch
 Every column is exported (:data:`streamwarden.audit.report.COLUMNS`) with the hashes, so the
 export can be re-verified outside the database. A target that exists must be a regular file
 (or a symbolic link to one): a device, a directory or a FIFO is refused
-(:func:`check_target`). :func:`write_records` writes to an open stream (standard output).
+(:func:`check_target`). :func:`write_records` writes to an open stream (standard output);
+:func:`write_atomically` is the complete-or-nothing file writing, for other formats too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, TextIO, TypeVar
 
 from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.report import COLUMNS, record_to_csv_row, record_to_json
@@ -31,6 +32,8 @@ from streamwarden.errors import InvalidInputError
 EXPORT_FORMATS: tuple[str, ...] = ("jsonl", "csv")
 #: Rows between two progress lines.
 PROGRESS_EVERY = 100_000
+
+T = TypeVar("T")
 
 
 def check_target(path: str | os.PathLike[str]) -> None:
@@ -107,6 +110,44 @@ def _fsync_directory(directory: Path) -> None:
             os.close(descriptor)
 
 
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[str]], T]) -> T:
+    """Call ``write`` with a text stream (UTF-8, no newline translation) whose content
+    becomes the file ``path`` only if ``write`` returns; returns what it returned.
+
+    The stream is a temporary file in the target's directory, readable by its owner only
+    (mode 0600), which is flushed, fsynced and renamed over ``path`` at the end.
+
+    Postconditions: on success ``path`` is a new file (mode 0600) holding exactly what was
+    written; on failure ``path`` is as it was before (absent or the previous file) and no
+    temporary file remains.
+
+    Raises:
+        InvalidInputError: if ``path`` exists and is not a regular file (:func:`check_target`).
+        OSError: if the file cannot be written (directory missing, disk full, permissions).
+        Whatever ``write`` raises, after cleaning up.
+
+    Thread-safety: safe to call from several threads with different paths.
+    """
+    check_target(path)
+    target = Path(path)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below, before the rename)
+        "w", encoding="utf-8", newline="", dir=target.parent,
+        prefix=f".{target.name}.", suffix=".partial", delete=False,
+    )
+    try:
+        with handle:
+            result = write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+    _fsync_directory(target.resolve().parent)
+    return result
+
+
 def export_records(
     records: Iterable[AuditRecord],
     fmt: str,
@@ -120,7 +161,7 @@ def export_records(
 
     Postconditions: on success ``path`` holds exactly the records, in the order given; on
     failure ``path`` is as it was before (absent or the previous file) and no temporary file
-    remains.
+    remains (:func:`write_atomically`).
 
     Args:
         records: consumed once, lazily; pass an iterator to keep memory constant.
@@ -135,21 +176,5 @@ def export_records(
     Thread-safety: safe to call from several threads with different paths.
     """
     _check_arguments(fmt, progress_every)
-    check_target(path)
-    target = Path(path)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below, before the rename)
-        "w", encoding="utf-8", newline="", dir=target.parent,
-        prefix=f".{target.name}.", suffix=".partial", delete=False,
-    )
-    try:
-        with handle:
-            count = _write_rows(records, fmt, handle, progress, progress_every)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(handle.name)
-        raise
-    _fsync_directory(target.resolve().parent)
-    return count
+    return write_atomically(
+        path, lambda out: _write_rows(records, fmt, out, progress, progress_every))

@@ -80,6 +80,59 @@ class Timeline:
         return self.periods[-1].entered_at - self.periods[0].entered_at
 
 
+class TimelineBuilder:
+    """Builds the timeline of one lifecycle from its records, fed one at a time in ``seq``
+    order (for callers that read several lifecycles' records interleaved, in one pass).
+
+    Memory grows with the number of state changes, not of records.
+
+    Thread-safety: not thread-safe; one builder per lifecycle and thread.
+    """
+
+    def __init__(self) -> None:
+        self._first: AuditRecord | None = None
+        # (state, entered_at, events) of each period; left_at is the next period's entered_at.
+        self._periods: list[tuple[str, datetime, int]] = []
+        self._count = 0
+
+    def add(self, record: AuditRecord) -> None:
+        """Take the lifecycle's next record.
+
+        Raises:
+            InvalidInputError: if ``record`` belongs to another lifecycle than the first one
+                added (nothing changes).
+        """
+        periods = self._periods
+        if self._first is None:
+            self._first = record
+            periods.append((record.from_state or record.to_state or "?", record.occurred_at, 0))
+        elif record.lifecycle_id != self._first.lifecycle_id:
+            raise InvalidInputError("a timeline is built from the records of one lifecycle")
+        self._count += 1
+        state, entered_at, events = periods[-1]
+        if record.to_state is not None and record.to_state != state:
+            periods.append((record.to_state, record.occurred_at, 1))
+        else:
+            periods[-1] = (state, entered_at, events + 1)
+
+    def build(self) -> Timeline:
+        """The timeline of the records added so far.
+
+        Raises:
+            InvalidInputError: if no record was added.
+        """
+        first, periods = self._first, self._periods
+        if first is None:
+            raise InvalidInputError("a timeline needs at least one audit record")
+        built = tuple(
+            StatePeriod(state, entered_at,
+                        periods[index + 1][1] if index + 1 < len(periods) else None, events)
+            for index, (state, entered_at, events) in enumerate(periods)
+        )
+        return Timeline(first.lifecycle_id, first.fingerprint, first.kind, built,
+                        transitions=len(built) - 1, events=self._count)
+
+
 def build_timeline(records: Iterable[AuditRecord]) -> Timeline:
     """The timeline of the lifecycle whose records (in ``seq`` order) are ``records``.
 
@@ -90,31 +143,10 @@ def build_timeline(records: Iterable[AuditRecord]) -> Timeline:
 
     Thread-safety: pure function.
     """
-    first: AuditRecord | None = None
-    # (state, entered_at, events) of each period; left_at is the next period's entered_at.
-    periods: list[tuple[str, datetime, int]] = []
-    count = 0
+    builder = TimelineBuilder()
     for record in records:
-        if first is None:
-            first = record
-            periods.append((record.from_state or record.to_state or "?", record.occurred_at, 0))
-        elif record.lifecycle_id != first.lifecycle_id:
-            raise InvalidInputError("a timeline is built from the records of one lifecycle")
-        count += 1
-        state, entered_at, events = periods[-1]
-        if record.to_state is not None and record.to_state != state:
-            periods.append((record.to_state, record.occurred_at, 1))
-        else:
-            periods[-1] = (state, entered_at, events + 1)
-    if first is None:
-        raise InvalidInputError("a timeline needs at least one audit record")
-    built = tuple(
-        StatePeriod(state, entered_at,
-                    periods[index + 1][1] if index + 1 < len(periods) else None, events)
-        for index, (state, entered_at, events) in enumerate(periods)
-    )
-    return Timeline(first.lifecycle_id, first.fingerprint, first.kind, built,
-                    transitions=len(built) - 1, events=count)
+        builder.add(record)
+    return builder.build()
 
 
 def format_duration(value: timedelta | None) -> str:
