@@ -236,9 +236,9 @@ def _stream(manager: ConnectionManager, creds: Credentials, strategies: list[Str
         for strategy in strategies:
             for lease in strategy.leases:
                 lease.release()
-    display.wait(RECOVERY_TIMEOUT, lambda: not manager.health().lifecycles)
-    display.show("all connections stopped")
-    return ok
+    stopped = display.wait(RECOVERY_TIMEOUT, lambda: not manager.health().lifecycles)
+    display.show("all connections stopped" if stopped else "connections did NOT stop")
+    return ok and stopped
 
 
 def _run_records(audit: AuditLog, run_id: str, strategies: list[Strategy]) -> list[AuditRecord]:
