@@ -15,8 +15,7 @@ import pytest
 import streamwarden as sw
 from streamwarden.marketdata import TRADE_UPDATES_CHANNEL
 from streamwarden.simulator import Simulator
-
-from .conftest import BOUND, sim_settings
+from tests.runtime.conftest import BOUND, sim_settings
 
 ORDERS = ["momentum-1", "pairs-1", "momentum-2", "manual-7"]
 """The client_order_ids of the fills each test publishes, in order."""
