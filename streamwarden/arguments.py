@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -37,3 +40,57 @@ def bounded_number(kind: type[int] | type[float],
             raise argparse.ArgumentTypeError(f"must be in 0..{maximum:g}, got {text}")
         return value
     return convert
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise (argparse turns it into exit status 2).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def database_url(text: str) -> str:
+    """``text`` if it is an audit database URL the audit log supports.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise, with the reason (the URL's password redacted).
+    """
+    # SQLAlchemy loads only when a URL is given: the command line starts without it.
+    from streamwarden.audit.database import parse_url  # noqa: PLC0415
+    from streamwarden.errors import InvalidInputError  # noqa: PLC0415
+
+    try:
+        parse_url(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def output_file(text: str) -> Path:
+    """A file the command may create or replace: not a directory, in a writable directory.
+
+    Checked when the arguments are parsed, so that a long command does not fail only at the end.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise, with the reason.
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got ''")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    directory = path.parent
+    if not directory.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {str(directory)!r} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK) or (path.exists()
+                                                       and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not writable")
+    return path

@@ -10,6 +10,7 @@ from streamwarden.credentials import Credentials
 from streamwarden.errors import InvalidInputError
 
 MAX_OWNER_LENGTH = 128
+MAX_CLIENT_ORDER_ID_LENGTH = 128  # Alpaca's limit on an order's client_order_id
 # Alpaca equity symbols: letters and digits with an optional class suffix (BRK.B, BF-B);
 # "*" subscribes to every symbol.
 _SYMBOL = re.compile(r"^(\*|[A-Z][A-Z0-9]{0,9}([.\-/][A-Z0-9]{1,5})?)$")
@@ -44,6 +45,25 @@ def check_owner(value: object) -> str | None:
         raise InvalidInputError(f"owner must be a string of 1..{MAX_OWNER_LENGTH} characters")
     if not value.isprintable():
         raise InvalidInputError("owner must be printable")
+    return value
+
+
+def check_client_order_id_prefix(value: object) -> str | None:
+    """``value`` if it is None or 1..128 printable characters (an order's client_order_id can
+    be no longer).
+
+    Raises:
+        InvalidInputError: otherwise.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"client_order_id_prefix must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_CLIENT_ORDER_ID_LENGTH or not value.isprintable():
+        raise InvalidInputError(
+            f"client_order_id_prefix must be 1..{MAX_CLIENT_ORDER_ID_LENGTH} printable "
+            f"characters, got {value[:32]!r}")
     return value
 
 

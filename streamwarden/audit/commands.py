@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from streamwarden.arguments import positive_int
+from streamwarden.arguments import database_url, positive_int
 from streamwarden.audit import checkpoint_commands, html_commands, migrate
 from streamwarden.audit.database import parse_url, redact_url, resolve_url, sqlite_path
 from streamwarden.audit.export import EXPORT_FORMATS, check_target, export_records, write_records
@@ -49,20 +49,12 @@ def _identifier(text: str) -> str:
     return text
 
 
-def _database_url(text: str) -> str:
-    try:
-        parse_url(text)
-    except InvalidInputError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-    return text
-
-
 def _console(out: TextIO) -> Console:
     return Console(file=out, width=None if out.isatty() else PIPE_WIDTH)
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=_database_url, default=None, metavar="URL", help=_DB_HELP)
+    parser.add_argument("--db", type=database_url, default=None, metavar="URL", help=_DB_HELP)
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:

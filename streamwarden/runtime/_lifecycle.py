@@ -48,13 +48,15 @@ class Delivery(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LeaseInfo:
-    """The identity of a lease, fixed when it is granted."""
+    """The identity of a lease, fixed when it is granted; a trade-updates lease's
+    ``client_order_id_prefix`` limits it to the updates of its own orders."""
 
     lease_id: str
     lifecycle_id: str
     key: StreamKey
     owner: str | None
     correlation_id: str
+    client_order_id_prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +113,38 @@ class Effects:
 class Routes:
     """An immutable snapshot of who receives what; replaced, never changed, on each commit.
 
-    Market-data routing reads it on the engine loop without any lock.
+    Market-data routing reads it on the engine loop without any lock. A trade update goes to
+    every lease without a filter (``everyone``) and to each filtered lease whose
+    ``client_order_id`` prefix its order's id starts with (``by_prefix``); while no lease has
+    a filter, routing one costs what it did before filters existed.
     """
 
     by_pair: Mapping[Subscription, tuple[Delivery, ...]]
     everyone: tuple[Delivery, ...]
+    by_prefix: tuple[tuple[str, Delivery], ...] = ()
 
     def targets(self, message: StreamMessage) -> tuple[Delivery, ...]:
         """The delivery queues ``message`` goes to."""
         channel = message.channel
         if channel == TRADE_UPDATES_CHANNEL:
-            return self.everyone
+            if not self.by_prefix:
+                return self.everyone
+            order_id = _client_order_id(message.payload)
+            if order_id is None:
+                return self.everyone
+            return self.everyone + tuple(delivery for prefix, delivery in self.by_prefix
+                                         if order_id.startswith(prefix))
         return self.by_pair.get((channel, message.symbol or ""), ())
 
 
 _NO_ROUTES = Routes({}, ())
+
+
+def _client_order_id(update: object) -> str | None:
+    """The ``client_order_id`` of a trade update's order (alpaca-py's ``TradeUpdate``), or
+    None when it has none."""
+    value = getattr(getattr(update, "order", None), "client_order_id", None)
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +258,8 @@ class Lifecycle:
         details: dict[str, Any] = {}
         if subscriptions:
             details["subscriptions"] = describe(subscriptions)
+        if info.client_order_id_prefix is not None:
+            details["filter"] = {"client_order_id_prefix": info.client_order_id_prefix}
         if inputs:
             details["inputs"] = dict(inputs)
         draft, transition = self._fire("acquire", info.correlation_id, info, inputs=inputs,
@@ -461,9 +482,13 @@ class Lifecycle:
     def _build_routes(self) -> Routes:
         if not self._leases:
             return _NO_ROUTES
-        everyone = tuple(entry.delivery for entry in self._leases.values())
+        everyone = tuple(entry.delivery for entry in self._leases.values()
+                         if entry.info.client_order_id_prefix is None)
         if self.key.kind != MARKET_DATA:
-            return Routes({}, everyone)
+            by_prefix = tuple((entry.info.client_order_id_prefix, entry.delivery)
+                              for entry in self._leases.values()
+                              if entry.info.client_order_id_prefix is not None)
+            return Routes({}, everyone, by_prefix)
         by_pair: dict[Subscription, list[Delivery]] = {}
         for entry in self._leases.values():
             for pair in entry.subscriptions:

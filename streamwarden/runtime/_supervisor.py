@@ -104,6 +104,7 @@ class AcquireRequest:
     correlation_id: str
     subscriptions: frozenset[Subscription]
     callbacks: Mapping[str, Callback]
+    client_order_id_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class Supervisor:
     async def _acquire(self, request: AcquireRequest) -> LeaseHandle | Retry:
         core = self.core
         info = LeaseInfo(request.lease_id, core.lifecycle_id, core.key, request.owner,
-                         request.correlation_id)
+                         request.correlation_id, request.client_order_id_prefix)
         mailbox = Mailbox(lease_id=info.lease_id, owner=info.owner,
                           capacity=self._settings.lease_queue_size,
                           callbacks=request.callbacks, pool=self._services.pool,
@@ -685,6 +686,7 @@ class Supervisor:
                 lease_id=handle.info.lease_id, owner=handle.info.owner,
                 correlation_id=handle.info.correlation_id,
                 symbols=tuple(sorted({symbol for _, symbol in handle.subscriptions})),
+                client_order_id_prefix=handle.info.client_order_id_prefix,
                 queue_depth=stats.depth, oldest_undelivered_age=stats.oldest_age,
                 delivered=stats.delivered, dropped=stats.dropped,
                 callback_errors=stats.callback_errors,

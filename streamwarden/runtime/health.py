@@ -12,14 +12,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LeaseHealth:
-    """A live lease, as shown in health: its delivery queue's depth, the age in seconds of its
-    oldest undelivered message, what it was delivered and dropped (quotes conflated, trades
-    and bars past the queue's size), and how long its running callback has been running."""
+    """A live lease, as shown in health: its symbols (market data) or the ``client_order_id``
+    prefix it is limited to (trade updates; None: every order), its delivery queue's depth, the
+    age in seconds of its oldest undelivered message, what it was delivered and dropped (quotes
+    conflated, trades and bars past the queue's size), and how long its running callback has
+    been running."""
 
     lease_id: str
     owner: str | None
     correlation_id: str
     symbols: tuple[str, ...]
+    client_order_id_prefix: str | None
     queue_depth: int
     oldest_undelivered_age: float | None
     delivered: int

@@ -324,7 +324,19 @@ class MarketDataLease(_MarketData, _SyncLease):
 
 
 
-class TradeUpdatesLease(_SyncLease):
+class _TradeUpdates(_Lease):
+    """What trade-updates leases share, sync or async: the filter given at acquire."""
+
+    __slots__ = ()
+
+    @property
+    def client_order_id_prefix(self) -> str | None:
+        """The lease receives only updates of orders whose ``client_order_id`` starts with
+        this; None: every update of the account."""
+        return self._handle.info.client_order_id_prefix
+
+
+class TradeUpdatesLease(_TradeUpdates, _SyncLease):
     """A lease on the account's shared trade-updates connection (``ConnectionManager``).
 
     Thread-safety: every method may be called from any thread, callbacks included.
@@ -333,9 +345,10 @@ class TradeUpdatesLease(_SyncLease):
     __slots__ = ()
 
     def updates(self, timeout: float | None = None) -> Iterator[Any]:
-        """Every order update of the account (alpaca-py's ``TradeUpdate``), in order. Ends when
-        the lease is released. Never drops one: if the consumer falls ``lease_queue_size``
-        behind, the lease is revoked with LeaseOverflowError.
+        """Every order update of the account (alpaca-py's ``TradeUpdate``), or of its own
+        orders with a ``client_order_id_prefix``, in order. Ends when the lease is released.
+        Never drops one: if the consumer falls ``lease_queue_size`` behind, the lease is
+        revoked with LeaseOverflowError.
 
         Raises:
             WaitTimeoutError: no update within ``timeout`` seconds (None: no bound).
@@ -424,7 +437,7 @@ class AsyncMarketDataLease(_MarketData, _AsyncLease):
 
 
 
-class AsyncTradeUpdatesLease(_AsyncLease):
+class AsyncTradeUpdatesLease(_TradeUpdates, _AsyncLease):
     """A lease on the shared trade-updates connection (``AsyncConnectionManager``)."""
 
     __slots__ = ()

@@ -39,7 +39,13 @@ from streamwarden.runtime.leases import (
     TradeUpdatesLease,
 )
 from streamwarden.transports._contract import Transport, TransportFactory
-from streamwarden.validation import check_credentials, check_owner, check_seconds, check_symbols
+from streamwarden.validation import (
+    check_client_order_id_prefix,
+    check_credentials,
+    check_owner,
+    check_seconds,
+    check_symbols,
+)
 
 #: Records the default in-memory audit sink keeps (a ring: older ones are forgotten).
 DEFAULT_MEMORY_AUDIT_RECORDS = 1000
@@ -131,7 +137,8 @@ class _Manager:
 
     def _request(self, credentials: object, kind: StreamKind, *, owner: object,
                  correlation_id: str | None, subscriptions: frozenset[tuple[str, str]],
-                 callbacks: dict[str, Callback]) -> tuple[StreamKey, Credentials, AcquireRequest]:
+                 callbacks: dict[str, Callback], client_order_id_prefix: str | None = None,
+                 ) -> tuple[StreamKey, Credentials, AcquireRequest]:
         checked = check_credentials(credentials)
         self._redactor.register(*checked.sensitive_values())
         key = StreamKey(
@@ -141,7 +148,8 @@ class _Manager:
         )
         request = AcquireRequest(lease_id=new_id(), owner=check_owner(owner),
                                  correlation_id=resolve_correlation_id(correlation_id),
-                                 subscriptions=subscriptions, callbacks=callbacks)
+                                 subscriptions=subscriptions, callbacks=callbacks,
+                                 client_order_id_prefix=client_order_id_prefix)
         return key, checked, request
 
     def _market_request(self, credentials: object, symbols: object, owner: object,
@@ -157,6 +165,16 @@ class _Manager:
         return self._request(credentials, MARKET_DATA, owner=owner,
                              correlation_id=correlation_id, subscriptions=pairs,
                              callbacks=callbacks)
+
+    def _trade_request(self, credentials: object, on_update: object, owner: object,
+                       correlation_id: str | None,
+                       client_order_id_prefix: object) -> tuple[StreamKey, Credentials,
+                                                                AcquireRequest]:
+        callbacks = _check_callbacks(**{TRADE_UPDATES_CHANNEL: on_update})
+        prefix = check_client_order_id_prefix(client_order_id_prefix)
+        return self._request(credentials, TRADE_UPDATES, owner=owner,
+                             correlation_id=correlation_id, subscriptions=frozenset(),
+                             callbacks=callbacks, client_order_id_prefix=prefix)
 
     def _close_bound(self, timeout: float | None) -> float:
         return (self._settings.stop_timeout + CLOSE_SLACK_SECONDS if timeout is None
@@ -240,6 +258,7 @@ class ConnectionManager(_Manager):
         credentials: Credentials,
         *,
         on_update: Callback | None = None,
+        client_order_id_prefix: str | None = None,
         correlation_id: str | None = None,
         owner: str | None = None,
         wait: bool = True,
@@ -247,15 +266,21 @@ class ConnectionManager(_Manager):
         """A lease on the account's shared trade-updates connection.
 
         Every order update of the account (alpaca-py's ``TradeUpdate``) goes to ``on_update``
-        on a callback worker, or, without it, to ``updates()``.
+        on a callback worker, or, without it, to ``updates()``. With
+        ``client_order_id_prefix`` (1..128 printable characters, Alpaca's limit on a
+        ``client_order_id``) the lease receives only the updates of orders whose
+        ``client_order_id`` starts with it, e.g. ``"momentum-"`` for a strategy that submits
+        its orders as ``momentum-1``, ``momentum-2``, ...; the other updates are not its
+        messages (not counted as dropped). The filter is recorded in the lease's ``acquire``
+        record (``details.filter``) and shown in ``health()``. Without it the lease receives
+        every update of the account. The connection is shared either way.
 
         Raises:
-            The same errors as :meth:`market_data`.
+            InvalidInputError: a bad ``client_order_id_prefix``; otherwise the same errors as
+                :meth:`market_data`. Nothing changed.
         """
-        callbacks = _check_callbacks(**{TRADE_UPDATES_CHANNEL: on_update})
-        key, checked, request = self._request(credentials, TRADE_UPDATES, owner=owner,
-                                              correlation_id=correlation_id,
-                                              subscriptions=frozenset(), callbacks=callbacks)
+        key, checked, request = self._trade_request(credentials, on_update, owner,
+                                                    correlation_id, client_order_id_prefix)
         handle = self._acquire(key, checked, request, wait)
         return TradeUpdatesLease(handle, self._engine)
 
@@ -384,15 +409,18 @@ class AsyncConnectionManager(_Manager):
         credentials: Credentials,
         *,
         on_update: Callback | None = None,
+        client_order_id_prefix: str | None = None,
         correlation_id: str | None = None,
         owner: str | None = None,
         wait: bool = True,
     ) -> Acquiring[AsyncTradeUpdatesLease]:
-        """As :meth:`ConnectionManager.trade_updates`."""
-        callbacks = _check_callbacks(**{TRADE_UPDATES_CHANNEL: on_update})
-        key, checked, request = self._request(credentials, TRADE_UPDATES, owner=owner,
-                                              correlation_id=correlation_id,
-                                              subscriptions=frozenset(), callbacks=callbacks)
+        """As :meth:`ConnectionManager.trade_updates` (``client_order_id_prefix`` included).
+
+        Raises:
+            InvalidInputError: at once, before anything is awaited; the rest when awaited.
+        """
+        key, checked, request = self._trade_request(credentials, on_update, owner,
+                                                    correlation_id, client_order_id_prefix)
 
         async def acquire() -> AsyncTradeUpdatesLease:
             handle = await self._acquire(key, checked, request, wait)

@@ -164,3 +164,23 @@ def test_a_draining_lifecycle_is_reused_only_within_its_grace():
     with pytest.raises(InvalidTransitionError):
         core.acquire(info("C"), AAPL, Box(), now=31.0)  # past the grace: the spec says no
     assert core.due(now=31.0)
+
+
+
+def test_trade_updates_route_unfiltered_leases_as_before_and_record_a_filter():
+    key = StreamKey("f" * 24, "trade_updates", True, None)
+    core = Lifecycle(lifecycle_id="L2", key=key, spec=default_spec(),
+                     timing=Timing(start_timeout=10.0, drain_grace=0.0),
+                     origin_correlation_id="run-1")
+    update = StreamMessage("trade_updates", "AAPL", None)
+    plain, own = Box(), Box()
+    pending = core.acquire(LeaseInfo("A", "L2", key, None, "run-1"), frozenset(), plain, 0.0)
+    assert pending.draft.details == {}
+    core.commit(pending, record_of(pending), 0.0)
+    routes = core.routes
+    assert routes.targets(update) is routes.everyone == (plain,)  # nothing built per update
+    pending = core.acquire(LeaseInfo("B", "L2", key, None, "run-1", "momentum-"), frozenset(),
+                           own, 0.0)
+    assert pending.draft.details == {"filter": {"client_order_id_prefix": "momentum-"}}
+    core.commit(pending, record_of(pending), 0.0)
+    assert core.routes.targets(update) == (plain,)  # no order id: not the filtered lease's
