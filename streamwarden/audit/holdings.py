@@ -5,8 +5,7 @@ it: its ``release`` (outcome ``ok``, or ``failed`` when a full delivery queue re
 ``lease_revoked``, or, should neither exist, the ``stopped`` transition of its lifecycle.
 Refused acquires and releases (outcome ``rejected``) hold and end nothing. A lease with no
 ending record is still held as far as the trail knows: its process may be alive, or may have
-died before it could write one (see :mod:`streamwarden.audit.timeline` for telling these
-apart).
+died before it could write one (:mod:`streamwarden.audit.processes` tells these apart).
 
 Time bounds are half-open like the filters': a lease is held at ``at`` when
 ``acquired_at <= at < released_at``.

@@ -86,7 +86,7 @@ class LocalProcesses:
     def _stat(self, pid: int) -> list[str] | None:
         """The fields of ``/proc/<pid>/stat`` after the command name (state first)."""
         try:
-            text = (self._proc / str(pid) / "stat").read_text(encoding="ascii",
+            text = (self._proc / str(pid) / "stat").read_text(encoding="utf-8",
                                                               errors="replace")
         except OSError:
             return None
@@ -97,7 +97,7 @@ class LocalProcesses:
         try:
             ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
             boot = next(int(line.split()[1]) for line in
-                        (self._proc / "stat").read_text(encoding="ascii").splitlines()
+                        (self._proc / "stat").read_text(encoding="utf-8").splitlines()
                         if line.startswith("btime "))
         except (OSError, ValueError, IndexError, StopIteration):
             return None

@@ -194,7 +194,7 @@ def timeline_to_json(timeline: Timeline, writer: WriterStatus | None = None) -> 
 def _summary(timeline: Timeline, writer: WriterStatus | None) -> str:
     if timeline.stopped:
         return f"stopped after {format_duration(timeline.lifetime)}"
-    return "live" if writer is None else writer.describe()
+    return status(timeline, writer)
 
 
 def render_timeline(timeline: Timeline, fmt: str, out: TextIO, *,
@@ -231,5 +231,7 @@ def render_timeline(timeline: Timeline, fmt: str, out: TextIO, *,
                      Text(left), Text(duration), Text(str(period.events))))
     console = console or Console(file=out)
     console.print(summary)
+    if writer is not None and not timeline.stopped:
+        console.print(Text(writer.describe()))
     console.print(make_table(_COLUMNS, rows))
 

@@ -187,3 +187,19 @@ def test_full_ids_flag(trail_url, capsys, monkeypatch):
     assert line_of(lines, "seq", "time (UTC)")
     for row in rows[:3]:
         line_of(lines, f" {row['seq']} ", row["lifecycle_id"], row["lease_id"] or "")
+
+
+def test_blocks_of_unusual_records():
+    """Unsealed (no seq yet), an owner without a lease, a lease without an owner, an error
+    type without a message; printed without a title."""
+    records = [record(seq=None, lease_id=None, owner="solo"),
+               record(seq=2, lease_id="L2", owner=None, outcome="failed",
+                      error_type="StopTimeoutError", error_message=None)]
+    out = io.StringIO()
+    render_table(records, Console(file=out, width=80))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("#-  2026-01-02 09:30:00.000000  market_data  acquire  ok")
+    line_of(lines, "owner", "solo")
+    assert line_of(lines, "lease", "L2").split() == ["lease", "L2"]
+    line_of(lines, "reason", "StopTimeoutError")
+    assert records[1].reason == "StopTimeoutError"
