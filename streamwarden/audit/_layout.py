@@ -1,10 +1,11 @@
 """Rows for a terminal: one table when the console is wide enough for it, else a block per row.
 
 A table's columns are either fixed (ids, times, states: never wrapped, never folded) or free
-text (owners, reasons: wrapped at spaces). The table is printed when the fixed columns at their
-widest, the free-text columns at :data:`MIN_FREE_WIDTH` (or narrower if nothing in them is
-wider) and the gaps between columns fit the console; otherwise each row is printed as a block
-of labelled lines, where only a value longer than the console's width can wrap.
+text (owners, reasons: wrapped, a word too long for the column folded). The table is printed
+when the fixed columns at their widest, the free-text columns at :data:`MIN_FREE_WIDTH` (or
+narrower if nothing in them is wider) and the gaps between columns fit the console; otherwise
+each row is printed as a block of labelled lines, where only a value too long for its line
+wraps (an id never is: it is shorter than any console).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from rich.text import Text
 
 #: Narrowest a free-text column is squeezed to before the rows are printed as blocks instead.
 MIN_FREE_WIDTH = 10
-#: Characters between two columns of a table.
+#: Characters between two columns of :func:`make_table`: a cell's padding and the box's blank
+#: divider.
 GAP = 2
 #: Indent of a block's labelled lines under its heading.
 BLOCK_INDENT = 2

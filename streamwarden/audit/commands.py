@@ -118,17 +118,20 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(usage_error=parser.error)
 
 
-def _filter(args: argparse.Namespace) -> AuditFilter:
+def _checked_filter(args: argparse.Namespace, **fields: Any) -> AuditFilter:
     try:
-        return AuditFilter(
-            correlation_id=args.correlation_id, lifecycle_id=args.lifecycle_id,
-            fingerprint=args.fingerprint, kind=args.kind, event=args.event,
-            since=args.since, until=args.until, limit=args.limit, owner=args.owner,
-            lease_id=args.lease_id,
-        )
+        return AuditFilter(**fields)
     except InvalidInputError as exc:  # e.g. --since not before --until: a usage error, exit 2
         args.usage_error(exc.message)
         raise  # pragma: no cover  (usage_error exits)
+
+
+def _filter(args: argparse.Namespace) -> AuditFilter:
+    return _checked_filter(
+        args, correlation_id=args.correlation_id, lifecycle_id=args.lifecycle_id,
+        fingerprint=args.fingerprint, kind=args.kind, event=args.event, since=args.since,
+        until=args.until, limit=args.limit, owner=args.owner, lease_id=args.lease_id,
+    )
 
 
 def _resolve_ids(flt: AuditFilter, log: AuditLog, args: argparse.Namespace
@@ -251,11 +254,12 @@ def _audit_export(args: argparse.Namespace) -> int:
 
 
 def _audit_timeline(args: argparse.Namespace) -> int:
+    flt = _checked_filter(args, lifecycle_id=args.lifecycle_id)
     with _open_for_reading(args.db) as log:
-        flt = _resolve_ids(AuditFilter(lifecycle_id=args.lifecycle_id), log, args)
-        if flt is None:
+        resolved = _resolve_ids(flt, log, args)
+        if resolved is None:
             return 1
-        timeline = build_timeline(log.iter_records(lifecycle_id=flt.lifecycle_id))
+        timeline = build_timeline(log.iter_records(lifecycle_id=resolved.lifecycle_id))
     writer = None if timeline.stopped else check_writer(timeline.host, timeline.pid,
                                                          timeline.last_record_at)
     render_timeline(timeline, args.format, sys.stdout, console=_console(sys.stdout),
@@ -285,8 +289,8 @@ def _just_after(at: datetime) -> datetime | None:
 
 
 def _audit_holders(args: argparse.Namespace) -> int:
-    flt = AuditFilter(lifecycle_id=args.lifecycle_id, fingerprint=args.fingerprint,
-                      kind=args.kind, until=_just_after(args.at))
+    flt = _checked_filter(args, lifecycle_id=args.lifecycle_id, fingerprint=args.fingerprint,
+                          kind=args.kind, until=_just_after(args.at))
     with _open_for_reading(args.db) as log:
         resolved = _resolve_ids(flt, log, args)
         if resolved is None:

@@ -44,6 +44,9 @@ ROWS = [
     (["holders", "--at", "10:31"], 2, "error: argument --at: must be an ISO 8601 timestamp"),
     (["holders", "--at", "2026-01-02T10:31:00"], 2, "has no time zone; add Z for UTC"),
     (["holders"], 2, "error: the following arguments are required: --at"),
+    (["timeline", "--lifecycle", "x" * 257], 2, "error: lifecycle_id must be 1..256 characters"),
+    (["holders", "--at", "2026-01-02T10:31:00Z", "--lifecycle", "x" * 257], 2,
+     "error: lifecycle_id must be 1..256 characters"),
 ]
 
 
