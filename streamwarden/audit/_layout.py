@@ -5,7 +5,7 @@ text (owners, reasons: wrapped, a word too long for the column folded). The tabl
 when the fixed columns at their widest, the free-text columns at :data:`MIN_FREE_WIDTH` (or
 narrower if nothing in them is wider) and the gaps between columns fit the console; otherwise
 each row is printed as a block of labelled lines, where only a value too long for its line
-wraps (an id never is: it is shorter than any console).
+wraps (a ULID never does: it is shorter than any console).
 """
 
 from __future__ import annotations
