@@ -5,8 +5,7 @@ it: its ``release`` (outcome ``ok``, or ``failed`` when a full delivery queue re
 ``lease_revoked``, or, should neither exist, the ``stopped`` transition of its lifecycle.
 Refused acquires and releases (outcome ``rejected``) hold and end nothing. A lease with no
 ending record is still held as far as the trail knows: its process may be alive, or may have
-died before it could write one (see :mod:`streamwarden.audit.timeline` for telling these
-apart).
+died before it could write one (:mod:`streamwarden.audit.processes` tells these apart).
 
 Time bounds are half-open like the filters': a lease is held at ``at`` when
 ``acquired_at <= at < released_at``.
@@ -14,7 +13,7 @@ Time bounds are half-open like the filters': a lease is held at ``at`` when
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -74,17 +73,10 @@ def _check_aware(at: object) -> None:
         raise InvalidInputError("the time must be a timezone-aware datetime (for example UTC)")
 
 
-def _reason(record: AuditRecord) -> str | None:
-    if record.error_type is not None:
-        return f"{record.error_type}: {record.error_message or ''}".rstrip(": ")
-    reason = record.details.get("reason")
-    return None if reason is None else str(reason)
-
-
 def _ended(holding: Holding, record: AuditRecord) -> Holding:
     plain = record.event == "release" and record.outcome == "ok"
     return replace(holding, released_at=record.occurred_at, ended_by=record.event,
-                   end_outcome=record.outcome, end_reason=None if plain else _reason(record))
+                   end_outcome=record.outcome, end_reason=None if plain else record.reason)
 
 
 def _acquired(record: AuditRecord, lease_id: str) -> Holding:
@@ -95,6 +87,28 @@ def _acquired(record: AuditRecord, lease_id: str) -> Holding:
                    details=dict(record.details))
 
 
+def _changes(records: Iterable[AuditRecord]) -> Iterator[Holding]:
+    """Each lease when it is acquired, and again when it ends (``released_at`` set), in the
+    order of ``records``. Keeps only the leases still open."""
+    open_leases: dict[str, Holding] = {}
+    open_by_lifecycle: dict[str, set[str]] = {}
+    for record in records:
+        lease_id = record.lease_id
+        if record.outcome == "rejected":
+            continue
+        if record.event == "acquire" and lease_id is not None and record.outcome == "ok":
+            open_leases[lease_id] = _acquired(record, lease_id)
+            open_by_lifecycle.setdefault(record.lifecycle_id, set()).add(lease_id)
+            yield open_leases[lease_id]
+        elif record.event in _ENDING_EVENTS and lease_id in open_leases:
+            held = open_leases.pop(lease_id)
+            open_by_lifecycle[held.lifecycle_id].discard(lease_id)
+            yield _ended(held, record)
+        elif record.to_state == _TERMINAL_STATE:
+            for orphan in sorted(open_by_lifecycle.pop(record.lifecycle_id, ())):
+                yield _ended(open_leases.pop(orphan), record)
+
+
 def holdings(records: Iterable[AuditRecord]) -> list[Holding]:
     """Every lease acquired in ``records`` (in ``seq`` order), in the order acquired.
 
@@ -103,27 +117,18 @@ def holdings(records: Iterable[AuditRecord]) -> list[Holding]:
     Thread-safety: pure function.
     """
     found: dict[str, Holding] = {}
-    open_by_lifecycle: dict[str, set[str]] = {}
-    for record in records:
-        lease_id = record.lease_id
-        if record.outcome == "rejected":
-            continue
-        if record.event == "acquire" and lease_id is not None and record.outcome == "ok":
-            found[lease_id] = _acquired(record, lease_id)
-            open_by_lifecycle.setdefault(record.lifecycle_id, set()).add(lease_id)
-        elif record.event in _ENDING_EVENTS and lease_id in found:
-            if found[lease_id].released_at is None:
-                held = found[lease_id]
-                found[lease_id] = _ended(held, record)
-                open_by_lifecycle.get(held.lifecycle_id, set()).discard(lease_id)
-        elif record.to_state == _TERMINAL_STATE:
-            for orphan in sorted(open_by_lifecycle.pop(record.lifecycle_id, ())):
-                found[orphan] = _ended(found[orphan], record)
+    for holding in _changes(records):
+        found[holding.lease_id] = holding
     return list(found.values())
 
 
 def holders_at(records: Iterable[AuditRecord], at: datetime) -> list[Holding]:
-    """The leases held at ``at``, in the order acquired.
+    """The leases held at ``at``, in the order acquired, each as far as ``records`` tell
+    (a lease released after ``at`` has its ``released_at``; given only the records up to
+    ``at``, none has).
+
+    Consumes ``records`` once; memory grows with the number of leases open at the same
+    time, not with the number of records or of leases.
 
     Raises:
         InvalidInputError: if ``at`` is naive.
@@ -131,4 +136,10 @@ def holders_at(records: Iterable[AuditRecord], at: datetime) -> list[Holding]:
     Thread-safety: pure function.
     """
     _check_aware(at)
-    return [holding for holding in holdings(records) if holding.held_at(at)]
+    held: dict[str, Holding] = {}
+    for holding in _changes(records):
+        if holding.held_at(at):
+            held[holding.lease_id] = holding  # an update keeps the lease's place
+        else:
+            held.pop(holding.lease_id, None)
+    return list(held.values())

@@ -33,7 +33,13 @@ from streamwarden.audit.database import (
 from streamwarden.audit.migrate import ensure_schema
 from streamwarden.audit.models import UndecodableRowError, audit_table, decode_row, raw_select
 from streamwarden.audit.notes import Verifier, key_exposed, load_signer
-from streamwarden.audit.query import AuditFilter, check_limit, select_records
+from streamwarden.audit.query import (
+    AuditFilter,
+    check_id,
+    check_limit,
+    select_matching_ids,
+    select_records,
+)
 from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.spool import Spool, default_spool_path
 from streamwarden.audit.verify import PAGE_SIZE, VerifyReport, verify_rows
@@ -384,13 +390,15 @@ class AuditLog:
         self, *, correlation_id: str | None = None, lifecycle_id: str | None = None,
         fingerprint: str | None = None, kind: str | None = None, event: str | None = None,
         since: datetime | None = None, until: datetime | None = None, limit: int | None = None,
+        owner: str | None = None, lease_id: str | None = None,
     ) -> list[AuditRecord]:
         """The records matching every given filter, in ``seq`` order (at most ``limit``).
 
-        ``since`` is inclusive, ``until`` exclusive (timezone-aware).
+        ``since`` is inclusive, ``until`` exclusive (timezone-aware); ids, ``owner`` and
+        ``event`` match exactly (:class:`~streamwarden.audit.query.AuditFilter`).
 
         Raises:
-            InvalidInputError: a filter is malformed.
+            InvalidInputError: a filter is malformed, or ``event`` is no event of the trail.
             AuditIntegrityError: a matching row cannot be decoded (its seq, ``edited``).
             AuditUnavailableError, AuditError: the database could not be read.
 
@@ -398,14 +406,15 @@ class AuditLog:
         """
         return list(self.iter_records(
             correlation_id=correlation_id, lifecycle_id=lifecycle_id, fingerprint=fingerprint,
-            kind=kind, event=event, since=since, until=until, limit=limit,
+            kind=kind, event=event, since=since, until=until, limit=limit, owner=owner,
+            lease_id=lease_id,
         ))
 
     def iter_records(
         self, *, correlation_id: str | None = None, lifecycle_id: str | None = None,
         fingerprint: str | None = None, kind: str | None = None, event: str | None = None,
         since: datetime | None = None, until: datetime | None = None, limit: int | None = None,
-        batch_size: int = 1000,
+        owner: str | None = None, lease_id: str | None = None, batch_size: int = 1000,
     ) -> Iterator[AuditRecord]:
         """Like :meth:`query`, streamed: pages of ``batch_size`` rows read by ``seq`` (keyset
         pagination), so memory stays constant however many rows match.
@@ -419,13 +428,50 @@ class AuditLog:
 
         Thread-safety: safe from any thread; each page is one short read.
         """
-        if self._closed:
-            raise AuditError("the audit log is closed", operation="audit.query")
+        self._check_open("audit.query")
         flt = AuditFilter(correlation_id=correlation_id, lifecycle_id=lifecycle_id,
                           fingerprint=fingerprint, kind=kind, event=event, since=since,
-                          until=until, limit=limit)
+                          until=until, limit=limit, owner=owner, lease_id=lease_id)
         check_limit("batch_size", batch_size)
         return self._pages(flt, batch_size)
+
+    def newest(self, lifecycle_id: str, *, to_state: str | None = None) -> AuditRecord | None:
+        """The newest record of the lifecycle ``lifecycle_id`` (with ``to_state``: the newest
+        that entered that state), or None if it has none. One indexed read.
+
+        Raises:
+            InvalidInputError: ``lifecycle_id`` or ``to_state`` is malformed.
+            AuditIntegrityError: that row cannot be decoded (its seq, ``edited``).
+            AuditUnavailableError, AuditError: the log is closed or could not be read.
+
+        Thread-safety: safe from any thread.
+        """
+        self._check_open("audit.query")
+        statement = select_records(AuditFilter(lifecycle_id=lifecycle_id),
+                                   dialect_name=self._engine.dialect.name, limit=1,
+                                   newest_first=True)
+        if to_state is not None:
+            statement = statement.where(audit_table.c.to_state == check_id("to_state", to_state))
+        rows = self._read(statement)
+        return _decoded(rows[0]) if rows else None
+
+    def find_ids(self, column: str, text: str, *, limit: int = 10) -> list[str]:
+        """The ids a reader may mean by ``text`` in ``column`` (``lifecycle_id``, ``lease_id``
+        or ``correlation_id``): ``[text]`` if some record has exactly that id, else the ids
+        that start or end with it (a prefix, or the short form a table shows), sorted, at most
+        ``limit`` (:func:`~streamwarden.audit.query.select_matching_ids`). Empty if none.
+
+        Raises:
+            InvalidInputError: ``column``, ``text`` or ``limit`` is malformed.
+            AuditUnavailableError, AuditError: the log is closed or could not be read.
+
+        Thread-safety: safe from any thread.
+        """
+        self._check_open("audit.query")
+        rows = self._read(select_matching_ids(column, text, limit=limit))
+        if rows and rows[0][1]:
+            return [rows[0][0]]
+        return [row[0] for row in rows]
 
     def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Walk the whole chain in ``seq`` order (streamed) and report the first break.
@@ -440,8 +486,7 @@ class AuditLog:
 
         Thread-safety: safe from any thread.
         """
-        if self._closed:
-            raise AuditError("the audit log is closed", operation="audit.verify")
+        self._check_open("audit.verify")
         return verify_rows(self._raw_pages(), progress=progress)
 
     def _raw_pages(self) -> Iterator[list[RawRow]]:
@@ -498,8 +543,7 @@ class AuditLog:
 
         Thread-safety: safe from any thread; checkpoints are written one at a time.
         """
-        if self._closed:
-            raise AuditError("the audit log is closed", operation="audit.checkpoint")
+        self._check_open("audit.checkpoint")
         if writer is not None:
             return writer.write(self._rows_after)
         if self._checkpointer is None:
@@ -546,6 +590,18 @@ class AuditLog:
         return bundle.write_bundle(path, selected, self._rows_after, checkpoint_dir,
                                    public_keys)
 
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            raise AuditError("the audit log is closed", operation=operation)
+
+    def _read(self, statement: sa.Select[Any]) -> list[RawRow]:
+        """The rows of one short read."""
+        try:
+            with self._engine.connect() as connection:
+                return _fetch(connection, _runner(connection, statement))
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate_error(exc, self._url, "audit.query") from None
+
     def _rows_after(self, seq: int) -> Iterator[AuditRecord]:
         return self._pages(AuditFilter(), 1000, after=seq)
 
@@ -558,11 +614,7 @@ class AuditLog:
             statement = select_records(flt, dialect_name=dialect, limit=size)
             if after is not None:
                 statement = statement.where(audit_table.c.seq > after)
-            try:
-                with self._engine.connect() as connection:
-                    page = _fetch(connection, _runner(connection, statement))
-            except sa.exc.SQLAlchemyError as exc:
-                raise translate_error(exc, self._url, "audit.query") from None
+            page = self._read(statement)
             for row in page:
                 yield _decoded(row)
             if remaining is not None:

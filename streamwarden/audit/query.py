@@ -5,11 +5,13 @@ report and the export); :func:`select_records` turns it into one ``SELECT`` over
 ``lifecycle_audit`` in ``seq`` order, with keyset pagination (``after_seq``) so that a caller
 can stream millions of rows in constant memory.
 
-Time bounds are half-open: ``since <= occurred_at < until``.
+Time bounds are half-open: ``since <= occurred_at < until``. :func:`select_matching_ids` finds
+the ids a reader may mean by a prefix or by the short form the table shows.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,16 +19,30 @@ from typing import Any
 import sqlalchemy as sa
 
 from streamwarden.audit.models import audit_table, raw_select
+from streamwarden.audit.records import LEASE_EVENTS
 from streamwarden.errors import InvalidInputError
 
 KINDS: tuple[str, ...] = ("market_data", "trade_updates")
 MAX_ID_LENGTH = 256
-_ID_FIELDS = ("correlation_id", "lifecycle_id", "fingerprint", "event")
+#: The id columns :func:`select_matching_ids` resolves.
+ID_COLUMNS: tuple[str, ...] = ("lifecycle_id", "lease_id", "correlation_id")
+_ID_FIELDS = ("correlation_id", "lifecycle_id", "lease_id", "fingerprint", "owner", "event")
+#: What the table puts before the tail of a shortened id; ignored in an id a reader types.
+ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 
 
 def _check_id(name: str, value: object) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else check_id(name, value)
+
+
+def check_id(name: str, value: object) -> str:
+    """``value`` if it is a string of 1..:data:`MAX_ID_LENGTH` printable characters.
+
+    Raises:
+        InvalidInputError: otherwise, naming ``name``.
+
+    Thread-safety: pure function.
+    """
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
@@ -43,6 +59,37 @@ def _check_time(name: str, value: object) -> datetime | None:
         raise InvalidInputError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInputError(f"{name} must be timezone-aware (for example UTC)")
+    return value
+
+
+@functools.cache
+def audit_events() -> tuple[str, ...]:
+    """Every event the audit trail can hold: the events of the spec's transitions (the
+    runtime records refused ones under the same names), then the lease events.
+
+    Loads the packaged spec on the first call (not at import: the command line stays fast).
+
+    Thread-safety: safe from any thread.
+    """
+    from streamwarden.machine.spec import default_spec  # noqa: PLC0415
+
+    spec_events = dict.fromkeys(transition.event for transition in default_spec().transitions)
+    return (*spec_events, *LEASE_EVENTS)
+
+
+def check_event(value: str) -> str:
+    """``value`` if the trail can hold records of that event (:func:`audit_events`).
+
+    Raises:
+        InvalidInputError: otherwise, listing the events (a misspelt name would select
+            nothing without a word).
+
+    Thread-safety: safe from any thread.
+    """
+    events = audit_events()
+    if value not in events:
+        raise InvalidInputError(f"unknown event {value!r}; the audit trail holds "
+                                f"{', '.join(events)}")
     return value
 
 
@@ -90,15 +137,17 @@ class AuditFilter:
     """Which audit records to select; every field is optional and they combine with AND.
 
     Attributes:
-        correlation_id, lifecycle_id, fingerprint, event: exact matches.
+        correlation_id, lifecycle_id, lease_id, fingerprint, owner: exact matches.
+        event: an exact match, one of :func:`audit_events`.
         kind: ``market_data`` or ``trade_updates``.
         since: inclusive lower bound on ``occurred_at`` (timezone-aware).
         until: exclusive upper bound on ``occurred_at`` (timezone-aware).
         limit: at most this many records (the first ones in ``seq`` order).
 
     Raises:
-        InvalidInputError: on construction, if a field is ill-typed, empty, a time is naive,
-            ``since`` is not before ``until``, or ``limit`` is not a positive int.
+        InvalidInputError: on construction, if a field is ill-typed, empty, an event the
+            trail cannot hold, a time is naive, ``since`` is not before ``until``, or
+            ``limit`` is not a positive int.
 
     Thread-safety: immutable.
     """
@@ -111,10 +160,14 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    owner: str | None = None
+    lease_id: str | None = None
 
     def __post_init__(self) -> None:
         for name in _ID_FIELDS:
             _check_id(name, getattr(self, name))
+        if self.event is not None:
+            check_event(self.event)
         if self.kind is not None and self.kind not in KINDS:
             raise InvalidInputError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
         since = _check_time("since", self.since)
@@ -143,10 +196,11 @@ def _conditions(flt: AuditFilter) -> list[sa.ColumnElement[bool]]:
 
 def select_records(
     flt: AuditFilter, *, dialect_name: str = "sqlite", after_seq: int | None = None,
-    limit: int | None = None,
+    limit: int | None = None, newest_first: bool = False,
 ) -> sa.Select[Any]:
-    """``SELECT`` every column of ``lifecycle_audit`` matching ``flt``, in ``seq`` order, as
-    stored (:func:`streamwarden.audit.models.raw_select` for ``dialect_name``).
+    """``SELECT`` every column of ``lifecycle_audit`` matching ``flt``, in ``seq`` order
+    (descending if ``newest_first``), as stored
+    (:func:`streamwarden.audit.models.raw_select` for ``dialect_name``).
 
     Rows convert with :func:`streamwarden.audit.models.decode_row`.
 
@@ -169,8 +223,39 @@ def select_records(
     statement = raw_select(dialect_name).where(*_conditions(flt))
     if after_seq is not None:
         statement = statement.where(audit_table.c.seq > after_seq)
-    statement = statement.order_by(audit_table.c.seq)
+    seq = audit_table.c.seq
+    statement = statement.order_by(seq.desc() if newest_first else seq)
     bounds = [bound for bound in (limit, flt.limit) if bound is not None]
     if bounds:
         statement = statement.limit(min(bounds))
     return statement
+
+
+def select_matching_ids(column: str, text: str, *, limit: int) -> sa.Select[Any]:
+    """``SELECT DISTINCT`` the values of ``column`` (one of :data:`ID_COLUMNS`) equal to, or
+    starting or ending with, ``text``: what a reader may mean by an id, a prefix of one, or
+    the short form a table shows (its last characters). Rows are ``(value, exact)``: the
+    value equal to ``text`` first (``exact`` true), then the others sorted, at most ``limit``.
+
+    A leading ``…`` (as the table marks a shortened correlation id) is ignored. ``text`` is
+    compared as is, case included, and ``%``, ``_`` and ``\\`` are plain characters, on SQLite
+    and PostgreSQL alike. The database scans the column; no row is loaded.
+
+    Raises:
+        InvalidInputError: if ``column`` is not an id column, ``text`` is empty, longer than
+            :data:`MAX_ID_LENGTH` or not printable, or ``limit`` is not a positive int.
+
+    Thread-safety: pure function.
+    """
+    if column not in ID_COLUMNS:
+        raise InvalidInputError(f"ids are matched in {', '.join(ID_COLUMNS)}; got {column!r}")
+    wanted = check_id(column, text.removeprefix(ELLIPSIS) if isinstance(text, str) else text)
+    check_limit("limit", limit)
+    values = audit_table.c[column]
+    size = len(wanted)
+    # substr, not LIKE: case-sensitive on SQLite too, and nothing in ``text`` to escape.
+    starts = sa.func.substr(values, 1, size) == wanted
+    ends = sa.func.substr(values, sa.func.length(values) - size + 1) == wanted
+    exact = (values == wanted).label("exact")
+    return (sa.select(values, exact).distinct().where(sa.or_(starts, ends))
+            .order_by(exact.desc(), values).limit(limit))

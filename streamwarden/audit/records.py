@@ -17,6 +17,8 @@ SCHEMA_VERSION = 2
 LEASE_REVOKED = "lease_revoked"
 LEASE_SUBSCRIBED = "lease_subscribed"
 LEASE_UNSUBSCRIBED = "lease_unsubscribed"
+#: Every lease event, in the order a reader meets them.
+LEASE_EVENTS: tuple[str, ...] = (LEASE_SUBSCRIBED, LEASE_UNSUBSCRIBED, LEASE_REVOKED)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,20 @@ class AuditRecord:
     seq: int | None = None
     prev_hash: str | None = None
     row_hash: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why this happened, when the record says: ``error_type: error_message`` for a failure
+        or a refusal (either alone when the other is absent), else ``details["reason"]`` (why a
+        connection was lost, why a lease was revoked); None for a plain record."""
+        if self.error_type is not None:
+            if self.error_message:
+                return f"{self.error_type}: {self.error_message}"
+            return self.error_type
+        if self.error_message:
+            return self.error_message
+        reason = self.details.get("reason")
+        return None if reason is None else str(reason)
 
 
 class AuditSink(Protocol):

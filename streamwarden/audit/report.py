@@ -3,7 +3,8 @@
 The JSON and CSV forms carry every column of ``lifecycle_audit`` (:data:`COLUMNS`, in table
 order) so that an export can be checked against the database and re-verified; timestamps are
 ISO 8601 in UTC with microseconds, exactly as the hash chain encodes them. The table shows the
-columns a reviewer reads first.
+columns a reviewer reads first, and turns into a block per record on a narrow terminal
+(:func:`render_table`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, Group
 from rich.text import Text
 
+from streamwarden.audit._layout import Column, make_block, print_rows
+from streamwarden.audit.query import ELLIPSIS
 from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import InvalidInputError
 
@@ -34,9 +36,14 @@ COLUMNS: tuple[str, ...] = (
 #: Characters of a ULID shown in the table: the random tail, which tells ids created in the
 #: same millisecond apart (the head is the timestamp).
 SHORT_ID = 8
-_TABLE_HEADERS = ("seq", "time (UTC)", "lifecycle", "kind", "event", "from -> to", "refs",
-                  "lease", "owner", "correlation", "outcome", "error")
-_NO_WRAP = frozenset({"seq", "lifecycle", "refs", "lease", "outcome"})
+#: Correlation ids up to this long are shown whole in the table.
+CORRELATION_WIDTH = 16
+_TABLE_COLUMNS = (
+    Column("seq", right=True), Column("time (UTC)"), Column("lifecycle"), Column("kind"),
+    Column("event"), Column("from -> to"), Column("refs", right=True), Column("lease"),
+    Column("owner", free=True), Column("correlation"), Column("outcome"),
+    Column("reason", free=True), Column("cause"),
+)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -145,6 +152,13 @@ def short_id(value: str | None) -> str:
     return value[-SHORT_ID:]
 
 
+def table_correlation(value: str) -> str:
+    """A correlation id as the table shows it: whole up to :data:`CORRELATION_WIDTH`
+    characters, else ``…`` and its last :data:`SHORT_ID` (which the filters accept, with or
+    without the ``…``). Pure function."""
+    return value if len(value) <= CORRELATION_WIDTH else ELLIPSIS + short_id(value)
+
+
 def _states(record: AuditRecord) -> str:
     if record.to_state is None:
         return f"{record.from_state or '?'} -> (none)"
@@ -157,45 +171,67 @@ def _refs(record: AuditRecord) -> str:
     return f"{record.refs_before}->{record.refs_after}"
 
 
-def _error(record: AuditRecord) -> str:
-    if record.error_type is None:
-        return record.error_message or ""
-    return f"{record.error_type}: {record.error_message or ''}"
+def _outcome(record: AuditRecord) -> Text:
+    return Text(record.outcome, style="green" if record.outcome == "ok" else "bold red")
 
 
-def _table_cells(record: AuditRecord) -> tuple[Text, ...]:
+def _table_row(record: AuditRecord, full_ids: bool) -> tuple[Text, ...]:
     # Text, not str: rich would interpret "[...]" in owners or error messages as markup.
-    seq = "" if record.seq is None else str(record.seq)
-    cells = (seq, display_time(record.occurred_at), short_id(record.lifecycle_id), record.kind,
-             record.event, _states(record), _refs(record), short_id(record.lease_id),
-             record.owner or "", record.correlation_id, record.outcome, _error(record))
-    styled = Text(record.outcome, style="green" if record.outcome == "ok" else "bold red")
-    return (*(Text(cell) for cell in cells[:-2]), styled, Text(cells[-1]))
+    def ident(value: str | None) -> Text:
+        return Text((value or "") if full_ids else short_id(value))
+
+    correlation = record.correlation_id if full_ids else table_correlation(
+        record.correlation_id)
+    return (Text("" if record.seq is None else str(record.seq)),
+            Text(display_time(record.occurred_at)), ident(record.lifecycle_id),
+            Text(record.kind), Text(record.event), Text(_states(record)), Text(_refs(record)),
+            ident(record.lease_id), Text(record.owner or ""), Text(correlation),
+            _outcome(record), Text(record.reason or ""), ident(record.causation_id))
+
+
+def _block(record: AuditRecord) -> Group:
+    heading = Text("  ").join([
+        Text(f"#{record.seq}" if record.seq is not None else "#-"),
+        Text(display_time(record.occurred_at)), Text(record.kind), Text(record.event),
+        _outcome(record)])
+    states = _states(record) + (f", refs {_refs(record)}" if _refs(record) else "")
+    fields = [("lifecycle", Text(record.lifecycle_id)), ("states", Text(states))]
+    if record.lease_id is not None:
+        owner = "" if record.owner is None else f", owner {record.owner}"
+        fields.append(("lease", Text(record.lease_id + owner)))
+    elif record.owner is not None:
+        fields.append(("owner", Text(record.owner)))
+    fields.append(("correlation", Text(record.correlation_id)))
+    if record.causation_id is not None:
+        fields.append(("caused by", Text(record.causation_id)))
+    if record.reason is not None:
+        fields.append(("reason", Text(record.reason)))
+    return make_block(heading, fields)
 
 
 def render_table(records: Iterable[AuditRecord], console: Console, *,
-                 title: str | None = None) -> int:
-    """Print ``records`` to ``console`` as a table; returns how many.
+                 title: str | None = None, full_ids: bool = False) -> int:
+    """Print ``records`` to ``console`` for a reader; returns how many.
 
-    Ids are shortened to their last :data:`SHORT_ID` characters (the JSON and CSV forms have
-    them in full). Values are shown literally: rich markup in them is not interpreted.
+    A table when ``console`` is wide enough for its columns (:mod:`._layout`: about 160
+    characters for a typical trail with short ids, more with ``full_ids``), with one line per
+    record unless an owner or a reason is long; ids (lifecycle, lease, the causing event)
+    are shortened to their last :data:`SHORT_ID` characters unless ``full_ids``, long
+    correlation ids as :func:`table_correlation`. On a narrower console, one block per record:
+    a heading (seq, time, kind, event, outcome) over labelled lines with every id in full.
+    Either way the reason is shown (:attr:`AuditRecord.reason`: the error, or why a
+    connection was lost) and values are shown literally: rich markup in them is not
+    interpreted. Materialises ``records`` (it measures them before printing).
 
     Raises:
         InvalidInputError: if a record's timestamp is naive.
 
     Thread-safety: as thread-safe as ``console``.
     """
-    table = Table(title=title, header_style="bold")
-    for header in _TABLE_HEADERS:
-        # Short fixed-width columns never wrap; the others wrap when the console is narrow.
-        table.add_column(header, justify="right" if header in ("seq", "refs") else "left",
-                         no_wrap=header in _NO_WRAP, overflow="fold")
-    count = 0
-    for record in records:
-        table.add_row(*_table_cells(record))
-        count += 1
-    console.print(table)
-    return count
+    records = list(records)
+    rows = [_table_row(record, full_ids) for record in records]
+    print_rows(console, _TABLE_COLUMNS, rows, map(_block, records), title=title)
+    return len(records)
 
 
 def render(records: Iterable[AuditRecord], fmt: str, out: TextIO, *,

@@ -5,7 +5,9 @@ from the current state starts a new period; self-loops (``acquire`` in ``running
 revocations and rejected events (``to_state`` absent) stay in the current period and are
 counted as its events. The first period is the first record's ``from_state`` (``idle``),
 entered when that record occurred. The last period is open-ended (no ``left_at``) unless the
-lifecycle reached ``stopped``, which is terminal.
+lifecycle reached ``stopped``, which is terminal. An open-ended lifecycle whose process is gone
+never reaches it: rendered with the :class:`~streamwarden.audit.processes.WriterStatus` of its
+last record, it is shown as unterminated rather than live.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from streamwarden.audit._layout import Column, make_table
+from streamwarden.audit.processes import WriterStatus
 from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.report import display_time, format_time
 from streamwarden.errors import InvalidInputError
@@ -28,6 +31,11 @@ TERMINAL_STATE = "stopped"
 TIMELINE_FORMATS: tuple[str, ...] = ("table", "json")
 _MINUTE = 60.0
 _HOUR = 3600.0
+#: How the table ends the last period, by the lifecycle's :func:`status` (else "(status)").
+_OPEN_ENDS = {"stopped": "(terminal)", "live": "(open)"}
+# Times may wrap between date and time on a narrow terminal; nothing else does.
+_COLUMNS = (Column("#", right=True), Column("state"), Column("entered at (UTC)", free=True),
+            Column("left at (UTC)", free=True), Column("duration"), Column("events", right=True))
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class Timeline:
     Attributes:
         transitions: how many times the state changed.
         events: how many records the lifecycle has.
+        host, pid, last_record_at: the process that wrote the last record, and when.
         stopped: whether it reached the terminal state.
     """
 
@@ -66,6 +75,9 @@ class Timeline:
     periods: tuple[StatePeriod, ...]
     transitions: int
     events: int
+    host: str
+    pid: int
+    last_record_at: datetime
 
     @property
     def stopped(self) -> bool:
@@ -91,6 +103,7 @@ class TimelineBuilder:
 
     def __init__(self) -> None:
         self._first: AuditRecord | None = None
+        self._last: AuditRecord | None = None
         # (state, entered_at, events) of each period; left_at is the next period's entered_at.
         self._periods: list[tuple[str, datetime, int]] = []
         self._count = 0
@@ -109,6 +122,7 @@ class TimelineBuilder:
         elif record.lifecycle_id != self._first.lifecycle_id:
             raise InvalidInputError("a timeline is built from the records of one lifecycle")
         self._count += 1
+        self._last = record
         state, entered_at, events = periods[-1]
         if record.to_state is not None and record.to_state != state:
             periods.append((record.to_state, record.occurred_at, 1))
@@ -121,8 +135,8 @@ class TimelineBuilder:
         Raises:
             InvalidInputError: if no record was added.
         """
-        first, periods = self._first, self._periods
-        if first is None:
+        first, last, periods = self._first, self._last, self._periods
+        if first is None or last is None:
             raise InvalidInputError("a timeline needs at least one audit record")
         built = tuple(
             StatePeriod(state, entered_at,
@@ -130,7 +144,8 @@ class TimelineBuilder:
             for index, (state, entered_at, events) in enumerate(periods)
         )
         return Timeline(first.lifecycle_id, first.fingerprint, first.kind, built,
-                        transitions=len(built) - 1, events=self._count)
+                        transitions=len(built) - 1, events=self._count, host=last.host,
+                        pid=last.pid, last_record_at=last.occurred_at)
 
 
 def build_timeline(records: Iterable[AuditRecord]) -> Timeline:
@@ -167,8 +182,17 @@ def format_duration(value: timedelta | None) -> str:
     return f"{int(hours)} h {int(minutes)} min {int(rest)} s"
 
 
-def timeline_to_json(timeline: Timeline) -> dict[str, Any]:
-    """``timeline`` as JSON-safe values (times ISO 8601 UTC, durations in seconds).
+def status(timeline: Timeline, writer: WriterStatus | None = None) -> str:
+    """``stopped``; else, with the status of the last record's ``writer``, ``live``,
+    ``unterminated`` or ``unchecked``; else ``live``. Thread-safety: pure function."""
+    if timeline.stopped:
+        return "stopped"
+    return "live" if writer is None else writer.lifecycle_status
+
+
+def timeline_to_json(timeline: Timeline, writer: WriterStatus | None = None) -> dict[str, Any]:
+    """``timeline`` as JSON-safe values (times ISO 8601 UTC, durations in seconds), its
+    :func:`status` judged with ``writer``.
 
     Thread-safety: pure function.
     """
@@ -178,6 +202,10 @@ def timeline_to_json(timeline: Timeline) -> dict[str, Any]:
         "fingerprint": timeline.fingerprint,
         "kind": timeline.kind,
         "stopped": timeline.stopped,
+        "status": status(timeline, writer),
+        "host": timeline.host,
+        "pid": timeline.pid,
+        "last_record_at": format_time(timeline.last_record_at),
         "transitions": timeline.transitions,
         "events": timeline.events,
         "lifetime_s": None if lifetime is None else lifetime.total_seconds(),
@@ -195,11 +223,20 @@ def timeline_to_json(timeline: Timeline) -> dict[str, Any]:
     }
 
 
+def _summary(timeline: Timeline, writer: WriterStatus | None) -> str:
+    if timeline.stopped:
+        return f"stopped after {format_duration(timeline.lifetime)}"
+    return status(timeline, writer)
+
+
 def render_timeline(timeline: Timeline, fmt: str, out: TextIO, *,
-                    console: Console | None = None) -> None:
+                    console: Console | None = None, writer: WriterStatus | None = None) -> None:
     """Write ``timeline`` to ``out`` as a rich table or JSON.
 
     ``console`` is used for the table (one writing to ``out`` is created when None).
+    ``writer``, the status of the process of a lifecycle that did not stop
+    (:func:`~streamwarden.audit.processes.check_writer`), tells live from unterminated; without
+    it such a lifecycle is shown live.
 
     Raises:
         InvalidInputError: on an unknown format.
@@ -208,27 +245,25 @@ def render_timeline(timeline: Timeline, fmt: str, out: TextIO, *,
     Thread-safety: not thread-safe on a shared ``out``.
     """
     if fmt == "json":
-        json.dump(timeline_to_json(timeline), out, indent=2)
+        json.dump(timeline_to_json(timeline, writer), out, indent=2)
         out.write("\n")
         return
     if fmt != "table":
         raise InvalidInputError(f"timeline format must be one of {', '.join(TIMELINE_FORMATS)}; "
                                 f"got {fmt!r}")
-    status = (f"stopped after {format_duration(timeline.lifetime)}" if timeline.stopped
-              else "live")
     summary = Text(f"lifecycle {timeline.lifecycle_id} ({timeline.kind}, fingerprint "
-                   f"{timeline.fingerprint}): {status}, {timeline.transitions} transitions, "
-                   f"{timeline.events} events")
-    table = Table(header_style="bold")
-    for header in ("#", "state", "entered at (UTC)", "left at (UTC)", "duration", "events"):
-        table.add_column(header, justify="right" if header in ("#", "events") else "left")
+                   f"{timeline.fingerprint}): {_summary(timeline, writer)}, "
+                   f"{timeline.transitions} transitions, {timeline.events} events")
+    open_end = _OPEN_ENDS.get(status(timeline, writer), f"({status(timeline, writer)})")
+    rows = []
     for index, period in enumerate(timeline.periods, start=1):
-        open_end = "(terminal)" if period.state == TERMINAL_STATE else "(open)"
         left = open_end if period.left_at is None else display_time(period.left_at)
         duration = open_end if period.left_at is None else format_duration(period.duration)
-        table.add_row(Text(str(index)), Text(period.state), Text(display_time(period.entered_at)),
-                      Text(left), Text(duration), Text(str(period.events)))
+        rows.append((Text(str(index)), Text(period.state), Text(display_time(period.entered_at)),
+                     Text(left), Text(duration), Text(str(period.events))))
     console = console or Console(file=out)
     console.print(summary)
-    console.print(table)
+    if writer is not None and not timeline.stopped:
+        console.print(Text(writer.describe()))
+    console.print(make_table(_COLUMNS, rows))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import datetime, timedelta
 
 import pytest
@@ -109,3 +110,25 @@ def test_the_records_a_real_manager_writes_pair_up(creds, fast_settings):
     assert found[2].lifecycle_id == history.trade_updates_lifecycle
     middle = found[1].acquired_at + (found[1].released_at - found[1].acquired_at) / 2
     assert found[1] in holders_at(sink.records(), middle)
+
+
+def test_holders_at_keeps_only_the_open_leases():
+    """Memory grows with the leases open at once, not with all of them: over 3,000 leases
+    held one after the other, holders_at peaks far below holdings."""
+    def trail():
+        for index in range(3_000):
+            lease = f"L-{index}"
+            yield step(index, "acquire", "running", "running", lease_id=lease, owner="o")
+            yield step(index + 0.5, "release", "running", "running", lease_id=lease)
+
+    def peak(function) -> int:
+        tracemalloc.start()
+        try:
+            function(trail())
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    held = peak(lambda records: holders_at(records, at(100.25)))
+    assert peak(holdings) > 10 * held
+    assert [h.lease_id for h in holders_at(trail(), at(100.25))] == ["L-100"]

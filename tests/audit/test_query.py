@@ -8,10 +8,21 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from streamwarden import InvalidInputError
+from streamwarden import ConnectionManager, InMemoryAuditSink, InvalidInputError
 from streamwarden.audit.models import decode_row
-from streamwarden.audit.query import AuditFilter, parse_time, select_records
+from streamwarden.audit.query import (
+    AuditFilter,
+    audit_events,
+    check_event,
+    parse_time,
+    select_records,
+)
+from streamwarden.audit.records import LEASE_EVENTS
+from streamwarden.errors import ConnectionStartError, InvalidTransitionError
+from streamwarden.machine.spec import load_spec
+from streamwarden.testing import InMemoryTransportFactory
 from tests.audit.histories import T0, fill, open_log, run_history
+from tests.waiting import wait_until
 
 ROWS = 200  # synthetic rows: lc-0..lc-9 round robin, one microsecond apart from T0
 
@@ -28,6 +39,9 @@ ROWS = 200  # synthetic rows: lc-0..lc-9 round robin, one microsecond apart from
     ({"limit": 0}, "limit must be at least 1, got 0"),
     ({"limit": True}, "limit must be a whole number, got bool"),
     ({"limit": 2.5}, "limit must be a whole number, got float"),
+    ({"owner": ""}, "owner must be 1..256 characters"),
+    ({"lease_id": 7}, "lease_id must be a string, got int"),
+    ({"event": "released"}, "unknown event 'released'; the audit trail holds acquire, release"),
 ])
 def test_bad_filters_are_refused_with_a_clear_reason(changes, message):
     with pytest.raises(InvalidInputError, match=message.replace("(", r"\(")):
@@ -89,6 +103,7 @@ def test_each_filter_selects_exactly_its_records(filled):
     checks = {
         "correlation_id": "run-2", "lifecycle_id": history.trade_updates_lifecycle,
         "fingerprint": everything[0].fingerprint, "kind": "trade_updates", "event": "release",
+        "owner": "momentum", "lease_id": everything[0].lease_id,
     }
     for name, value in checks.items():
         selected = run(db_url, AuditFilter(**{name: value}))
@@ -133,5 +148,65 @@ def test_audit_log_query_uses_the_same_filters(filled):
     with open_log(db_url) as log:
         by_log = log.query(correlation_id="corr-4", since=T0, limit=3)
         streamed = list(log.iter_records(kind="trade_updates", batch_size=7))
+        by_owner = log.query(owner="executor", event="release")
+        lease_id = by_owner[0].lease_id
+        by_lease = list(log.iter_records(lease_id=lease_id))
     assert by_log == run(db_url, AuditFilter(correlation_id="corr-4", since=T0, limit=3))
     assert streamed == run(db_url, AuditFilter(kind="trade_updates"))
+    assert [(r.owner, r.event) for r in by_owner] == [("executor", "release")]
+    assert [r.event for r in by_lease] == ["acquire", "release"]
+    assert by_lease == run(db_url, AuditFilter(lease_id=lease_id))
+
+
+def test_the_newest_record_of_a_lifecycle(filled):
+    db_url, history = filled
+    with open_log(db_url) as log:
+        records = log.query(lifecycle_id=history.market_data_lifecycle)
+        assert log.newest(history.market_data_lifecycle) == records[-1]
+        assert records[-1].to_state == "stopped"
+        running = log.newest(history.market_data_lifecycle, to_state="running")
+        assert running == [r for r in records if r.to_state == "running"][-1]
+        assert log.newest(history.market_data_lifecycle, to_state="no-such-state") is None
+        assert log.newest("no-such-lifecycle") is None
+        with pytest.raises(InvalidInputError, match="to_state must be printable"):
+            log.newest(history.market_data_lifecycle, to_state="a\nb")
+
+
+def test_the_events_of_the_trail_come_from_the_spec_and_the_lease_events():
+    spec = load_spec()
+    from_spec = list(dict.fromkeys(transition.event for transition in spec.transitions))
+    assert audit_events() == (*from_spec, *LEASE_EVENTS)
+    assert {"acquire", "release", "connection_lost", "closed", "close_timeout",
+            "lease_revoked", "lease_subscribed"} <= set(audit_events())
+    assert check_event("connection_lost") == "connection_lost"
+    with pytest.raises(InvalidInputError) as caught:
+        check_event("Release")
+    assert caught.value.message == ("unknown event 'Release'; the audit trail holds "
+                                    + ", ".join(audit_events()))
+
+
+def test_every_event_a_real_manager_records_is_a_known_event(creds, fast_settings):
+    """Subscriptions, a dropped connection, a refused event, a failed start and its revoked
+    lease, releases and shutdowns: the filter accepts every event name these write."""
+    sink = InMemoryAuditSink()
+    factory = InMemoryTransportFactory()
+    manager = ConnectionManager(transport_factory=factory, audit=sink, settings=fast_settings)
+    try:
+        lease = manager.market_data(creds, symbols=["AAPL"])
+        lease.subscribe_quotes("MSFT")
+        lease.unsubscribe("quotes", "MSFT")
+        transport = factory.latest()
+        transport.emit_connected()  # refused: already running
+        assert wait_until(lambda: any(r.outcome == "rejected" for r in sink.records()))
+        transport.emit_connection_lost("peer closed")
+        transport.emit_fatal_error(ConnectionStartError("refused"))  # revokes the lease
+        assert wait_until(lambda: not lease.is_live)
+        with manager.trade_updates(creds, on_update=lambda message: None):
+            pass
+    finally:
+        manager.close()
+    recorded = {r.event for r in sink.records()}
+    assert {"lease_subscribed", "lease_unsubscribed", "connection_lost", "start_failed",
+            "lease_revoked"} <= recorded
+    assert recorded <= set(audit_events())
+    assert InvalidTransitionError.__name__ in {r.error_type for r in sink.records()}

@@ -87,7 +87,7 @@ def test_table_shows_the_readable_columns_literally(history_records):
         history_records)
     text = out.getvalue()
     for header in ("seq", "time (UTC)", "lifecycle", "kind", "event", "from -> to", "refs",
-                   "lease", "owner", "correlation", "outcome", "error"):
+                   "lease", "owner", "correlation", "outcome", "reason", "cause"):
         assert header in text
     first = history_records[0]
     assert short_id(first.lifecycle_id) in text and first.lifecycle_id not in text

@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from streamwarden import InMemoryAuditSink, InvalidInputError
+from streamwarden.audit.processes import WriterStatus
 from streamwarden.audit.timeline import (
     build_timeline,
     format_duration,
@@ -84,6 +85,43 @@ def test_table_form():
     render_timeline(build_timeline(STOPPED_LIFECYCLE[:3]), "table", live,
                     console=Console(file=live, width=200))
     assert "(open)" in live.getvalue() and ": live," in live.getvalue()
+
+
+def table_text(timeline, writer=None) -> str:
+    out = io.StringIO()
+    render_timeline(timeline, "table", out, console=Console(file=out, width=200), writer=writer)
+    return out.getvalue()
+
+
+def test_a_lifecycle_without_a_final_record_is_live_unterminated_or_unchecked():
+    timeline = build_timeline([*STOPPED_LIFECYCLE[:3], step(12, "acquire", "running", "running",
+                                                            host="box", pid=4242)])
+    assert (timeline.host, timeline.pid, timeline.last_record_at) == (
+        "box", 4242, T0 + timedelta(seconds=12))
+    last = "last record 2026-01-02 09:30:12.000000 UTC"
+    gone = WriterStatus("gone", "box", 4242, timeline.last_record_at)
+    text = table_text(timeline, gone)
+    assert "ffffffffffffffffffffffff): unterminated, 2 transitions, 4 events\n" in text
+    assert f"\nunterminated: no final record, and process 4242 on box is gone ({last})\n" in text
+    assert "(unterminated)" in text and "(open)" not in text and "live" not in text
+    document = timeline_to_json(timeline, gone)
+    assert (document["status"], document["stopped"], document["host"], document["pid"]) == (
+        "unterminated", False, "box", 4242)
+    assert document["last_record_at"] == "2026-01-02T09:30:12.000000+00:00"
+    unchecked = WriterStatus("unchecked", "box", 4242, timeline.last_record_at)
+    text = table_text(timeline, unchecked)
+    assert "unchecked: no final record; process 4242 on host box cannot be checked" in text
+    assert "(unchecked)" in text
+    running = WriterStatus("running", "box", 4242, timeline.last_record_at)
+    assert "): live, 2 transitions" in table_text(timeline, running)
+    assert "\nlive: process 4242 on box is running" in table_text(timeline, running)
+    assert "(open)" in table_text(timeline, running)
+    assert timeline_to_json(timeline, running)["status"] == "live"
+    # A stopped lifecycle is stopped whatever became of its process.
+    stopped = build_timeline(STOPPED_LIFECYCLE)
+    assert timeline_to_json(stopped, gone)["status"] == "stopped"
+    assert "stopped after" in table_text(stopped, gone)
+    assert "gone" not in table_text(stopped, gone)
 
 
 def test_timeline_of_a_real_manager_history(creds, fast_settings):
