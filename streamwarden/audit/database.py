@@ -160,6 +160,23 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
+def require_file(url: URL, operation: str) -> None:
+    """Check that a SQLite ``url``'s file exists, so that reading it cannot create an empty one
+    (PostgreSQL: nothing to check).
+
+    Raises:
+        AuditUnavailableError: if the file does not exist or is not a regular file.
+
+    Thread-safety: reads the file system only.
+    """
+    path = sqlite_path(url)
+    if path is None or path.is_file():
+        return
+    problem = "is not a regular file" if path.exists() else "does not exist"
+    raise AuditUnavailableError(f"no audit database at {path}: it {problem}",
+                                operation=operation)
+
+
 def is_read_only(url: URL) -> bool:
     """Whether ``url`` asks for a read-only SQLite file (``file:...?mode=ro&uri=true``)."""
     return is_sqlite(url) and url.query.get("mode") == "ro"
