@@ -2,7 +2,8 @@
 
 Exit statuses: 0 success; 1 failure, with one readable line on stderr (the error's type and
 message; an unexpected error too, with its secrets redacted); 2 bad arguments, with a one-line
-reason; 130 interrupted (Ctrl-C), with one line. No command prints a raw traceback, unless
+reason; 130 interrupted (Ctrl-C), with one line; 141 standard output closed by its reader
+(``... | head``), silently. No command prints a raw traceback, unless
 ``STREAMWARDEN_TRACEBACK=1`` asks for one (for developers: a traceback is not redacted).
 
 Start-up stays fast: this module imports only the standard library and light streamwarden
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from streamwarden import __version__
+from streamwarden._redaction import SecretRedactor, redact_text
 from streamwarden.arguments import positive_int
 from streamwarden.errors import StreamwardenError
 
@@ -221,9 +223,6 @@ def _diagram(args: argparse.Namespace) -> int:
 def _redacted_line(text: str) -> str:
     """``text`` on one line, bounded, without database passwords or the environment's Alpaca
     credentials."""
-    from streamwarden.audit.database import redact_text  # noqa: PLC0415
-    from streamwarden.logging import SecretRedactor  # noqa: PLC0415
-
     credentials = SecretRedactor(os.environ.get(name, "")
                                  for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"))
     line = credentials.redact_text(redact_text(" ".join(text.split())))
@@ -253,7 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser(arguments).parse_args(arguments)
         handler: Handler = args.handler
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return status
     except StreamwardenError as exc:
         print(f"streamwarden: {type(exc).__name__}: {_redacted_line(str(exc))}",
               file=sys.stderr)

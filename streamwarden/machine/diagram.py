@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 import shutil
 
-from statemachine.contrib.diagram import GraphvizError, extract, run_graphviz
+from statemachine.contrib.diagram.extract import extract
+from statemachine.contrib.diagram.graphviz import GraphvizError, run_graphviz
 from statemachine.contrib.diagram.model import DiagramGraph, DiagramState
 from statemachine.contrib.diagram.renderers.dot import DotRenderer, DotRendererConfig
 from statemachine.contrib.diagram.renderers.mermaid import MermaidRenderer

@@ -119,7 +119,7 @@ def test_url_defaults_to_the_environment_then_the_sqlite_file(tmp_path, monkeypa
     assert migrate.upgrade() == (None, "0001")
     assert (tmp_path / "streamwarden-audit.db").exists()
     monkeypatch.setenv("STREAMWARDEN_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
-    with pytest.raises(AuditUnavailableError, match="env.db: it does not exist"):
+    with pytest.raises(AuditUnavailableError, match=r"env\.db: it does not exist"):
         migrate.current_revision()  # reading creates nothing
     assert not (tmp_path / "env.db").exists()
     assert migrate.upgrade()[1] == "0001" and (tmp_path / "env.db").exists()
