@@ -100,11 +100,12 @@ class ManagerClosedError(StreamwardenError):
 class ConnectionStartError(StreamwardenError):
     """The connection could not be brought to running.
 
-    ``cause`` says why, when it is known: one of :data:`START_CAUSES` (the class's own default,
-    ``"auth"`` for AuthenticationError, unless given).
+    ``cause`` says why: one of :data:`START_CAUSES`. Unless given, it is the class's
+    ``default_cause``: ``"auth"`` for AuthenticationError, ``"timeout"`` for StartTimeoutError,
+    ``"other"`` otherwise (the message says more).
     """
 
-    default_cause: str | None = None
+    default_cause = "other"
 
     def __init__(
         self,
@@ -118,7 +119,7 @@ class ConnectionStartError(StreamwardenError):
     ) -> None:
         super().__init__(message, operation=operation, fingerprint=fingerprint, state=state,
                          correlation_id=correlation_id)
-        self.cause = cause if cause is not None else self.default_cause
+        self.cause: str = cause if cause is not None else self.default_cause
 
     def derive(self, **overrides: str | None) -> Self:
         """As :meth:`StreamwardenError.derive`, keeping ``cause``."""

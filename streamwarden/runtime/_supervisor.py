@@ -666,8 +666,8 @@ class Supervisor:
         the latest failed attempt to connect since the last ``connected``."""
         failure = self.core.failure
         if failure is not None:
-            cause = failure.cause if isinstance(failure, ConnectionStartError) else None
-            return ConnectFailure(cause or "other", failure.message)
+            cause = failure.cause if isinstance(failure, ConnectionStartError) else "other"
+            return ConnectFailure(cause, failure.message)
         return self._connect_failure
 
     def transport_done(self) -> bool:

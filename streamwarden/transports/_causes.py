@@ -83,4 +83,4 @@ def refusal(code: int | None, message: str, url: str) -> ConnectFailure:
     """
     text = " ".join(message.split()) or "(no message)"
     error = f"Alpaca error {code}: {text}" if code is not None else text
-    return ConnectFailure("other", f"{_endpoint(url)[1]} refused the start: {error}")
+    return ConnectFailure("other", f"starting the stream at {_endpoint(url)[1]} failed: {error}")
