@@ -41,9 +41,11 @@ Handler = Callable[[argparse.Namespace], int]
 DEFAULT_EXAMPLES = 200
 #: Exit status of a command interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
+#: Exit status when standard output's reader went away (128 + SIGPIPE, like ``cat | head``).
+OUTPUT_CLOSED = 141
 #: Set to 1 to let an unexpected error end with its (unredacted) traceback, for developers.
 TRACEBACK_ENV = "STREAMWARDEN_TRACEBACK"
-#: Longest message printed for an unexpected error, in characters.
+#: Longest message printed for an unexpected error, in characters (its text is not ours).
 MAX_MESSAGE = 500
 CHECK_EXTRA_HINT = "the property-based run needs hypothesis: pip install 'streamwarden[check]'"
 #: ``streamwarden diagram --format`` choices (``streamwarden.machine.diagram.FORMATS``; a test
@@ -220,13 +222,13 @@ def _diagram(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redacted_line(text: str) -> str:
-    """``text`` on one line, bounded, without database passwords or the environment's Alpaca
-    credentials."""
+def _redacted_line(text: str, limit: int | None = None) -> str:
+    """``text`` on one line (cut at ``limit`` characters), without database passwords or the
+    environment's Alpaca credentials."""
     credentials = SecretRedactor(os.environ.get(name, "")
                                  for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"))
     line = credentials.redact_text(redact_text(" ".join(text.split())))
-    return line if len(line) <= MAX_MESSAGE else line[:MAX_MESSAGE - 3] + "..."
+    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _output_closed() -> int:
@@ -237,7 +239,7 @@ def _output_closed() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # no file descriptor (output captured in-process)
         pass
-    return 128 + 13  # 128 + SIGPIPE
+    return OUTPUT_CLOSED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get(TRACEBACK_ENV) == "1":
             raise
-        print(f"streamwarden: unexpected {type(exc).__name__}: {_redacted_line(str(exc))} "
+        message = _redacted_line(str(exc), MAX_MESSAGE)
+        print(f"streamwarden: unexpected {type(exc).__name__}: {message} "
               f"(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
         return 1
 

@@ -9,6 +9,7 @@ only a process shows: Ctrl-C, a closed standard output, an unexpected error's si
 from __future__ import annotations
 
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streamwarden.cli import INTERRUPTED, TRACEBACK_ENV, main
+from streamwarden.cli import INTERRUPTED, OUTPUT_CLOSED, TRACEBACK_ENV, main
 from tests.conftest import CANARY_SECRET
 
 USAGE, FAILURE = 2, 1
@@ -151,6 +152,14 @@ def streamwarden(*argv: str, env: dict[str, str] | None = None,
                             env={**os.environ, **(env or {})}, **popen)  # type: ignore[call-overload]
 
 
+def test_the_package_runs_as_the_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["streamwarden", "db", "current", "--db", "x"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("streamwarden", run_name="__main__")
+    assert exited.value.code == USAGE
+    assert "malformed database URL 'x'" in capsys.readouterr().err
+
+
 def test_python_dash_m_is_the_same_command():
     done = subprocess.run([sys.executable, "-m", "streamwarden", "db", "current", "--db", "x"],
                           capture_output=True, text=True, timeout=BOUND, check=False)
@@ -178,7 +187,7 @@ def test_a_closed_standard_output_ends_quietly():
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # the reader is gone before the command writes (| head -0)
     err = process.stderr.read()
-    assert process.wait(timeout=BOUND) == 128 + signal.SIGPIPE
+    assert process.wait(timeout=BOUND) == OUTPUT_CLOSED == 128 + signal.SIGPIPE
     assert err == ""
 
 

@@ -11,6 +11,8 @@ import ssl
 
 import pytest
 import websockets
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 from websockets.legacy.exceptions import InvalidStatusCode
 
 from streamwarden import (
@@ -163,6 +165,14 @@ def test_connect_errors_are_classified(error, cause, detail):
     failure = connect_failure(error, URL)
     assert failure.cause == cause and failure.detail.startswith(detail)
     assert "pw-CANARY-42" not in failure.detail
+
+
+def test_a_refused_handshake_of_the_current_websockets_client_is_read_too():
+    response = Response(401, "Unauthorized", Headers())
+    failure = connect_failure(websockets.InvalidStatus(response), URL)
+    assert failure == ConnectFailure("auth", "WebSocket handshake with stream.example:8443 "
+                                             "failed (InvalidStatus: server rejected WebSocket "
+                                             "connection: HTTP 401)")
 
 
 def test_a_reset_on_a_plain_websocket_url_is_not_tls():
