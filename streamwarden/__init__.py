@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "Bar": "streamwarden.marketdata",
     "Quote": "streamwarden.marketdata",
     "Trade": "streamwarden.marketdata",
+    "ConnectFailure": "streamwarden.transports",
     "StreamMessage": "streamwarden.transports",
     "Transport": "streamwarden.transports",
     "TransportEvents": "streamwarden.transports",
@@ -64,6 +65,7 @@ __all__ = [
     "AuthenticationError",
     "Bar",
     "CheckpointError",
+    "ConnectFailure",
     "ConnectionLimitError",
     "ConnectionManager",
     "ConnectionStartError",
@@ -159,6 +161,7 @@ if TYPE_CHECKING:
         TradeUpdatesLease,
     )
     from streamwarden.transports import (
+        ConnectFailure,
         StreamMessage,
         Transport,
         TransportEvents,

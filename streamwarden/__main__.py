@@ -1,4 +1,4 @@
-"""``python -m streamwarden``: the command line of :mod:`streamwarden.cli`."""
+"""``python -m streamwarden``: the same command as ``streamwarden``."""
 
 import sys
 

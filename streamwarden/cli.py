@@ -1,7 +1,10 @@
 """The ``streamwarden`` command.
 
-Bad arguments exit 2 with a one-line reason (argparse); failures exit 1 with a typed, readable
-message; success exits 0.
+Exit statuses: 0 success; 1 failure, with one readable line on stderr (the error's type and
+message; an unexpected error too, with its secrets redacted); 2 bad arguments, with a one-line
+reason; 130 interrupted (Ctrl-C), with one line; 141 standard output closed by its reader
+(``... | head``), silently. No command prints a raw traceback, unless
+``STREAMWARDEN_TRACEBACK=1`` asks for one (for developers: a traceback is not redacted).
 
 Start-up stays fast: this module imports only the standard library and light streamwarden
 modules. A subcommand's module (the audit commands, the simulator, the demo, the model check,
@@ -16,13 +19,15 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from streamwarden import __version__
+from streamwarden._redaction import SecretRedactor, redact_text
 from streamwarden.arguments import positive_int
 from streamwarden.errors import StreamwardenError
 
@@ -34,6 +39,14 @@ Handler = Callable[[argparse.Namespace], int]
 """A subcommand: takes the parsed arguments, returns the exit status (0 ok, 1 failure)."""
 
 DEFAULT_EXAMPLES = 200
+#: Exit status of a command interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+#: Exit status when standard output's reader went away (128 + SIGPIPE, like ``cat | head``).
+OUTPUT_CLOSED = 141
+#: Set to 1 to let an unexpected error end with its (unredacted) traceback, for developers.
+TRACEBACK_ENV = "STREAMWARDEN_TRACEBACK"
+#: Longest message printed for an unexpected error, in characters (its text is not ours).
+MAX_MESSAGE = 500
 CHECK_EXTRA_HINT = "the property-based run needs hypothesis: pip install 'streamwarden[check]'"
 #: ``streamwarden diagram --format`` choices (``streamwarden.machine.diagram.FORMATS``; a test
 #: keeps the two equal).
@@ -49,6 +62,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("streamwarden.demo",
              "three strategies sharing connections, on the simulator (no credentials)"),
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        reason = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {reason} (see {self.prog} --help)\n")
 
 
 def _selected_command(argv: Sequence[str]) -> str | None:
@@ -78,7 +99,7 @@ def _add_lazy_commands(commands: argparse._SubParsersAction[Any], selected: str 
 
 def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The command line's parser, with the real subparsers of the subcommand ``argv`` names."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamwarden",
         description="Shared, audited Alpaca WebSocket connections with a formal lifecycle.",
     )
@@ -201,15 +222,56 @@ def _diagram(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    args = _parser(arguments).parse_args(arguments)
-    handler: Handler = args.handler
+def _redacted_line(text: str, limit: int | None = None) -> str:
+    """``text`` on one line (cut at ``limit`` characters), without database passwords or the
+    environment's Alpaca credentials."""
+    credentials = SecretRedactor(os.environ.get(name, "")
+                                 for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"))
+    line = credentials.redact_text(redact_text(" ".join(text.split())))
+    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _output_closed() -> int:
+    """The reader of standard output went away (``... | head``): end quietly, as ``cat`` does
+    on SIGPIPE, and keep Python from reporting the failed final flush."""
     try:
-        return handler(args)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (output captured in-process)
+        pass
+    return OUTPUT_CLOSED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docstring).
+
+    Raises:
+        SystemExit: with status 0 after ``--help`` or ``--version``, 2 on bad arguments.
+
+    Thread-safety: run from one thread at a time (it writes to the process's stdout/stderr).
+    """
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = _parser(arguments).parse_args(arguments)
+        handler: Handler = args.handler
+        status = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return status
     except StreamwardenError as exc:
-        print(f"streamwarden: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"streamwarden: {type(exc).__name__}: {_redacted_line(str(exc))}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("streamwarden: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        return _output_closed()
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        message = _redacted_line(str(exc), MAX_MESSAGE)
+        print(f"streamwarden: unexpected {type(exc).__name__}: {message} "
+              f"(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
         return 1
 
 

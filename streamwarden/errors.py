@@ -29,6 +29,11 @@ from __future__ import annotations
 from typing import Self
 
 _CONTEXT_FIELDS = ("operation", "fingerprint", "state", "correlation_id")
+#: Why a connection did not start (:attr:`ConnectionStartError.cause`, and ``details.cause`` of a
+#: ``start_failed`` record): the name lookup failed, the peer refused the TCP connection, the
+#: TLS handshake failed, Alpaca refused the credentials, nothing answered in time, or another
+#: reason (the message says which).
+START_CAUSES = ("dns", "refused", "tls", "auth", "timeout", "other")
 
 
 class StreamwardenError(Exception):
@@ -93,11 +98,40 @@ class ManagerClosedError(StreamwardenError):
 
 
 class ConnectionStartError(StreamwardenError):
-    """The connection could not be brought to running."""
+    """The connection could not be brought to running.
+
+    ``cause`` says why: one of :data:`START_CAUSES`. Unless given, it is the class's
+    ``default_cause``: ``"auth"`` for AuthenticationError, ``"timeout"`` for StartTimeoutError,
+    ``"other"`` otherwise (the message says more).
+    """
+
+    default_cause = "other"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: str | None = None,
+        operation: str | None = None,
+        fingerprint: str | None = None,
+        state: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, operation=operation, fingerprint=fingerprint, state=state,
+                         correlation_id=correlation_id)
+        self.cause: str = cause if cause is not None else self.default_cause
+
+    def derive(self, **overrides: str | None) -> Self:
+        """As :meth:`StreamwardenError.derive`, keeping ``cause``."""
+        derived = super().derive(**overrides)
+        derived.cause = self.cause
+        return derived
 
 
 class AuthenticationError(ConnectionStartError):
     """Alpaca refused the credentials (401, 402 or ``unauthorized``)."""
+
+    default_cause = "auth"
 
 
 class ConnectionLimitError(ConnectionStartError):
@@ -109,7 +143,11 @@ class SubscriptionError(ConnectionStartError):
 
 
 class StartTimeoutError(ConnectionStartError):
-    """No ``connected`` within ``start_timeout``."""
+    """No ``connected`` within ``start_timeout``. ``cause`` is the last failed attempt's
+    (``"dns"``, ``"refused"``, ...) when one failed, else ``"timeout"``; the message then ends
+    with that attempt's description."""
+
+    default_cause = "timeout"
 
 
 class StopTimeoutError(StreamwardenError):

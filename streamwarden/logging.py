@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
-from streamwarden.credentials import REDACTED, Secret
+from streamwarden._redaction import SecretRedactor
 
 LOGGER_NAME = "streamwarden"
 LOG_FORMAT_ENV = "STREAMWARDEN_LOG_FORMAT"
@@ -45,58 +43,6 @@ AUDIT_CHECKPOINT_FAILED = "audit.checkpoint_failed"
 AUDIT_CHECKPOINT_KEY_EXPOSED = "audit.checkpoint_key_exposed"
 MANAGER_CLOSED = "manager.closed"
 CALLBACK_WORKERS_STUCK = "manager.callback_workers_stuck"
-
-
-class SecretRedactor:
-    """A structlog processor that removes secrets from every field of a log event.
-
-    It replaces any :class:`~streamwarden.credentials.Secret` value with ``<redacted>``, and every
-    occurrence of a registered sensitive string (key ids and secrets of the credentials a manager
-    has seen) inside any string value, nested containers and rendered exceptions included. Place
-    it after ``format_exc_info`` and before the renderer.
-
-    Thread-safety: :meth:`register` and :meth:`__call__` may be called from any thread.
-    """
-
-    def __init__(self, sensitive: Iterable[str] = ()) -> None:
-        self._lock = threading.Lock()
-        self._sensitive: tuple[str, ...] = ()
-        self.register(*sensitive)
-
-    def register(self, *values: str) -> None:
-        """Add strings that must never appear in output (empty strings are ignored)."""
-        with self._lock:
-            merged = set(self._sensitive) | {value for value in values if value}
-            # Longest first, so a secret that contains another is replaced whole.
-            self._sensitive = tuple(sorted(merged, key=len, reverse=True))
-
-    def redact_text(self, text: str) -> str:
-        """``text`` with every registered sensitive string replaced by ``<redacted>``."""
-        for value in self._sensitive:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return text
-
-    def redact(self, value: object) -> object:
-        """A copy of ``value`` with secrets removed, walking mappings, lists, tuples and sets."""
-        if isinstance(value, Secret):
-            return REDACTED
-        if isinstance(value, str):
-            return self.redact_text(value)
-        if isinstance(value, Mapping):
-            return {self.redact(key): self.redact(item) for key, item in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self.redact(item) for item in value]
-        if isinstance(value, int | float | bool) or value is None:
-            return value
-        return self.redact_text(repr(value) if isinstance(value, BaseException) else str(value))
-
-    def __call__(
-        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        for key in list(event_dict):
-            event_dict[key] = self.redact(event_dict[key])
-        return event_dict
 
 
 def _renderer(log_format: str | None) -> structlog.typing.Processor:

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from streamwarden.cli import main
-from streamwarden.machine.diagram import GraphvizMissingError, render, svg
+from streamwarden.machine.diagram import (
+    FORMATS,
+    DiagramError,
+    GraphvizMissingError,
+    dot,
+    render,
+    svg,
+)
 from streamwarden.machine.spec import default_spec
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
@@ -70,11 +77,15 @@ def test_committed_docs_match_the_spec():
         "docs/lifecycle.md is stale: run `streamwarden diagram --format md -o docs/lifecycle.md`")
 
 
-def test_svg_with_graphviz():
+def require_graphviz() -> None:
     if shutil.which("dot") is None:
         if os.environ.get("STREAMWARDEN_REQUIRE_GRAPHVIZ"):
             pytest.fail("Graphviz is required here (STREAMWARDEN_REQUIRE_GRAPHVIZ) but missing")
         pytest.skip("Graphviz's dot is not installed")
+
+
+def test_svg_with_graphviz():
+    require_graphviz()
     text = svg(SPEC)
     assert text.lstrip().startswith("<?xml") and "<svg" in text
     for state in SPEC.states:
@@ -113,3 +124,39 @@ def test_diagram_command_writes_a_file(tmp_path, capsys):
     assert capsys.readouterr().out.endswith(render(SPEC, "md"))
     assert main(["diagram", "-o", str(tmp_path / "missing" / "x.mmd")]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+RUN_DEPENDENT = re.compile(r"datamodel|entry /|__initial_\d")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_is_byte_identical_across_processes_and_has_no_internal_label(fmt):
+    if fmt == "svg":
+        require_graphviz()
+    script = Path(sys.executable).parent / "streamwarden"
+    outputs = [subprocess.run([str(script), "diagram", "--format", fmt], capture_output=True,
+                              timeout=120, check=True).stdout for _ in range(2)]
+    assert outputs[0] == outputs[1]
+    assert outputs[0] == render(SPEC, fmt).encode()  # and equal to this process's rendering
+    assert not RUN_DEPENDENT.search(outputs[0].decode()), fmt
+
+
+def test_the_dot_names_derived_from_object_ids_become_ordinals():
+    text = dot(SPEC)
+    assert "__initial_g0 -> idle" in text and "subgraph cluster___atomic_g0 {" in text
+    assert not re.search(r"(__initial_|cluster___atomic_)\d", text)
+
+
+def test_a_graphviz_failure_is_a_typed_one_line_error(tmp_path, monkeypatch, capsys):
+    # A stand-in `dot` that fails: real Graphviz renders this spec, so its failure cannot be
+    # produced otherwise.
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\necho 'Error: <stdin>: syntax error in line 1' >&2\n"
+                    "echo 'more detail' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DiagramError, match=r"failed with exit code 3\. Error: <stdin>: syntax"):
+        svg(SPEC)
+    assert main(["diagram", "--format", "svg"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("streamwarden: DiagramError: dot -Tsvg failed with exit code 3.")

@@ -8,8 +8,9 @@ import logging
 import pytest
 import structlog
 
+from streamwarden._redaction import SecretRedactor
 from streamwarden.credentials import Secret
-from streamwarden.logging import LOGGER_NAME, SecretRedactor, make_logger
+from streamwarden.logging import LOGGER_NAME, make_logger
 
 
 @pytest.fixture

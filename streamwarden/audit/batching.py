@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import AuditError, AuditUnavailableError, StreamwardenError
-from streamwarden.logging import AUDIT_WRITE_FAILED, SecretRedactor, make_logger
+from streamwarden.logging import AUDIT_WRITE_FAILED, make_logger
 
 _log = make_logger(SecretRedactor())
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.checkpoints import CheckpointWriter, SignedCheckpoint, TableReader
 from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import StreamwardenError
 from streamwarden.logging import (
     AUDIT_CHECKPOINT_FAILED,
     AUDIT_CHECKPOINT_WRITTEN,
-    SecretRedactor,
     make_logger,
 )
 

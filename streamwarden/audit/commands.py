@@ -28,7 +28,13 @@ from rich.console import Console
 
 from streamwarden.arguments import database_url, positive_int
 from streamwarden.audit import checkpoint_commands, html_commands, migrate
-from streamwarden.audit.database import parse_url, redact_url, resolve_url, sqlite_path
+from streamwarden.audit.database import (
+    parse_url,
+    redact_url,
+    require_file,
+    resolve_url,
+    upgrade_command,
+)
 from streamwarden.audit.export import EXPORT_FORMATS, check_target, export_records, write_records
 from streamwarden.audit.holders import HOLDERS_FORMATS, render_holders
 from streamwarden.audit.holdings import Holding, holders_at
@@ -43,7 +49,7 @@ from streamwarden.audit.timeline import (
     render_timeline,
 )
 from streamwarden.config import Settings
-from streamwarden.errors import AuditUnavailableError, InvalidInputError
+from streamwarden.errors import InvalidInputError
 
 #: Width of tables written to a file or a pipe (a terminal's own width is used otherwise).
 PIPE_WIDTH = 200
@@ -153,10 +159,7 @@ def _open_for_reading(url: str | None) -> AuditLog:
     an auditor's read-only access is enough): a missing SQLite file is an error (rather than
     a new, empty database), and an unreachable database fails whatever the policy."""
     settings = Settings.from_env().replace(audit_failure_policy="raise")
-    parsed = parse_url(resolve_url(url, settings))
-    path = sqlite_path(parsed)
-    if path is not None and not path.is_file():
-        raise AuditUnavailableError(f"no audit database at {path}", operation="audit.open")
+    require_file(parse_url(resolve_url(url, settings)), "audit.open")
     return AuditLog.open(url, settings=settings, read_only=True)
 
 
@@ -173,10 +176,18 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 def _db_current(args: argparse.Namespace) -> int:
     current = migrate.current_revision(args.db)
     head = migrate.head_revision()
-    where = redact_url(resolve_url(args.db))
-    status = "up to date" if current == head else "behind: run `streamwarden db upgrade`"
-    sys.stdout.write(f"{where}: revision {current or '(empty)'}, newest {head}: {status}\n")
-    return 0
+    url = resolve_url(args.db)
+    state = migrate.schema_state(current)
+    verdict = {
+        "current": "up to date",
+        "empty": f"no audit schema yet: run `{upgrade_command(parse_url(url))}`",
+        "behind": f"behind: run `{upgrade_command(parse_url(url))}`",
+        "unknown": "unknown to this version of streamwarden (a newer one migrated it): "
+                   "upgrade streamwarden",
+    }[state]
+    sys.stdout.write(f"{redact_url(url)}: revision {current or '(empty)'}, newest {head}: "
+                     f"{verdict}\n")
+    return 0 if state == "current" else 1
 
 
 def _audit_report(args: argparse.Namespace) -> int:
@@ -307,8 +318,13 @@ def _add_db_commands(commands: argparse._SubParsersAction[Any]) -> None:
         "upgrade", help="apply the packaged migrations up to head",
         description="Apply streamwarden's Alembic migrations to the audit database.")
     current = db_commands.add_parser(
-        "current", help="show the database's revision and the head revision",
-        description="Show the audit database's migration revision and whether it is behind.")
+        "current", help="show the database's revision; exit 0 only if it is the newest",
+        description="Show the audit database's migration revision and the newest one, "
+                    "without creating or changing anything. Exit status, for scripts: 0 the "
+                    "database is at the newest revision; 1 it is not (behind, empty, or at a "
+                    "revision this version does not know; the line says what to run), or it "
+                    "cannot be read (a SQLite file that does not exist, an unreachable "
+                    "server); 2 bad arguments.")
     for sub, handler in ((upgrade, _db_upgrade), (current, _db_current)):
         _add_db(sub)
         sub.set_defaults(handler=handler)

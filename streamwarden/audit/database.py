@@ -13,7 +13,6 @@ the file with ``mode=ro`` and set no persistent pragma; PostgreSQL sessions are
 
 from __future__ import annotations
 
-import re
 import shlex
 import sqlite3
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from streamwarden._redaction import redact_text
 from streamwarden.config import Settings
 from streamwarden.errors import (
     AuditError,
@@ -40,8 +40,6 @@ CONNECT_TIMEOUT = 5
 #: Query parameters whose values are secrets (compared case-insensitively).
 SECRET_PARAMETERS = frozenset({"password", "passfile", "sslpassword"})
 _REDACTED = "***"
-_PASSWORD_IN_TEXT = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_SECRET_IN_TEXT = re.compile(r"(?i)\b(password|passfile|sslpassword)=[^&\s'\"]*")
 _POSTGRES_NAMES = ("postgresql", "postgres")
 # libpq connection parameters, unless the URL sets them: bounded connect, and a connection to
 # a server that stopped answering fails within about 15 s instead of hanging.
@@ -91,15 +89,6 @@ def redact_url(url: str | URL) -> str:
              for name, value in parsed.query.items()}
     rendered = parsed.set(query=query).render_as_string(hide_password=True)
     return rendered.replace("=%2A%2A%2A", f"={_REDACTED}")
-
-
-def redact_text(text: str) -> str:
-    """``text`` (an error message, a connection string) with ``user:password@`` and
-    ``password=``, ``passfile=``, ``sslpassword=`` values replaced by ``***``.
-
-    Thread-safety: pure function.
-    """
-    return _SECRET_IN_TEXT.sub(r"\1=***", _PASSWORD_IN_TEXT.sub(r"\1***@", text))
 
 
 def upgrade_command(url: str | URL) -> str:
@@ -158,6 +147,23 @@ def sqlite_path(url: URL) -> Path | None:
     if database.startswith("file:"):
         database = database.removeprefix("file:").partition("?")[0]
     return Path(database)
+
+
+def require_file(url: URL, operation: str) -> None:
+    """Check that a SQLite ``url``'s file exists, so that reading it cannot create an empty one
+    (PostgreSQL: nothing to check).
+
+    Raises:
+        AuditUnavailableError: if the file does not exist or is not a regular file.
+
+    Thread-safety: reads the file system only.
+    """
+    path = sqlite_path(url)
+    if path is None or path.is_file():
+        return
+    problem = "is not a regular file" if path.exists() else "does not exist"
+    raise AuditUnavailableError(f"no audit database at {path}: it {problem}",
+                                operation=operation)
 
 
 def is_read_only(url: URL) -> bool:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from streamwarden._redaction import SecretRedactor
 from streamwarden.audit import anchoring, bundle
 from streamwarden.audit.anchoring import AnchorReport
 from streamwarden.audit.appender import Tail, append_chain, check_record
@@ -54,7 +55,6 @@ from streamwarden.errors import (
 from streamwarden.logging import (
     AUDIT_CHECKPOINT_KEY_EXPOSED,
     AUDIT_WRITE_FAILED,
-    SecretRedactor,
     make_logger,
 )
 from streamwarden.validation import check_seconds

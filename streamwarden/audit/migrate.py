@@ -6,6 +6,8 @@ calls :func:`ensure_schema` when it opens a database.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -20,6 +22,7 @@ from streamwarden.audit.database import (
     is_sqlite,
     make_engine,
     parse_url,
+    require_file,
     resolve_url,
     translate_error,
     upgrade_command,
@@ -27,6 +30,8 @@ from streamwarden.audit.database import (
 from streamwarden.errors import AuditSchemaError, InvalidInputError
 
 SCRIPT_LOCATION = "streamwarden:migrations"
+SchemaState = Literal["current", "behind", "empty", "unknown"]
+"""Where a database's schema stands against the packaged migrations (:func:`schema_state`)."""
 # Concurrent upgrades of one PostgreSQL schema wait for each other ("SWMG", schema).
 _PG_MIGRATION_LOCK = text(
     f"SELECT pg_advisory_xact_lock({0x53574D47}, hashtext(coalesce(current_schema(), '')))"
@@ -56,13 +61,16 @@ def head_revision() -> str:
 def current_revision(bind: Engine | Connection | str | None = None) -> str | None:
     """The revision the database is at; None if it was never migrated.
 
+    Given a URL, the database is opened read-only: nothing is created or written (a SQLite file
+    that does not exist is an error, not a new empty database).
+
     Args:
         bind: an engine or connection, or a URL (None: ``STREAMWARDEN_DB_URL``, else the
             default SQLite file).
 
     Raises:
         InvalidInputError: if the URL is malformed or unsupported.
-        AuditUnavailableError: if the database is unreachable.
+        AuditUnavailableError: if the database is unreachable, or a SQLite file is missing.
         AuditError: if it cannot be read.
 
     Thread-safety: safe to call from any thread.
@@ -73,7 +81,8 @@ def current_revision(bind: Engine | Connection | str | None = None) -> str | Non
         url, engine = bind.url, bind
     else:
         url = parse_url(resolve_url(bind))
-        engine = make_engine(url)
+        require_file(url, "db.current")
+        engine = make_engine(url, read_only=True)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -82,6 +91,22 @@ def current_revision(bind: Engine | Connection | str | None = None) -> str | Non
     finally:
         if engine is not bind:
             engine.dispose()
+
+
+def schema_state(revision: str | None) -> SchemaState:
+    """Where a database at ``revision`` stands against the packaged migrations.
+
+    ``"current"``: at the newest revision. ``"empty"``: never migrated (``revision`` None).
+    ``"behind"``: at an older revision; ``streamwarden db upgrade`` brings it up. ``"unknown"``:
+    at a revision this version does not ship (a newer streamwarden migrated it).
+
+    Thread-safety: pure function (reads the packaged migration scripts).
+    """
+    if revision is None:
+        return "empty"
+    if revision == head_revision():
+        return "current"
+    return "behind" if revision in _known_revisions() else "unknown"
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> tuple[str | None, str | None]:
@@ -170,20 +195,21 @@ def ensure_schema(engine: Engine, url: URL, *, create: bool = True) -> None:
             fresh = current is None and not inspect(connection).get_table_names()
     except SQLAlchemyError as exc:
         raise translate_error(exc, url, "audit.open") from None
-    if current == head:
+    state = schema_state(current)
+    if state == "current":
         return
     if fresh and create and is_sqlite(url):
         migrate_engine(engine, url, "head", upgrade=True)
         return
-    if current is not None and current not in _known_revisions():
+    if state == "unknown":
         raise AuditSchemaError(
             f"the audit database is at revision {current}, which this version of streamwarden "
             f"does not know (newest: {head}); upgrade streamwarden",
             operation="audit.open",
         )
-    state = "has no audit schema" if current is None else f"is at revision {current}"
+    where = "has no audit schema" if current is None else f"is at revision {current}"
     raise AuditSchemaError(
-        f"the audit database {state}, behind the newest revision {head}; "
+        f"the audit database {where}, behind the newest revision {head}; "
         f"run `{upgrade_command(url)}`",
         operation="audit.open",
     )

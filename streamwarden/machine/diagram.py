@@ -1,15 +1,26 @@
 """State diagrams and the reference page of the lifecycle, generated from the loaded spec.
 
-Diagrams come from python-statemachine's own diagram support (Mermaid and Graphviz dot); the
-reference page (``docs/lifecycle.md``) adds the transition table, the invariants and the
-liveness bounds, all read from the spec files.
+Diagrams come from python-statemachine's own diagram pipeline (its extracted diagram model,
+rendered to Mermaid or Graphviz dot); the reference page (``docs/lifecycle.md``) adds the
+transition table, the invariants and the liveness bounds, all read from the spec files.
+
+Every format is byte-identical from run to run and across processes, so a committed diagram
+changes only when the spec does: the entry action python-statemachine adds to the initial state
+for the datamodel's assignments (an implementation detail, not part of the lifecycle) is left
+out, and the dot names it derives from object ids (``__initial_140399705564048``) become
+ordinals in order of appearance (``__initial_g0``).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 
-from statemachine.contrib.diagram import DotGraphMachine, MermaidGraphMachine
+from statemachine.contrib.diagram.extract import extract
+from statemachine.contrib.diagram.graphviz import GraphvizError, run_graphviz
+from statemachine.contrib.diagram.model import DiagramGraph, DiagramState
+from statemachine.contrib.diagram.renderers.dot import DotRenderer, DotRendererConfig
+from statemachine.contrib.diagram.renderers.mermaid import MermaidRenderer
 
 from streamwarden.errors import StreamwardenError
 from streamwarden.machine.spec import LifecycleSpec
@@ -20,33 +31,72 @@ GRAPHVIZ_HINT = (
     "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz). "
     "The mermaid, dot and md formats work without it."
 )
+#: The callback python-statemachine runs on entering the initial state to set the datamodel.
+DATAMODEL_CALLBACK = "datamodel"
+# python-statemachine names dot nodes and clusters after id() of its graph objects.
+_RUN_DEPENDENT_ID = re.compile(r"\b(__initial_|cluster___atomic_)(\d+)")
+# The look of python-statemachine's DotGraphMachine.
+_DOT_CONFIG = DotRendererConfig(graph_rankdir="LR", font_name="Helvetica",
+                                state_font_size="10", transition_font_size="9")
 
 
 class GraphvizMissingError(StreamwardenError):
     """SVG was asked for but Graphviz's ``dot`` is not installed."""
 
 
+class DiagramError(StreamwardenError):
+    """Graphviz failed to render the diagram (its message says why)."""
+
+
+def _without_datamodel(states: list[DiagramState]) -> None:
+    for state in states:
+        for action in state.actions:
+            action.body = ", ".join(name for name in action.body.split(", ")
+                                    if name != DATAMODEL_CALLBACK)
+        state.actions = [action for action in state.actions if action.body]
+        _without_datamodel(state.children)
+
+
+def _graph(spec: LifecycleSpec) -> DiagramGraph:
+    graph: DiagramGraph = extract(spec.machine_class)
+    _without_datamodel(graph.states)
+    return graph
+
+
+def _stable_ids(dot_source: str) -> str:
+    numbers: dict[str, int] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        number = numbers.setdefault(match.group(2), len(numbers))
+        return f"{match.group(1)}g{number}"
+
+    return _RUN_DEPENDENT_ID.sub(renumber, dot_source)
+
+
 def mermaid(spec: LifecycleSpec) -> str:
     """The statechart as a Mermaid ``stateDiagram-v2`` (renders on GitHub)."""
-    diagram = MermaidGraphMachine(spec.machine_class)  # type: ignore[no-untyped-call]
-    return str(diagram()).rstrip() + "\n"
+    return MermaidRenderer().render(_graph(spec)).rstrip() + "\n"
 
 
 def dot(spec: LifecycleSpec) -> str:
     """The statechart in Graphviz dot syntax."""
-    return str(DotGraphMachine(spec.machine_class)().to_string())  # type: ignore[no-untyped-call]
+    graph = DotRenderer(config=_DOT_CONFIG).render(_graph(spec))
+    return _stable_ids(str(graph.to_string()))
 
 
 def svg(spec: LifecycleSpec) -> str:
-    """The statechart as SVG, rendered by Graphviz.
+    """The statechart as SVG, rendered by Graphviz from :func:`dot`.
 
     Raises:
         GraphvizMissingError: if ``dot`` is not on PATH (the message says how to install it).
+        DiagramError: if Graphviz fails.
     """
     if shutil.which("dot") is None:
         raise GraphvizMissingError(GRAPHVIZ_HINT, operation="diagram")
-    graph = DotGraphMachine(spec.machine_class)()  # type: ignore[no-untyped-call]
-    rendered: bytes = graph.create_svg()
+    try:
+        rendered = run_graphviz(dot(spec), "svg")
+    except GraphvizError as exc:
+        raise DiagramError(" ".join(str(exc).split()), operation="diagram") from None
     return rendered.decode()
 
 
@@ -103,7 +153,10 @@ def render(spec: LifecycleSpec, fmt: str) -> str:
 
     Raises:
         GraphvizMissingError: for ``svg`` without Graphviz.
+        DiagramError: if Graphviz fails to render ``svg``.
         ValueError: for an unknown format.
+
+    Thread-safety: safe to call concurrently (``svg`` runs one Graphviz process per call).
     """
     renderers = {"mermaid": mermaid, "dot": dot, "svg": svg, "md": markdown}
     if fmt not in renderers:

@@ -113,8 +113,18 @@ def _read_yaml(path: Path, *, statechart: bool = False) -> Any:
         return parse(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"spec file {path} is not valid YAML: {exc}") from None
+        raise SpecError(f"spec file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The parser's complaint on one line, with where it is."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
 
 
 def _load_machine_class(path: Path) -> type[Any]:
@@ -238,15 +248,20 @@ def load_spec(directory: Path | None = None) -> LifecycleSpec:
     machine_class = _load_machine_class(chart_path)
     states = tuple(state.id for state in machine_class.states)
     events = tuple(event.id for event in machine_class.events)
-    environment = raw.get("environment") or {}
     try:
         invariants = _invariants(raw, invariants_path)
         liveness = _liveness(raw)
         env_events = _environment(raw, events, invariants_path)
+        environment = raw.get("environment") or {}
+        inputs = {name: tuple(values)
+                  for name, values in (environment.get("inputs") or {}).items()}
+        max_leases = int(environment.get("max_leases", 4))
     except ExpressionError as exc:
         raise SpecError(f"{invariants_path}: {exc.message}") from None
     except KeyError as exc:
         raise SpecError(f"{invariants_path}: missing key {exc}") from None
+    except (AttributeError, TypeError, ValueError) as exc:  # a list where a mapping belongs...
+        raise SpecError(f"{invariants_path}: unexpected structure: {exc}") from None
     return LifecycleSpec(
         directory=base,
         machine_class=machine_class,
@@ -259,8 +274,8 @@ def load_spec(directory: Path | None = None) -> LifecycleSpec:
         invariants=invariants,
         liveness=liveness,
         environment=env_events,
-        inputs={name: tuple(values) for name, values in (environment.get("inputs") or {}).items()},
-        max_leases=int(environment.get("max_leases", 4)),
+        inputs=inputs,
+        max_leases=max_leases,
         sha256=_digest(chart_path, invariants_path),
     )
 

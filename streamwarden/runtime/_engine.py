@@ -26,6 +26,7 @@ import structlog
 
 from streamwarden import logging as events
 from streamwarden._keys import StreamKey
+from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.records import AuditSink
 from streamwarden.clock import Clock
 from streamwarden.config import Settings
@@ -42,14 +43,19 @@ from streamwarden.errors import (
     WaitTimeoutError,
 )
 from streamwarden.ids import new_id
-from streamwarden.logging import SecretRedactor
 from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import Subscription
 from streamwarden.runtime._delivery import CallbackPool
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
 from streamwarden.runtime._lifecycle import RUNNING, STARTING, STOPPED, Lifecycle, Timing
 from streamwarden.runtime._recording import AuditWriter
-from streamwarden.runtime._supervisor import AcquireRequest, Services, Supervisor
+from streamwarden.runtime._supervisor import (
+    AcquireRequest,
+    Services,
+    Supervisor,
+    cause_details,
+    cause_suffix,
+)
 from streamwarden.runtime.health import HealthReport
 from streamwarden.transports._contract import TransportFactory
 
@@ -322,12 +328,14 @@ class Engine:
         except TimeoutError:
             if handle.status is LeaseStatus.LIVE:
                 state = supervisor.core.state
+                failure = supervisor.start_failure()
                 if release_on_timeout:
-                    await supervisor.release(handle, handle.info.correlation_id,
-                                             details={"reason": "start_timeout"})
+                    await supervisor.release(handle, handle.info.correlation_id, details={
+                        "reason": "start_timeout", **cause_details(failure)})
                 raise StartTimeoutError(
                     f"connection not running with the lease's subscriptions within "
-                    f"start_timeout={timeout}s", operation="acquire",
+                    f"start_timeout={timeout}s{cause_suffix(failure)}",
+                    cause=failure.cause if failure else None, operation="acquire",
                     fingerprint=handle.info.key.fingerprint, state=state,
                     correlation_id=handle.info.correlation_id) from None
         except asyncio.CancelledError:

@@ -14,11 +14,11 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from streamwarden._keys import StreamKey
+from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.records import AuditRecord, AuditSink
 from streamwarden.clock import Clock
 from streamwarden.errors import AuditUnavailableError, StreamwardenError
 from streamwarden.ids import new_id
-from streamwarden.logging import SecretRedactor
 from streamwarden.runtime._lifecycle import Draft
 
 

@@ -62,7 +62,7 @@ from streamwarden.runtime._lifecycle import (
 )
 from streamwarden.runtime._recording import AuditWriter
 from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
-from streamwarden.transports._contract import StreamMessage, Transport
+from streamwarden.transports._contract import ConnectFailure, StreamMessage, Transport
 
 #: Seconds a cancelled transport task may take to end before it is counted as abandoned (or
 #: ``stop_timeout``, if shorter: the stop's whole bound is at most twice ``stop_timeout``).
@@ -150,6 +150,7 @@ class Supervisor:
         self._handles: dict[str, LeaseHandle] = {}
         self._transport_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self._connect_failure: ConnectFailure | None = None  # the latest since connected
         self._retired = False
         self.finished = asyncio.Event()
         self.stop_abandoned = False
@@ -243,6 +244,9 @@ class Supervisor:
 
     def on_connection_lost(self, reason: str) -> None:
         self._post(lambda: self._on_lost(reason))
+
+    def on_connect_failed(self, failure: ConnectFailure) -> None:
+        self._post(lambda: self._on_connect_failed(failure))
 
     def on_fatal_error(self, error: ConnectionStartError) -> None:
         self._post(lambda: self._on_fatal(error))
@@ -405,7 +409,11 @@ class Supervisor:
     # Connection events.
 
     async def _on_connected(self) -> None:
+        self._connect_failure = None
         await self._signal("connected")
+
+    async def _on_connect_failed(self, failure: ConnectFailure) -> None:
+        self._connect_failure = ConnectFailure(failure.cause, self._redact(failure.detail))
 
     async def _on_lost(self, reason: str) -> None:
         self.core.disconnected()
@@ -413,7 +421,7 @@ class Supervisor:
 
     async def _on_fatal(self, error: ConnectionStartError) -> None:
         message = self._redact(error.message)
-        self.core.fail(type(error)(message, operation="start",
+        self.core.fail(type(error)(message, cause=error.cause, operation="start",
                                    fingerprint=self.core.key.fingerprint,
                                    state=self.core.state,
                                    correlation_id=self.core.origin_correlation_id))
@@ -596,8 +604,11 @@ class Supervisor:
 
     async def _finish(self, clean: bool) -> None:
         event, outcome, error = self._final_event(clean)
+        details: dict[str, Any] = {"stop_clean": clean}
+        if event == "start_failed":
+            details.update(cause_details(self.start_failure()))
         pending = self.core.signal(event, outcome=outcome, error=error,
-                                   details={"stop_clean": clean}, revoke_error=error)
+                                   details=details, revoke_error=error)
         record = self._services.writer.build(self.core.lifecycle_id, self.core.key,
                                              pending.draft)
         stored = await self._write_final(record)
@@ -607,8 +618,10 @@ class Supervisor:
     def _final_event(self, clean: bool) -> tuple[str, Any, StreamwardenError | None]:
         core = self.core
         if core.state == STARTING:
+            failure = self._connect_failure
             error = core.failure or StartTimeoutError(
-                f"not connected within start_timeout={self._settings.start_timeout}s",
+                f"not connected within start_timeout={self._settings.start_timeout}s"
+                f"{cause_suffix(failure)}", cause=failure.cause if failure else None,
                 operation="start", fingerprint=core.key.fingerprint, state=STARTING)
             self._log.warning(events.LIFECYCLE_FAILED, error_type=type(error).__name__,
                               error=error.message)
@@ -648,6 +661,15 @@ class Supervisor:
             await asyncio.sleep(AUDIT_RETRY_SECONDS)
 
     # Views.
+
+    def start_failure(self) -> ConnectFailure | None:
+        """Why the lifecycle is not running yet, if known: the error retrying cannot fix, else
+        the latest failed attempt to connect since the last ``connected``."""
+        failure = self.core.failure
+        if failure is not None:
+            cause = failure.cause if isinstance(failure, ConnectionStartError) else "other"
+            return ConnectFailure(cause, failure.message)
+        return self._connect_failure
 
     def transport_done(self) -> bool:
         """INV7's ``transport_done``: the transport task ended, or was counted as abandoned."""
@@ -705,6 +727,19 @@ class Supervisor:
 
     def _redact(self, text: str) -> str:
         return self._services.writer.redact(text)
+
+
+def cause_details(failure: ConnectFailure | None) -> dict[str, str]:
+    """The audit ``details`` naming why a start failed or timed out: ``cause`` (``timeout``
+    when no attempt reported a failure) and, when known, ``cause_detail``."""
+    if failure is None:
+        return {"cause": "timeout"}
+    return {"cause": failure.cause, "cause_detail": failure.detail}
+
+
+def cause_suffix(failure: ConnectFailure | None) -> str:
+    """``": <detail>"`` for a start error's message, or nothing when no attempt failed."""
+    return f": {failure.detail}" if failure is not None else ""
 
 
 async def _nothing() -> None:

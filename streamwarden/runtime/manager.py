@@ -17,6 +17,7 @@ import structlog
 
 from streamwarden import logging as events
 from streamwarden._keys import MARKET_DATA, TRADE_UPDATES, StreamKey, StreamKind
+from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.memory import InMemoryAuditSink
 from streamwarden.audit.records import AuditSink
 from streamwarden.clock import Clock, SystemClock
@@ -24,7 +25,7 @@ from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import InvalidInputError, StopTimeoutError
 from streamwarden.ids import new_id, resolve_correlation_id
-from streamwarden.logging import SecretRedactor, make_logger
+from streamwarden.logging import make_logger
 from streamwarden.machine.spec import LifecycleSpec, default_spec
 from streamwarden.marketdata import TRADE_UPDATES_CHANNEL
 from streamwarden.runtime._delivery import Callback

@@ -15,9 +15,10 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+from streamwarden._redaction import SecretRedactor
 from streamwarden.clock import Clock, SystemClock
 from streamwarden.errors import InvalidInputError
-from streamwarden.logging import SecretRedactor, make_logger
+from streamwarden.logging import make_logger
 from streamwarden.simulator import messages, orders
 from streamwarden.simulator._control import Control
 from streamwarden.simulator._errors import SimulatorError

@@ -19,7 +19,7 @@ from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import ConnectionStartError
 from streamwarden.marketdata import Subscription
-from streamwarden.transports._contract import StreamMessage, TransportEvents
+from streamwarden.transports._contract import ConnectFailure, StreamMessage, TransportEvents
 
 #: Seconds an ``emit_*`` call waits for the engine loop to take its event.
 EMIT_TIMEOUT_SECONDS = 5.0
@@ -32,12 +32,15 @@ class TransportOptions:
     Attributes:
         auto_connect: report ``connected`` as soon as it runs.
         fatal_error: report this error instead of connecting.
+        connect_failure: report this failed attempt instead of connecting (and never connect
+            by itself: the start times out with this cause unless the test emits ``connected``).
         hang_on_stop: never end after ``stop`` (until cancelled twice).
         auto_ack: acknowledge every subscription change at once while connected.
     """
 
     auto_connect: bool = True
     fatal_error: ConnectionStartError | None = None
+    connect_failure: ConnectFailure | None = None
     hang_on_stop: bool = False
     auto_ack: bool = True
 
@@ -71,6 +74,8 @@ class InMemoryTransport:
             return
         if self.options.fatal_error is not None:
             events.on_fatal_error(self.options.fatal_error)
+        elif self.options.connect_failure is not None:
+            events.on_connect_failed(self.options.connect_failure)
         elif self.options.auto_connect:
             self._connect()
         try:
@@ -149,6 +154,11 @@ class InMemoryTransport:
             events.on_connection_lost(reason)
 
         return self._emit(lose)
+
+    def emit_connect_failed(self, failure: ConnectFailure) -> bool:
+        """Report a failed attempt to connect (the transport would retry). False if not
+        running."""
+        return self._emit(lambda events: events.on_connect_failed(failure))
 
     def emit_fatal_error(self, error: ConnectionStartError) -> bool:
         """Report a fatal error. False if not running."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from streamwarden.transports._contract import (
+    ConnectFailure,
     StreamMessage,
     Transport,
     TransportEvents,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlpacaTransport",
     "AlpacaTransportFactory",
+    "ConnectFailure",
     "StreamMessage",
     "Transport",
     "TransportEvents",

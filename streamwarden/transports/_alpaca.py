@@ -9,7 +9,10 @@ manager's engine loop (no thread of its own) and maps what happens on the wire t
 * socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects);
 * Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
   405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
-  does not retry refused credentials forever.
+  does not retry refused credentials forever;
+* a failed connect (DNS lookup, refused TCP connection, TLS or WebSocket handshake, open
+  timeout) or another Alpaca error before the stream is usable -> ``on_connect_failed`` with
+  its cause; the SDK retries after its backoff, within the lifecycle's ``start_timeout``.
 
 ``stop`` tells the SDK to stop and closes the socket under it, so a stop does not wait for the
 SDK's 5-second receive poll; the close handshake is bounded by the websocket ``close_timeout``.
@@ -39,6 +42,7 @@ from streamwarden.marketdata import (
     parse_market_data,
 )
 from streamwarden.transports import _sdk_adapter as sdk_adapter
+from streamwarden.transports._causes import connect_failure, refusal
 from streamwarden.transports._contract import StreamMessage, TransportEvents
 
 #: Seconds the close handshake may take beyond ``stop_timeout``: the websocket's own bound.
@@ -174,10 +178,20 @@ class AlpacaTransport:
             self._events.on_connected()
         self._events.on_subscribed(pairs)
 
+    def on_connect_failed(self, error: Exception) -> None:
+        if not self._closing and self._events is not None:
+            url = sdk_adapter.endpoint(self._stream)
+            self._events.on_connect_failed(connect_failure(error, url))
+
     def on_stream_error(self, code: int | None, message: str) -> bool:
         error = fatal_error(code, message)
-        if error is None or self._closing:
-            return False  # alpaca-py logs it and retries; start_timeout bounds the retries
+        if self._closing:
+            return False
+        if error is None:  # alpaca-py logs it and retries; start_timeout bounds the retries
+            if not self._usable and self._events is not None:
+                url = sdk_adapter.endpoint(self._stream)
+                self._events.on_connect_failed(refusal(code, message, url))
+            return False
         self._report_fatal(error)
         return True
 

@@ -13,12 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from streamwarden.errors import START_CAUSES, InvalidInputError
+
 if TYPE_CHECKING:
     from streamwarden._keys import StreamKey
     from streamwarden.config import Settings
     from streamwarden.credentials import Credentials
     from streamwarden.errors import ConnectionStartError
     from streamwarden.marketdata import Subscription
+
+#: Longest :attr:`ConnectFailure.detail`, in characters.
+MAX_DETAIL = 240
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,35 @@ class StreamMessage:
     payload: Any
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectFailure:
+    """Why an attempt to connect failed: ``cause`` is one of
+    :data:`~streamwarden.errors.START_CAUSES` (``dns``, ``refused``, ``tls``, ``auth``,
+    ``timeout``, ``other``); ``detail`` names the endpoint and the reason and must hold no
+    secret. ``detail`` is kept on one line of at most :data:`MAX_DETAIL` characters (longer
+    text is cut and ends in ``...``).
+
+    Raises (on construction):
+        InvalidInputError: ``cause`` is not one of START_CAUSES, or ``detail`` not a string.
+
+    Thread-safety: immutable.
+    """
+
+    cause: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.cause not in START_CAUSES:
+            raise InvalidInputError(
+                f"cause must be one of {', '.join(START_CAUSES)}; got {self.cause!r}")
+        if not isinstance(self.detail, str):
+            raise InvalidInputError("detail must be a string")
+        detail = " ".join(self.detail.split())
+        if len(detail) > MAX_DETAIL:
+            detail = detail[:MAX_DETAIL - 3] + "..."
+        object.__setattr__(self, "detail", detail)
+
+
 class TransportEvents(Protocol):
     """What a transport reports. Call only from the engine loop; every method returns at once."""
 
@@ -41,6 +75,12 @@ class TransportEvents(Protocol):
 
     def on_connection_lost(self, reason: str) -> None:
         """The socket closed or failed while the stream was usable; the transport reconnects."""
+        ...
+
+    def on_connect_failed(self, failure: ConnectFailure) -> None:
+        """An attempt to connect failed before the stream was usable, and the transport will
+        try again. The lifecycle keeps the latest as the cause of a start that then fails or
+        times out (in the ``start_failed`` record and the start error)."""
         ...
 
     def on_fatal_error(self, error: ConnectionStartError) -> None:

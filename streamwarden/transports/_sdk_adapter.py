@@ -42,7 +42,10 @@ SDK_INTERNALS: tuple[tuple[type, str], ...] = (
 )
 #: Instance attributes read or written (checked on constructed streams by the test).
 SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running", "_should_run",
-                           "_trade_updates_handler")
+                           "_trade_updates_handler", "_endpoint")
+#: What connecting can raise besides an Alpaca refusal: a failed name lookup, TCP connect or
+#: TLS handshake (OSError), the open timeout, a refused or broken WebSocket handshake.
+CONNECT_ERRORS = (OSError, TimeoutError, websockets.WebSocketException)
 
 # Alpaca's stream error codes and, for errors alpaca-py turns into a bare ValueError during
 # connect/auth, the message texts Alpaca sends with them.
@@ -67,6 +70,10 @@ class StreamEvents(Protocol):
     def on_ready(self, pairs: frozenset[tuple[str, str]]) -> None:
         """The subscription was acknowledged with the (channel, symbol) ``pairs`` the wire now
         carries (market data), or the listen was confirmed (trading; no pairs)."""
+
+    def on_connect_failed(self, error: Exception) -> None:
+        """Connecting or authenticating failed with ``error`` (one of :data:`CONNECT_ERRORS`);
+        the SDK retries."""
 
     def on_stream_error(self, code: int | None, message: str) -> bool:
         """Alpaca refused something: an error frame, or a failed connect/auth. Returns True
@@ -105,6 +112,9 @@ async def _start(start_ws: Callable[[], Awaitable[None]], stop_ws: Callable[[], 
     except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
         if events.on_stream_error(error_code(str(exc)), str(exc)):
             await stop_ws()
+        raise
+    except CONNECT_ERRORS as exc:  # alpaca-py logs it and retries after its backoff
+        events.on_connect_failed(exc)
         raise
     events.on_authenticated()
 
@@ -198,6 +208,12 @@ async def close_socket(stream: AdaptedStream) -> None:
     socket = stream._ws
     if socket is not None:
         await socket.close()
+
+
+def endpoint(stream: AdaptedStream) -> str:
+    """The URL the stream connects to (the override, or the one the SDK chose)."""
+    url: str = stream._endpoint
+    return url
 
 
 def is_connected(stream: AdaptedStream) -> bool:

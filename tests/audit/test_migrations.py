@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import streamwarden
-from streamwarden import AuditSchemaError, InvalidInputError
+from streamwarden import AuditSchemaError, AuditUnavailableError, InvalidInputError
 from streamwarden.audit import migrate
 from streamwarden.audit.database import make_engine, parse_url
 from streamwarden.audit.models import AuditBase
@@ -119,8 +119,11 @@ def test_url_defaults_to_the_environment_then_the_sqlite_file(tmp_path, monkeypa
     assert migrate.upgrade() == (None, "0001")
     assert (tmp_path / "streamwarden-audit.db").exists()
     monkeypatch.setenv("STREAMWARDEN_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
-    assert migrate.current_revision() is None
+    with pytest.raises(AuditUnavailableError, match=r"env\.db: it does not exist"):
+        migrate.current_revision()  # reading creates nothing
+    assert not (tmp_path / "env.db").exists()
     assert migrate.upgrade()[1] == "0001" and (tmp_path / "env.db").exists()
+    assert migrate.current_revision() == "0001"
 
 
 def test_the_environment_script_runs_nothing_when_imported():
