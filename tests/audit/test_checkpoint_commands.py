@@ -11,21 +11,8 @@ import stat
 import pytest
 
 from streamwarden.audit.notes import Signer
-from streamwarden.cli import main
 from tests.audit.anchored import ROWS, anchored_trail, behind_the_triggers, rows
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def usage_error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(arg) for arg in argv])
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+from tests.cli_run import run, usage_error
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from streamwarden.audit.database import redact_url
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.migrate import head_revision
 from streamwarden.audit.report import COLUMNS, short_id
-from streamwarden.cli import main
 from tests.audit.histories import T0, History, fill, open_log, record, run_history
+from tests.cli_run import run, usage_error
 
 SYNTHETIC = 30
 
@@ -33,21 +33,6 @@ def filled(db_url, creds, fast_settings) -> tuple[str, History]:
         history = run_history(log, creds, fast_settings)
         fill(log, SYNTHETIC)
     return db_url, history
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def usage_error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
-
-
 def with_password(db_url: str, password: str) -> str:
     """``db_url`` with a password (PostgreSQL trust auth and SQLite both ignore it)."""
     url = sa.make_url(db_url)

@@ -20,6 +20,7 @@ from streamwarden.audit.report import short_id
 from streamwarden.cli import main
 from tests.audit.anchored import behind_the_triggers
 from tests.audit.histories import T0, open_log, record, run_history
+from tests.cli_run import run
 
 LC_A, LC_B, LC_C = ("01JHOLDERSAAAAAAAAAAAAAAAA", "01JHOLDERSBBBBBBBBBBBBBBBB",
                     "01JHOLDERSCCCCCCCCCCCCCCCC")
@@ -81,13 +82,6 @@ def known(db_url) -> tuple[str, int]:
         for source in known_history(pid):
             log.append(source)
     return db_url, pid
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
 
 def holders(capsys, db_url: str, seconds: float, *options: str) -> list[dict]:
     status, out, err = run(capsys, "audit", "holders", "--db", db_url, "--at", iso(seconds),

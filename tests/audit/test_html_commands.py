@@ -23,21 +23,7 @@ from tests.audit.anchored import ROWS, anchored_trail, behind_the_triggers
 from tests.audit.histories import open_log
 from tests.audit.html_page import Elements, metrics, section
 from tests.audit.sim_history import HOSTILE_OWNER, OWNERS, SimHistory, run_sim_history
-
-
-def run(capsys, *argv: object) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def usage_error(capsys, *argv: object) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(arg) for arg in argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "Traceback" not in "\n".join(err)
-    return err[-1]
+from tests.cli_run import run, usage_error
 
 
 @pytest.fixture

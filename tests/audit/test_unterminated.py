@@ -17,7 +17,7 @@ import pytest
 
 from streamwarden.audit.processes import LocalProcesses
 from streamwarden.audit.report import short_id
-from streamwarden.cli import main
+from tests.cli_run import run
 
 #: Holds a market-data lease through a real manager on a SQLite audit log, prints the lease's
 #: lifecycle id, and waits to be killed.
@@ -69,15 +69,10 @@ def killed(holder, sqlite_url) -> tuple[str, str, int]:
     return sqlite_url, lifecycle_id, child.pid
 
 
-def run(capsys, *argv: str) -> tuple[int, str]:
-    status = main(list(argv))
-    return status, capsys.readouterr().out
-
-
 def test_timeline_says_live_while_the_process_runs(holder, sqlite_url, capsys, monkeypatch):
     child, lifecycle_id = holder
     monkeypatch.setenv("COLUMNS", "200")
-    status, out = run(capsys, "audit", "timeline", "--db", sqlite_url, "--lifecycle",
+    status, out, _ = run(capsys, "audit", "timeline", "--db", sqlite_url, "--lifecycle",
                       lifecycle_id[:12])
     assert status == 0 and "): live, 2 transitions, 2 events" in out
     assert f"live: process {child.pid} on {LocalProcesses().host()} is running" in out
@@ -87,7 +82,7 @@ def test_timeline_says_live_while_the_process_runs(holder, sqlite_url, capsys, m
 def test_timeline_says_unterminated_with_the_pid(killed, capsys, monkeypatch):
     db_url, lifecycle_id, pid = killed
     monkeypatch.setenv("COLUMNS", "200")
-    status, out = run(capsys, "audit", "timeline", "--db", db_url, "--lifecycle",
+    status, out, _ = run(capsys, "audit", "timeline", "--db", db_url, "--lifecycle",
                       short_id(lifecycle_id))
     host = LocalProcesses().host()
     assert status == 0 and f"lifecycle {lifecycle_id} (market_data" in out
@@ -95,7 +90,7 @@ def test_timeline_says_unterminated_with_the_pid(killed, capsys, monkeypatch):
     assert f"unterminated: no final record, and process {pid} on {host} is gone " \
            f"(last record " in out
     assert "(unterminated)" in out
-    status, out = run(capsys, "audit", "timeline", "--db", db_url, "--lifecycle",
+    status, out, _ = run(capsys, "audit", "timeline", "--db", db_url, "--lifecycle",
                       short_id(lifecycle_id), "--format", "json")
     document = json.loads(out)
     assert (document["status"], document["pid"], document["host"]) == (
@@ -107,11 +102,11 @@ def test_holders_mark_the_lease_of_a_killed_process(killed, capsys, monkeypatch)
     db_url, lifecycle_id, pid = killed
     monkeypatch.setenv("COLUMNS", "200")
     now = datetime.now(UTC).isoformat()
-    status, out = run(capsys, "audit", "holders", "--db", db_url, "--at", now)
+    status, out, _ = run(capsys, "audit", "holders", "--db", db_url, "--at", now)
     doomed = next(line for line in out.splitlines() if "doomed" in line)
     assert status == 0 and "unterminated" in doomed and short_id(lifecycle_id) in doomed
     assert f"lifecycle {lifecycle_id}: unterminated: no final record, and process {pid}" in out
-    status, out = run(capsys, "audit", "holders", "--db", db_url, "--at", now, "--format",
+    status, out, _ = run(capsys, "audit", "holders", "--db", db_url, "--at", now, "--format",
                       "json")
     (row,) = json.loads(out)
     assert (row["owner"], row["lifecycle_status"], row["pid"], row["correlation_id"]) == (

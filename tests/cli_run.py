@@ -1,0 +1,25 @@
+"""Running the real command line in process, for the CLI tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamwarden.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """Run ``streamwarden ARGV``; its exit status, standard output and standard error."""
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: object) -> str:
+    """Run ``streamwarden ARGV``, which must be refused as a usage error: exit 2 with one line
+    on standard error (no usage block, no traceback). Returns that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in argv])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
