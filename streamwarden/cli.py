@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from streamwarden import __version__
 from streamwarden._redaction import SecretRedactor, redact_text
-from streamwarden.arguments import positive_int
+from streamwarden.arguments import output_file, positive_int
 from streamwarden.errors import StreamwardenError
 
 if TYPE_CHECKING:
@@ -122,8 +122,9 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     "(the docs/lifecycle.md reference page).",
     )
     diagram.add_argument("--format", choices=DIAGRAM_FORMATS, default="mermaid")
-    diagram.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                         help="write to FILE instead of standard output")
+    diagram.add_argument("-o", "--output", type=output_file, default=None, metavar="FILE",
+                         help="write to FILE instead of standard output (its directory must "
+                              "exist)")
     for sub in (check, diagram):
         sub.add_argument("--spec-dir", type=Path, default=None, metavar="DIR",
                          help="use the spec files in DIR instead of the packaged ones")

@@ -122,8 +122,9 @@ def test_diagram_command_writes_a_file(tmp_path, capsys):
     assert target.read_text() == render(SPEC, "mermaid")
     assert main(["diagram", "--format", "md"]) == 0
     assert capsys.readouterr().out.endswith(render(SPEC, "md"))
-    assert main(["diagram", "-o", str(tmp_path / "missing" / "x.mmd")]) == 1
-    assert "cannot write" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # checked before anything is rendered
+        main(["diagram", "-o", str(tmp_path / "missing" / "x.mmd")])
+    assert refused.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
 RUN_DEPENDENT = re.compile(r"datamodel|entry /|__initial_\d")

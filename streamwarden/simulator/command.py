@@ -24,12 +24,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from streamwarden._signals import signals_set
 from streamwarden.arguments import bounded_number
 from streamwarden.simulator._control_command import add_control_commands
 from streamwarden.simulator.faults import FAULT_SYNTAX, Faults
@@ -116,23 +115,6 @@ def _dispatch(parser: argparse.ArgumentParser, serving: list[argparse.Action],
     return handler(args)
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGINT and SIGTERM while inside (main thread only; elsewhere no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
 
 def _banner(simulator: Simulator, args: argparse.Namespace) -> str:
     market_data, trade_updates = simulator.feed_url(args.feed), simulator.trade_updates_url
@@ -171,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                           quote_rate=args.quote_rate, seed=args.seed,
                           trading_frames=args.trading_frames)
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with signals_set(stop, signal.SIGINT, signal.SIGTERM):
         simulator.start()
         try:
             sys.stdout.write(_banner(simulator, args))
