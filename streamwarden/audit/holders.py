@@ -54,6 +54,7 @@ def holding_to_json(holding: Holding, at: datetime,
         "lifecycle_id": holding.lifecycle_id,
         "fingerprint": holding.fingerprint,
         "correlation_id": holding.correlation_id,
+        "receives": holding.receives,
         "acquired_at": format_time(holding.acquired_at),
         "held_for_s": (at - holding.acquired_at).total_seconds(),
         "lifecycle_status": lifecycle_status(holding, unfinished),
@@ -84,6 +85,7 @@ def _block(holding: Holding, at: datetime, writer: WriterStatus | None) -> Group
         Text(f"for {format_duration(at - holding.acquired_at)}")])
     fields = [("lifecycle", Text(holding.lifecycle_id)),
               ("fingerprint", Text(holding.fingerprint)), ("lease", Text(holding.lease_id)),
+              *([("receives", Text(holding.receives))] if holding.receives else []),
               ("correlation", Text(holding.correlation_id)),
               ("lifecycle now", Text("stopped" if writer is None else writer.describe()))]
     return make_block(heading, fields)

@@ -56,6 +56,21 @@ class Holding:
     end_reason: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def receives(self) -> str:
+        """What the lease asked for when acquired, from its acquire record: its subscriptions
+        (``quotes AAPL MSFT; trades AAPL``; later changes are their own records), its
+        trade-updates filter (``orders with client_order_id momentum-*``), or, for a
+        trade-updates lease without one, ``every order``. Thread-safety: pure."""
+        subscriptions = self.details.get("subscriptions")
+        if isinstance(subscriptions, Mapping) and subscriptions:
+            return "; ".join(f"{channel} {' '.join(map(str, symbols))}"
+                             for channel, symbols in subscriptions.items())
+        order_filter = self.details.get("filter")
+        if isinstance(order_filter, Mapping) and "client_order_id_prefix" in order_filter:
+            return f"orders with client_order_id {order_filter['client_order_id_prefix']}*"
+        return "every order" if self.kind == "trade_updates" else ""
+
     def held_at(self, at: datetime) -> bool:
         """Whether the lease was held at ``at`` (``acquired_at <= at < released_at``).
 

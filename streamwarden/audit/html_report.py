@@ -281,9 +281,9 @@ def _lease_rows(detail: ConnectionDetail) -> list[tuple[str, ...]]:
         held = "" if h.released_at is None else format_duration(h.released_at - h.acquired_at)
         ended = ("still held" if h.released_at is None
                  else f"{h.ended_by} ({h.end_outcome}) {utc(h.released_at)}")
-        rows.append((escape(owner_label(h)), _id_cell(h.lease_id), escape(utc(h.acquired_at)),
-                     escape(ended), escape(held), escape(h.end_reason or ""),
-                     _id_cell(h.correlation_id)))
+        rows.append((escape(owner_label(h)), _id_cell(h.lease_id), escape(h.receives),
+                     escape(utc(h.acquired_at)), escape(ended), escape(held),
+                     escape(h.end_reason or ""), _id_cell(h.correlation_id)))
     return rows
 
 
@@ -293,7 +293,7 @@ def _connection(number: int, detail: ConnectionDetail, summary: TrailSummary) ->
     state = (f"stopped after {format_duration(timeline.lifetime)}" if timeline.stopped
              else f"{stats.state} at the end of the selection")
     chart = connection_chart(detail, Scale(stats.first_at, _connection_end(detail, summary)))
-    leases = _table(("owner", "lease", "acquired", "ended", "held for", "reason",
+    leases = _table(("owner", "lease", "receives", "acquired", "ended", "held for", "reason",
                      "correlation id"), _lease_rows(detail), css="leases",
                     empty="No lease was acquired in the selection.")
     return (

@@ -45,6 +45,7 @@ def run_sim_history(sink: AuditSink, creds: Credentials) -> SimHistory:
             hostile = manager.market_data(creds, symbols=["SPY"], owner=HOSTILE_OWNER,
                                           correlation_id="run-3")
             executor = manager.trade_updates(creds, on_update=_ignore, owner="executor",
+                                             client_order_id_prefix="exec-",
                                              correlation_id="run-4")
             assert sim.drop_connections() == 1
             assert wait_until(lambda: manager.health().lifecycles[0].reconnects == 1

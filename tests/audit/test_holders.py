@@ -111,7 +111,7 @@ def test_what_each_holder_row_says(known, capsys):
     rows = {row["owner"]: row for row in holders(capsys, db_url, 45)}
     assert rows["meanrev"] == {
         "lease_id": "L-mean", "owner": "meanrev", "kind": "market_data", "lifecycle_id": LC_A,
-        "fingerprint": "f" * 24, "correlation_id": "run-1",
+        "fingerprint": "f" * 24, "correlation_id": "run-1", "receives": "",
         "acquired_at": "2026-01-02T09:30:40.000000+00:00", "held_for_s": 5.0,
         "lifecycle_status": "stopped", "host": HOST, "pid": 1, "last_record_at": None}
     assert rows["momentum"]["held_for_s"] == 45.0
@@ -233,3 +233,14 @@ def test_render_refuses_an_unknown_format():
     out = io.StringIO()
     render_holders([], T0, "json", out, unfinished={}, console=Console(file=out))
     assert json.loads(out.getvalue()) == []
+
+
+def test_a_block_says_what_the_lease_receives(sqlite_url, capsys, monkeypatch):
+    with open_log(sqlite_url) as log:
+        log.append(record(lease_id="L-f", owner="filtered", kind="trade_updates",
+                          details={"filter": {"client_order_id_prefix": "mom-"}}))
+    monkeypatch.setenv("COLUMNS", "80")
+    status, out, _ = run(capsys, "audit", "holders", "--db", sqlite_url, "--at", iso(1))
+    assert status == 0
+    assert any(line.split() == ["receives", "orders", "with", "client_order_id", "mom-*"]
+               for line in out.splitlines()), out

@@ -132,3 +132,16 @@ def test_holders_at_keeps_only_the_open_leases():
     held = peak(lambda records: holders_at(records, at(100.25)))
     assert peak(holdings) > 10 * held
     assert [h.lease_id for h in holders_at(trail(), at(100.25))] == ["L-100"]
+
+
+def test_what_a_lease_receives_comes_from_its_acquire_record():
+    found = {holding.lease_id: holding for holding in holdings(HISTORY)}
+    market = holdings([record(lease_id="L-1", details={
+        "subscriptions": {"quotes": ["AAPL", "MSFT"], "trades": ["AAPL"]}})])[0]
+    assert market.receives == "quotes AAPL MSFT; trades AAPL"
+    filtered = holdings([record(lease_id="L-2", kind="trade_updates", details={
+        "filter": {"client_order_id_prefix": "momentum-"}})])[0]
+    assert filtered.receives == "orders with client_order_id momentum-*"
+    everything = holdings([record(lease_id="L-3", kind="trade_updates")])[0]
+    assert everything.receives == "every order"
+    assert found["L-mom"].receives == ""  # no subscriptions map in its record: nothing to say

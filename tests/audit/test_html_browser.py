@@ -137,6 +137,10 @@ def test_one_timeline_per_connection_with_owners_reconnect_and_failure(report):
     assert any("start_failed" in title and "AuthenticationError" in title
                for title in failures)
     assert page.locator("#overview .marker.reconnect").count() == 1
+    assert page.get_by_role("cell", name="quotes AAPL; trades AAPL", exact=True).count() == 1
+    assert page.get_by_role("cell", name="orders with client_order_id exec-*",
+                            exact=True).count() == 1
+    assert page.get_by_role("cell", name="every order", exact=True).count() == 1
     assert page.locator(".legend li").count() >= 9
 
 
