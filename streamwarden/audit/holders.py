@@ -27,7 +27,8 @@ from streamwarden.errors import InvalidInputError
 HOLDERS_FORMATS: tuple[str, ...] = ("table", "json")
 _COLUMNS = (
     Column("kind"), Column("lifecycle"), Column("fingerprint"), Column("owner", free=True),
-    Column("lease"), Column("acquired at (UTC)"), Column("held for", right=True),
+    Column("lease"), Column("receives", free=True), Column("acquired at (UTC)"),
+    Column("held for", right=True),
     Column("correlation"), Column("lifecycle now"),
 )
 
@@ -72,7 +73,7 @@ def _row(holding: Holding, at: datetime, status: str, full_ids: bool) -> tuple[T
                    else table_correlation(holding.correlation_id))
     style = "" if status in ("stopped", "live") else "bold red"
     return (Text(holding.kind), ident(holding.lifecycle_id), Text(holding.fingerprint),
-            Text(holding.owner or ""), ident(holding.lease_id),
+            Text(holding.owner or ""), ident(holding.lease_id), Text(holding.receives),
             Text(display_time(holding.acquired_at)),
             Text(format_duration(at - holding.acquired_at)), Text(correlation),
             Text(status, style=style))

@@ -145,7 +145,7 @@ def test_table_with_notes_on_unterminated_and_unchecked_connections(known, capsy
     assert "lifecycle now" in lines[1] and "held for" in lines[1]
     executor = next(line for line in lines if "executor" in line)
     for cell in ("trade_updates", short_id(LC_B), "b" * 24, "2026-01-02 09:30:05.000000",
-                 "40.000 s", "unterminated"):
+                 "40.000 s", "every order", "unterminated"):
         assert cell in executor
     assert f"lifecycle {LC_B}: unterminated: no final record, and process {pid} on {HOST} " \
            f"is gone (last record 2026-01-02 09:30:06.000000 UTC)" in lines
