@@ -249,8 +249,8 @@ def test_unreachable_simulator_exits_1_with_one_line() -> None:
 def test_bad_arguments_exit_2_in_a_new_process(args: list[str], reason: str) -> None:
     done = streamwarden("simulator", *args)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    (error,) = [line for line in done.stderr.splitlines() if "error:" in line]
-    assert error.endswith(reason)
+    (error,) = done.stderr.splitlines()
+    assert f"error: {reason} (see streamwarden simulator publish " in error
 
 
 def test_peers_not_on_loopback_are_refused() -> None:
