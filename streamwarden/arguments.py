@@ -57,23 +57,6 @@ def positive_number(text: str) -> float:
     return value
 
 
-def database_url(text: str) -> str:
-    """``text`` if it is an audit database URL the audit log supports.
-
-    Raises:
-        argparse.ArgumentTypeError: otherwise, with the reason (the URL's password redacted).
-    """
-    # SQLAlchemy loads only when a URL is given: the command line starts without it.
-    from streamwarden.audit.database import parse_url  # noqa: PLC0415
-    from streamwarden.errors import InvalidInputError  # noqa: PLC0415
-
-    try:
-        parse_url(text)
-    except InvalidInputError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-    return text
-
-
 def output_file(text: str) -> Path:
     """A file the command may create or replace: not a directory, in a writable directory.
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from streamwarden import __version__
 from streamwarden._redaction import SecretRedactor, redact_text
+from streamwarden._version import __version__
 from streamwarden.arguments import output_file, positive_int
 from streamwarden.errors import StreamwardenError
 

@@ -31,8 +31,8 @@ from rich.live import Live
 from rich.table import Table
 
 from streamwarden._signals import signals_set
-from streamwarden.arguments import database_url, output_file, positive_number
-from streamwarden.audit.database import redact_url, resolve_url
+from streamwarden.arguments import output_file, positive_number
+from streamwarden.audit.database import redact_url, resolve_url, url_argument
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.report import render_table
@@ -97,7 +97,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     demo = commands.add_parser(
         "demo", help="three strategies sharing connections, on the simulator (no credentials)",
         description=__doc__.split("\n\n")[1] if __doc__ else None)
-    demo.add_argument("--db", type=database_url, default=None, metavar="URL",
+    demo.add_argument("--db", type=url_argument, default=None, metavar="URL",
                       help="audit database (default STREAMWARDEN_DB_URL or "
                            "sqlite:///./streamwarden-audit.db)")
     demo.add_argument("--seconds", type=positive_number, default=4.0, metavar="S",

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from streamwarden.arguments import database_url, positive_int
+from streamwarden.arguments import positive_int
 from streamwarden.audit import checkpoint_commands, html_commands, migrate
 from streamwarden.audit.database import (
     parse_url,
@@ -34,6 +34,7 @@ from streamwarden.audit.database import (
     require_file,
     resolve_url,
     upgrade_command,
+    url_argument,
 )
 from streamwarden.audit.export import EXPORT_FORMATS, check_target, export_records, write_records
 from streamwarden.audit.holders import HOLDERS_FORMATS, render_holders
@@ -91,7 +92,7 @@ def _console(out: TextIO) -> Console:
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=database_url, default=None, metavar="URL", help=_DB_HELP)
+    parser.add_argument("--db", type=url_argument, default=None, metavar="URL", help=_DB_HELP)
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:

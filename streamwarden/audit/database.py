@@ -13,6 +13,7 @@ the file with ``mode=ro`` and set no persistent pragma; PostgreSQL sessions are
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sqlite3
 from pathlib import Path
@@ -301,3 +302,20 @@ def _reason(exc: sa.exc.SQLAlchemyError, url: URL) -> str:
     for secret in secrets:
         text = text.replace(secret, _REDACTED)
     return redact_text(text)[:500]
+
+
+def url_argument(text: str) -> str:
+    """The type of a command's ``--db`` option (argparse): ``text`` if it is an audit
+    database URL the audit log supports.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise, with the reason (the URL's password redacted);
+            argparse turns it into exit status 2.
+
+    Thread-safety: pure function.
+    """
+    try:
+        parse_url(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, TextIO
 
-from streamwarden import __version__
+from streamwarden._version import __version__
 from streamwarden.audit._markup import escape, utc
 from streamwarden.audit._timeline_svg import (
     Scale,

@@ -8,15 +8,40 @@ the recorded states and ``refs`` must match what the spec does.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
-from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import InvalidTransitionError
 from streamwarden.machine.lifecycle import LifecycleMachine
 from streamwarden.machine.spec import LifecycleSpec
 
 
-def _mismatch(record: AuditRecord, machine: LifecycleMachine) -> str | None:
+class RecordedTransition(Protocol):
+    """What the replay reads of an audit record
+    (:class:`streamwarden.audit.records.AuditRecord` is one); the machine stays independent
+    of the audit package."""
+
+    @property
+    def seq(self) -> int | None: ...
+    @property
+    def lifecycle_id(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def from_state(self) -> str | None: ...
+    @property
+    def to_state(self) -> str | None: ...
+    @property
+    def refs_before(self) -> int | None: ...
+    @property
+    def refs_after(self) -> int | None: ...
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+
+
+def _mismatch(record: RecordedTransition, machine: LifecycleMachine) -> str | None:
     recorded_before = (record.from_state, record.refs_before)
     if recorded_before != (machine.state, machine.refs):
         return (f"seq {record.seq}: recorded {record.event} from {recorded_before}, "
@@ -33,7 +58,7 @@ def _mismatch(record: AuditRecord, machine: LifecycleMachine) -> str | None:
     return None
 
 
-def replay(spec: LifecycleSpec, records: Iterable[AuditRecord]) -> list[str]:
+def replay(spec: LifecycleSpec, records: Iterable[RecordedTransition]) -> list[str]:
     """The records that disagree with the spec, described; empty when the trail conforms.
 
     Thread-safety: pure; safe to call from any thread.

@@ -41,19 +41,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from streamwarden.errors import InvalidInputError, StreamwardenError
 from streamwarden.simulator.events import CONTROL_REFUSED
-from streamwarden.simulator.stats import STREAM_KINDS
+from streamwarden.simulator.faults import Faults
+from streamwarden.simulator.stats import STREAM_KINDS, SimulatorStats
 
 if TYPE_CHECKING:
     import structlog
     from websockets.asyncio.server import ServerConnection
     from websockets.http11 import Request, Response
-
-    from streamwarden.simulator.simulator import Simulator
 
 CONTROL_PATH = "/control/"
 """The prefix of every control request's path; the action's name follows it."""
@@ -63,6 +62,17 @@ _LARGEST_WHOLE = 2**63 - 1
 """The largest whole-number parameter: what every client's decoder can hold."""
 
 Reply = tuple[HTTPStatus, dict[str, Any]]
+
+
+class Controlled(Protocol):
+    """What the control interface uses of a simulator besides the methods :data:`ACTIONS`
+    name (:class:`~streamwarden.simulator.Simulator` is one)."""
+
+    @property
+    def quote_rate(self) -> float: ...
+    @property
+    def faults(self) -> Faults: ...
+    def stats(self) -> SimulatorStats: ...
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,7 @@ def is_loopback(address: object) -> bool:
     return ip.is_loopback
 
 
-def stats_json(simulator: Simulator) -> dict[str, Any]:
+def stats_json(simulator: Controlled) -> dict[str, Any]:
     """The simulator's settings, totals per stream kind and open connections, as JSON values
     (key ids but never a secret, as in the stats)."""
     stats = simulator.stats()
@@ -182,7 +192,7 @@ class Control:
     methods wait for that loop) on a worker thread of the loop's default executor.
     """
 
-    def __init__(self, simulator: Simulator, log: structlog.stdlib.BoundLogger) -> None:
+    def __init__(self, simulator: Controlled, log: structlog.stdlib.BoundLogger) -> None:
         self._simulator = simulator
         self._log = log
 
