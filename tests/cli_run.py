@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from streamwarden.cli import main
@@ -23,3 +27,13 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: object) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
     return lines[0]
+
+
+def modules_loaded_by(argv: list[str]) -> set[str]:
+    """The modules a new interpreter has imported after running ``streamwarden ARGV``."""
+    code = ("import json, sys\nfrom streamwarden.cli import main\ntry:\n"
+            f"    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from streamwarden.cli import main
+from tests.cli_run import modules_loaded_by
 from tests.machine.test_spec import copy_spec, edit_yaml
 
 
@@ -88,12 +89,7 @@ def test_lazy_subcommands_keep_their_modules_help_lines():
 
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["demo", "--help"]])
 def test_version_and_help_import_no_subcommand_module(argv):
-    code = ("import json, sys\nfrom streamwarden.cli import main\ntry:\n"
-            f"    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(sys.modules)))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
-    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    loaded = modules_loaded_by(argv)
     if argv[0] == "demo":  # the demo's own module, not the other subcommands'
         assert "streamwarden.demo" in loaded
         assert "streamwarden.audit.commands" not in loaded

@@ -3,15 +3,12 @@ nothing and a bad time, through the real command line (a one-line reason, no tra
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from streamwarden.audit.query import audit_events
 from streamwarden.cli import main
 from tests.audit.histories import open_log, record
+from tests.cli_run import modules_loaded_by
 
 LC_1, LC_2 = "01JEXITAAAAAAAAAAAAAAAAAAA", "01JEXITBBBBBBBBBBBBBBBBBBB"
 
@@ -69,11 +66,6 @@ def test_exit_status_and_one_line_reason(db, capsys, argv, status, line):
 ])
 def test_the_spec_is_loaded_only_to_check_an_event(argv, loads_spec):
     """``--help`` stays fast: the event names come from the spec, read only for ``--event``."""
-    code = ("import json, sys\nfrom streamwarden.cli import main\ntry:\n"
-            f"    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(sys.modules)))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
-    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    loaded = modules_loaded_by(argv)
     assert ({"statemachine", "streamwarden.machine.spec"} <= loaded) is loads_spec
     assert ("statemachine" in loaded) is loads_spec
