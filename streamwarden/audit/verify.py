@@ -125,7 +125,8 @@ def verify_records(
     """Walk ``records`` (in ``seq`` order) and report the first break of the chain.
 
     Reads the iterable once, a page at a time (constant memory). ``progress`` is called with
-    the number of rows read every ``progress_every`` rows and once at the end.
+    the number of rows read every ``progress_every`` rows and with the total at the end (once:
+    not again when the total is itself a multiple of ``progress_every``).
 
     Raises:
         whatever iterating ``records`` raises.
@@ -196,8 +197,8 @@ class _Walk:
         else:
             report = VerifyReport(ok=True, rows=self._rows,
                                   message=f"{self._rows} rows, chain intact")
-        if self._progress is not None:
-            self._progress(self._rows)
+        if self._progress is not None and not (self._rows and self._rows % self._every == 0):
+            self._progress(self._rows)  # the total, unless its step just reported it
         return report
 
     def _report_progress(self, before: int) -> None:

@@ -109,6 +109,9 @@ def test_progress_is_reported_in_steps_and_at_the_end():
     report = verify_records(history(25), progress=seen.append, progress_every=10)
     assert report.ok and seen == [10, 20, 25]
     seen.clear()
+    verify_records(history(20), progress=seen.append, progress_every=10)
+    assert seen == [10, 20]  # a total on a step is reported once
+    seen.clear()
     verify_records([replace(r, prev_hash=GENESIS_HASH) for r in history(3)],
                    progress=seen.append)
     assert seen == [3]
