@@ -6,6 +6,7 @@ Standard library only, so that even a failing import elsewhere can be reported w
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -76,3 +77,51 @@ class SecretRedactor:
         for key in list(event_dict):
             event_dict[key] = self.redact(event_dict[key])
         return event_dict
+
+
+#: websockets' loggers, and the direction of the frames each must not show: what a client
+#: sends and what a server receives (authentication frames among them).
+_WEBSOCKETS_LOGGERS = {"websockets.client": ">", "websockets.server": "<"}
+_DATA_OPCODES = frozenset({"TEXT", "BINARY", "CONT"})
+
+
+class FramePayloadFilter(logging.Filter):
+    """Withholds the payload of the data frames that travel in one direction from a
+    websockets logger's records.
+
+    At DEBUG, websockets logs every frame as ``"> %s"`` (sent) or ``"< %s"`` (received) with
+    the frame, whose text shows the payload's first and last bytes: enough of an Alpaca
+    authentication frame to give away half a secret, or its last bytes in hex. The record keeps
+    the frame's type and size (``> TEXT [payload withheld: 125 bytes]``); other records pass
+    unchanged.
+
+    Thread-safety: stateless; safe on any thread.
+    """
+
+    def __init__(self, direction: str) -> None:
+        super().__init__()
+        self._message = f"{direction} %s"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a matching frame record in place; never drops a record."""
+        args = record.args
+        if record.msg == self._message and isinstance(args, tuple) and len(args) == 1:
+            opcode = getattr(getattr(args[0], "opcode", None), "name", None)
+            data = getattr(args[0], "data", None)
+            if opcode in _DATA_OPCODES and isinstance(data, bytes | bytearray | memoryview):
+                record.args = (f"{opcode} [payload withheld: {len(data)} bytes]",)
+        return True
+
+
+def guard_websockets_logs() -> None:
+    """Install :class:`FramePayloadFilter` on websockets' client (frames sent) and server
+    (frames received) loggers, once: no authentication frame reaches a log at any level.
+
+    Called when streamwarden's transports and the simulator load; idempotent.
+
+    Thread-safety: safe to call from any thread (the logging module locks).
+    """
+    for name, direction in _WEBSOCKETS_LOGGERS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, FramePayloadFilter) for existing in logger.filters):
+            logger.addFilter(FramePayloadFilter(direction))

@@ -22,7 +22,9 @@ from streamwarden import (
     StreamMessage,
     StreamwardenError,
 )
+from streamwarden._redaction import FramePayloadFilter, guard_websockets_logs
 from streamwarden.logging import LOGGER_NAME
+from streamwarden.simulator import Simulator
 from streamwarden.testing import InMemoryTransportFactory, TransportOptions
 from tests.conftest import CANARY_KEY_ID, CANARY_SECRET
 
@@ -111,3 +113,51 @@ def test_canary_never_leaks(caplog, creds, log_format):
     # The revoked lease raised its cause, and the refused acquire its typed error.
     assert [type(exc) for exc in raised[:2]] == [AuthenticationError, AuthenticationError]
     assert_no_canary(outputs)
+
+
+def _pieces(secret: str, size: int = 8) -> set[str]:
+    """Every ``size``-character piece of ``secret``, as text and as websockets' hex dump."""
+    raw = secret.encode()
+    text = {secret[i:i + size] for i in range(len(secret) - size + 1)}
+    dumped = {" ".join(f"{byte:02x}" for byte in raw[i:i + 6]) for i in range(len(raw) - 5)}
+    return text | dumped
+
+
+def test_no_piece_of_a_secret_in_websockets_debug_log(caplog, creds):
+    """alpaca-py over the simulator with every logger at DEBUG: websockets logs each frame
+    with the first and last bytes of its payload, which for the auth frames were half the
+    secret (trading, JSON) or its last bytes in hex (market data, MessagePack)."""
+    caplog.set_level(logging.DEBUG)
+    with Simulator() as sim:
+        settings = Settings(market_data_url=sim.market_data_url,
+                            trade_updates_url=sim.trade_updates_url)
+        with ConnectionManager(audit=InMemoryAuditSink(), settings=settings) as manager, \
+                manager.market_data(creds, symbols=["AAPL"]) as feed, \
+                manager.trade_updates(creds, on_update=lambda update: None):
+            sim.publish_quote("AAPL", bid_price=1.0, ask_price=1.02)
+            feed.wait_for_quote("AAPL", timeout=10.0)
+    lines = [logging.Formatter().format(record) for record in caplog.records
+             if record.name.startswith("websockets")]
+    text = "\n".join(lines)
+    for canary in (CANARY_KEY_ID, CANARY_SECRET):
+        leaked = sorted(piece for piece in _pieces(canary) if piece in text)
+        assert not leaked, leaked
+    withheld = [line for line in lines if "[payload withheld:" in line]
+    assert any("> TEXT [payload withheld:" in line for line in withheld)  # trading auth, sent
+    assert any("< BINARY [payload withheld:" in line for line in withheld)  # market data auth
+    assert any(line.startswith("DEBUG:websockets.client:< BINARY") and "withheld" not in line
+               for line in [f"DEBUG:{r.name}:{r.getMessage()}" for r in caplog.records])
+
+
+def test_the_frame_filter_leaves_other_records_alone():
+    guard = FramePayloadFilter(">")
+    plain = logging.LogRecord("websockets.client", logging.DEBUG, __file__, 1, "> %s",
+                              ("GET /v2/iex HTTP/1.1",), None)
+    assert guard.filter(plain) and plain.getMessage() == "> GET /v2/iex HTTP/1.1"
+    eof = logging.LogRecord("websockets.client", logging.DEBUG, __file__, 1, "> EOF", None,
+                            None)
+    assert guard.filter(eof) and eof.getMessage() == "> EOF"
+    guard_websockets_logs()
+    guard_websockets_logs()  # idempotent: one filter per logger
+    assert sum(isinstance(f, FramePayloadFilter)
+               for f in logging.getLogger("websockets.client").filters) == 1

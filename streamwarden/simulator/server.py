@@ -24,6 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamwarden._redaction import guard_websockets_logs
 from streamwarden.simulator._control import CONTROL_PATH, Control
 from streamwarden.simulator.connection import SimConnection, connection_class
 from streamwarden.simulator.context import ProtocolContext
@@ -75,6 +76,7 @@ class SimulatorServer:
         self._trading_codec = trading_codec
         self._control = control
         self._connections = connection_class(self._should_hang)
+        guard_websockets_logs()  # clients' auth frames would show in websockets' DEBUG log
 
     def _should_hang(self, session: Session) -> bool:
         if not self._ctx.registry.faults.hang_on_close:

@@ -27,6 +27,7 @@ import contextlib
 from typing import Any
 
 from streamwarden._keys import MARKET_DATA, StreamKey
+from streamwarden._redaction import guard_websockets_logs
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import (
@@ -78,6 +79,7 @@ class AlpacaTransport:
     """
 
     def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings) -> None:
+        guard_websockets_logs()  # the SDK's auth frame would show in websockets' DEBUG log
         self._key = key
         self._events: TransportEvents | None = None
         self._stop_requested = False
