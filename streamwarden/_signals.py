@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+#: Exit status of a command interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 128 + signal.SIGINT
+
 
 @contextmanager
 def signals_set(event: threading.Event, *signals: signal.Signals) -> Iterator[None]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from streamwarden._redaction import SecretRedactor, redact_text
+from streamwarden._signals import INTERRUPTED
 from streamwarden._version import __version__
 from streamwarden.arguments import output_file, positive_int
 from streamwarden.errors import StreamwardenError
@@ -39,8 +40,6 @@ Handler = Callable[[argparse.Namespace], int]
 """A subcommand: takes the parsed arguments, returns the exit status (0 ok, 1 failure)."""
 
 DEFAULT_EXAMPLES = 200
-#: Exit status of a command interrupted by Ctrl-C (128 + SIGINT, as shells report it).
-INTERRUPTED = 130
 #: Exit status when standard output's reader went away (128 + SIGPIPE, like ``cat | head``).
 OUTPUT_CLOSED = 141
 #: Set to 1 to let an unexpected error end with its (unredacted) traceback, for developers.

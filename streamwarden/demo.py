@@ -30,7 +30,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streamwarden._signals import signals_set
+from streamwarden._signals import INTERRUPTED, signals_set
 from streamwarden.arguments import output_file, positive_number
 from streamwarden.audit.database import redact_url, resolve_url, url_argument
 from streamwarden.audit.log import AuditLog
@@ -55,8 +55,6 @@ FILL_PRICE = "100.25"
 RECOVERY_TIMEOUT = 10.0
 REFRESH_SECONDS = 0.1
 WIDE_REPORT = 200
-#: The exit status after Ctrl-C (128 + SIGINT), as shells report an interrupted command.
-EXIT_INTERRUPTED = 130
 
 
 class _InterruptRequestedError(Exception):
@@ -333,4 +331,4 @@ def run(args: argparse.Namespace) -> int:
         except _InterruptRequestedError:
             sys.stderr.write(f"interrupted: leases released, connections closed, audit trail "
                              f"written to {where}\n")
-            return EXIT_INTERRUPTED
+            return INTERRUPTED
