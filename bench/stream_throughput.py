@@ -411,6 +411,12 @@ class Consumers:
         return lifecycles
 
 
+def _ratio(top: float, bottom: float) -> float | None:
+    """``top / bottom`` to three places; None when nothing came through below (a quick run's
+    conflated burst can leave a lease's delivered rate at zero)."""
+    return round(top / bottom, 3) if bottom else None
+
+
 def ratios(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Quotes per second, one configuration over another: of the medians, per repetition
     (paired), and of the delivered rate per lease (drops excluded); with the goal if any."""
@@ -422,13 +428,13 @@ def ratios(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                   zip(configs[top]["runs"], configs[bottom]["runs"], strict=True)]
         name = f"{top}/{bottom}"
         entry: dict[str, Any] = {
-            "of_medians": round(configs[top]["median_quotes_per_s"]
-                                / configs[bottom]["median_quotes_per_s"], 3),
+            "of_medians": _ratio(configs[top]["median_quotes_per_s"],
+                                 configs[bottom]["median_quotes_per_s"]),
             "median_paired": round(statistics.median(paired), 3),
             "paired": [round(r, 3) for r in paired],
-            "delivered_per_lease_of_medians": round(
-                configs[top]["median_delivered_per_lease_per_s"]
-                / configs[bottom]["median_delivered_per_lease_per_s"], 3),
+            "delivered_per_lease_of_medians": _ratio(
+                configs[top]["median_delivered_per_lease_per_s"],
+                configs[bottom]["median_delivered_per_lease_per_s"]),
         }
         if name in GOALS:
             entry["goal"] = GOALS[name]
