@@ -501,9 +501,15 @@ class Lifecycle:
         lease_pairs: set[Subscription] = set()
         for entry in self._leases.values():
             lease_pairs.update(entry.subscriptions)
+        # Invariants are about committed configurations. While a change's record is being
+        # written the machine has already moved but the leases have not: report the state and
+        # count the change started from.
+        transition = self._pending.transition if self._pending is not None else None
+        state, refs = ((transition.from_state, transition.refs_before) if transition is not None
+                       else (self.state, self.refs))
         return {
-            "state": self.state,
-            "refs": self.refs,
+            "state": state,
+            "refs": refs,
             "live_leases": len(self._leases),
             "kind": self.key.kind,
             "wire_symbols": wire,

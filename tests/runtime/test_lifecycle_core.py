@@ -136,6 +136,23 @@ def test_shutdown_revokes_every_lease_at_commit():
     assert core.leases == {} and core.refs == 0 and core.wire == frozenset()
 
 
+def test_invariants_see_the_committed_configuration_while_a_change_is_in_flight():
+    # A start timeout's start_failed may be pending (its record being written) when a health
+    # or invariant check runs: the machine has moved to refs 0, the leases are not yet revoked.
+    core = lifecycle()
+    granted(core, "A", Box())
+    granted(core, "B", Box())
+
+    def env() -> dict[str, object]:
+        return core.invariant_env(socket_open=False, transport_done=True, wire=core.wire)
+
+    pending = core.signal("start_failed")
+    assert core.refs == 0 and len(core.leases) == 2  # in flight
+    assert (env()["state"], env()["refs"], env()["live_leases"]) == ("starting", 2, 2)
+    core.commit(pending, record_of(pending, "E3"), now=0.0)
+    assert (env()["state"], env()["refs"], env()["live_leases"]) == ("stopped", 0, 0)
+
+
 def test_readiness_needs_running_and_the_acknowledged_pairs():
     core = lifecycle()
     granted(core, "A", Box())
