@@ -45,8 +45,8 @@ _EXPORTS: dict[str, str] = {
          "AuthenticationError", "CheckpointError", "ConnectionLimitError", "ConnectionStartError",
          "InvalidInputError", "InvalidTransitionError", "InvariantViolationError", "LeaseError",
          "LeaseOverflowError", "LeaseRevokedError", "ManagerClosedError", "ReentrancyError",
-         "StartTimeoutError", "StopTimeoutError", "StreamwardenError", "SubscriptionError",
-         "WaitTimeoutError"],
+         "ReplayError", "StartTimeoutError", "StopTimeoutError", "StreamwardenError",
+         "SubscriptionError", "WaitTimeoutError"],
         "streamwarden.errors"),
 }
 
@@ -85,6 +85,7 @@ __all__ = [
     "MarketDataLease",
     "Quote",
     "ReentrancyError",
+    "ReplayError",
     "Secret",
     "Settings",
     "StartTimeoutError",
@@ -139,6 +140,7 @@ if TYPE_CHECKING:
         LeaseRevokedError,
         ManagerClosedError,
         ReentrancyError,
+        ReplayError,
         StartTimeoutError,
         StopTimeoutError,
         StreamwardenError,

@@ -43,11 +43,12 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
-def _check_url(name: str, value: object) -> str | None:
+def _check_url(name: str, value: object,
+               schemes: tuple[str, ...] = ("ws://", "wss://")) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.startswith(("ws://", "wss://")):
-        raise InvalidInputError(f"{name} must be a ws:// or wss:// URL")
+    if not isinstance(value, str) or not value.startswith(schemes):
+        raise InvalidInputError(f"{name} must be a {' or '.join(schemes)} URL")
     return value
 
 
@@ -61,6 +62,9 @@ class Settings:
         drain_grace: seconds a connection stays open after its last release for reuse.
         feed: Alpaca market-data feed.
         market_data_url / trade_updates_url: endpoint overrides (the simulator's, in tests).
+        trading_api_url: the trading REST address (``http(s)://``) whose trade events API
+            (``/v2/events/trades``) replays the trade updates a reconnect missed; None means
+            Alpaca's, paper or live as the credentials say.
         audit_durability: ``sync`` (committed before the call returns) or ``batched``.
         audit_failure_policy: ``raise`` or ``spool`` when the audit database is unreachable.
         db_url: audit database URL for :meth:`AuditLog.open` (``STREAMWARDEN_DB_URL``); None
@@ -90,6 +94,7 @@ class Settings:
     feed: Feed = "iex"
     market_data_url: str | None = None
     trade_updates_url: str | None = None
+    trading_api_url: str | None = None
     audit_durability: Durability = "sync"
     audit_failure_policy: FailurePolicy = "raise"
     db_url: str | None = field(default=None, repr=False)
@@ -111,6 +116,7 @@ class Settings:
         _check_choice("audit_failure_policy", self.audit_failure_policy, FAILURE_POLICIES)
         _check_url("market_data_url", self.market_data_url)
         _check_url("trade_updates_url", self.trade_updates_url)
+        _check_url("trading_api_url", self.trading_api_url, schemes=("http://", "https://"))
         if self.db_url is not None and (not isinstance(self.db_url, str) or not self.db_url):
             raise InvalidInputError("db_url must be a non-empty string or None")
         if not isinstance(self.fingerprint_key, str) or not self.fingerprint_key:

@@ -177,6 +177,11 @@ class ReentrancyError(StreamwardenError):
     itself (for example from a custom transport); nothing changed."""
 
 
+class ReplayError(StreamwardenError):
+    """The trade updates a reconnect missed could not be fetched from Alpaca's trade events API;
+    live delivery goes on (the failure is audited and logged)."""
+
+
 class AuditError(StreamwardenError):
     """The audit trail could not be written, read or trusted."""
 

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from streamwarden.audit.models import audit_table, raw_select
-from streamwarden.audit.records import LEASE_EVENTS
+from streamwarden.audit.records import LEASE_EVENTS, STREAM_EVENTS
 from streamwarden.errors import InvalidInputError
 
 KINDS: tuple[str, ...] = ("market_data", "trade_updates")
@@ -74,7 +74,7 @@ def audit_events() -> tuple[str, ...]:
     from streamwarden.machine.spec import default_spec  # noqa: PLC0415
 
     spec_events = dict.fromkeys(transition.event for transition in default_spec().transitions)
-    return (*spec_events, *LEASE_EVENTS)
+    return (*spec_events, *LEASE_EVENTS, *STREAM_EVENTS)
 
 
 def check_event(value: str) -> str:

@@ -19,6 +19,10 @@ LEASE_SUBSCRIBED = "lease_subscribed"
 LEASE_UNSUBSCRIBED = "lease_unsubscribed"
 #: Every lease event, in the order a reader meets them.
 LEASE_EVENTS: tuple[str, ...] = (LEASE_SUBSCRIBED, LEASE_UNSUBSCRIBED, LEASE_REVOKED)
+# Stream events recorded besides the transitions of the spec: they change no state.
+TRADE_UPDATES_REPLAYED = "trade_updates_replayed"
+#: Every stream event.
+STREAM_EVENTS: tuple[str, ...] = (TRADE_UPDATES_REPLAYED,)
 
 
 @dataclass(frozen=True)

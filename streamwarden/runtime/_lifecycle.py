@@ -333,6 +333,15 @@ class Lifecycle:
                      causation_id=cause_id or self._cause_id, lease_id=entry.info.lease_id,
                      owner=entry.info.owner, outcome="failed", error=error)
 
+    def notice(self, event: str, details: Mapping[str, Any], *, outcome: Outcome = "ok",
+               error: StreamwardenError | None = None) -> Draft:
+        """The record of something about the stream that changes nothing (a trade-updates
+        replay)."""
+        return Draft(event=event, from_state=self.state, to_state=self.state,
+                     refs_before=self.refs, refs_after=self.refs,
+                     correlation_id=self.origin_correlation_id, causation_id=self._cause_id,
+                     outcome=outcome, error=error, details=dict(details))
+
     # Facts the supervisor reports that are not audited events.
 
     def acknowledge(self, pairs: frozenset[Subscription]) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from streamwarden import logging as events
-from streamwarden.audit.records import AuditRecord
+from streamwarden.audit.records import TRADE_UPDATES_REPLAYED, AuditRecord
 from streamwarden.clock import Clock
 from streamwarden.config import Settings
 from streamwarden.errors import (
@@ -40,6 +40,7 @@ from streamwarden.errors import (
     LeaseError,
     LeaseOverflowError,
     LeaseRevokedError,
+    ReplayError,
     StartTimeoutError,
     StopTimeoutError,
     StreamwardenError,
@@ -62,7 +63,12 @@ from streamwarden.runtime._lifecycle import (
 )
 from streamwarden.runtime._recording import AuditWriter
 from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
-from streamwarden.transports._contract import ConnectFailure, StreamMessage, Transport
+from streamwarden.transports._contract import (
+    ConnectFailure,
+    ReplayReport,
+    StreamMessage,
+    Transport,
+)
 
 #: Seconds a cancelled transport task may take to end before it is counted as abandoned (or
 #: ``stop_timeout``, if shorter: the stop's whole bound is at most twice ``stop_timeout``).
@@ -254,6 +260,9 @@ class Supervisor:
     def on_subscribed(self, pairs: frozenset[Subscription]) -> None:
         self._post(lambda: self._on_acked(pairs))
 
+    def on_replayed(self, report: ReplayReport) -> None:
+        self._post(lambda: self._on_replayed(report))
+
     def on_message(self, message: StreamMessage) -> None:
         if self._retired:
             return
@@ -427,6 +436,20 @@ class Supervisor:
                                    correlation_id=self.core.origin_correlation_id))
         if self.core.state == RUNNING:
             await self._signal("connection_lost", details={"reason": message})
+
+    async def _on_replayed(self, report: ReplayReport) -> None:
+        details = report.details()
+        error = report.error
+        if error is None:
+            self._log.info(events.TRADE_UPDATES_REPLAYED, **details)
+        else:
+            error = ReplayError(self._redact(error.message), operation="replay",
+                                fingerprint=self.core.key.fingerprint, state=self.core.state)
+            self._log.warning(events.TRADE_UPDATES_REPLAY_FAILED, error=error.message,
+                              **details)
+        await self._record_quietly(self.core.notice(
+            TRADE_UPDATES_REPLAYED, details, outcome="ok" if error is None else "failed",
+            error=error))
 
     async def _on_acked(self, pairs: frozenset[Subscription]) -> None:
         self.core.acknowledge(pairs)

@@ -25,6 +25,7 @@ from streamwarden.simulator.server import SimulatorServer
 
 if TYPE_CHECKING:
     from streamwarden.simulator._control import Control
+from streamwarden.simulator._trade_events import TradeEventLog
 
 T = TypeVar("T")
 THREAD_NAME = "streamwarden-simulator"
@@ -46,6 +47,7 @@ class ServerConfig:
     clock: Clock
     log: structlog.stdlib.BoundLogger
     control: Control
+    trade_events: TradeEventLog
 
 
 class Runtime:
@@ -140,7 +142,8 @@ class Runtime:
         ctx = ProtocolContext(config.registry, outbox, config.accounts, config.auth_timeout,
                               config.log)
         server = SimulatorServer(config.host, config.port, ctx, publisher, config.trading_codec,
-                                 control=config.control)
+                                 control=config.control,
+                                 trade_events=config.trade_events)
         self.publisher, self._stopping = publisher, stopping
         self._loop = asyncio.get_running_loop()
         # Control requests call the simulator from these threads; asyncio.run joins them.

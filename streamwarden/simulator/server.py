@@ -2,9 +2,10 @@
 
 Routes: ``/v2/<feed>`` (any feed name: ``iex``, ``sip``, ...) speaks market data, ``/stream`` the
 trading stream, ``/control/<action>`` answers plain HTTP control requests (see
-:mod:`streamwarden.simulator._control`); any other path is refused with HTTP 404 during the
-opening handshake. Market data is MessagePack when the client sends ``Content-Type:
-application/msgpack`` (alpaca-py does), JSON otherwise.
+:mod:`streamwarden.simulator._control`), ``/v2/events/trades`` serves the trade events published
+so far as server-sent events (see :mod:`streamwarden.simulator._trade_events`); any other
+path is refused with HTTP 404 during the opening handshake. Market data is MessagePack when
+the client sends ``Content-Type: application/msgpack`` (alpaca-py does), JSON otherwise.
 
 Shutdown: hung connections (``hang_on_close``) are aborted, every other connection gets a
 close frame (1001, going away) and ``CLOSE_TIMEOUT`` seconds to answer, and whatever is still
@@ -26,6 +27,8 @@ from websockets.http11 import Request, Response
 
 from streamwarden._redaction import guard_websockets_logs
 from streamwarden.simulator._control import CONTROL_PATH, Control
+from streamwarden.simulator._trade_events import EVENTS_PATH, TradeEventLog
+from streamwarden.simulator._trade_events import respond as respond_events
 from streamwarden.simulator.connection import SimConnection, connection_class
 from streamwarden.simulator.context import ProtocolContext
 from streamwarden.simulator.delivery import abort
@@ -67,7 +70,7 @@ class SimulatorServer:
 
     def __init__(
         self, host: str, port: int, ctx: ProtocolContext, publisher: Publisher,
-        trading_codec: Codec, *, control: Control,
+        trading_codec: Codec, *, control: Control, trade_events: TradeEventLog,
     ) -> None:
         self._host = host
         self._port = port
@@ -75,6 +78,7 @@ class SimulatorServer:
         self._publisher = publisher
         self._trading_codec = trading_codec
         self._control = control
+        self._trade_events = trade_events
         self._connections = connection_class(self._should_hang)
         guard_websockets_logs()  # clients' auth frames would show in websockets' DEBUG log
 
@@ -124,8 +128,12 @@ class SimulatorServer:
         await asyncio.sleep(0)
 
     async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        if urlsplit(request.path).path.startswith(CONTROL_PATH):
+        path = urlsplit(request.path).path
+        if path.startswith(CONTROL_PATH):
             return await self._control.respond(connection, request)
+        if path == EVENTS_PATH:
+            return respond_events(connection, request, self._trade_events,
+                                  self._ctx.accounts)
         if route(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "streamwarden simulator: no such "
                                       "stream; use /v2/<feed> or /stream\n")

@@ -22,6 +22,7 @@ from streamwarden.logging import make_logger
 from streamwarden.simulator import messages, orders
 from streamwarden.simulator._control import Control
 from streamwarden.simulator._errors import SimulatorError
+from streamwarden.simulator._trade_events import TradeEventLog
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.events import STARTED, STOPPED
 from streamwarden.simulator.faults import Faults
@@ -44,6 +45,8 @@ from streamwarden.validation import check_seconds
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 5.0
+TRADE_EVENTS_KEPT = 10_000
+"""How many published trade updates the trade events API (``/v2/events/trades``) keeps."""
 _FEED = re.compile(r"[A-Za-z0-9_.-]+")
 
 __all__ = ["DEFAULT_TIMEOUT", "Simulator", "SimulatorError"]
@@ -106,11 +109,13 @@ class Simulator:
         self._clock = clock or SystemClock()
         self._log = make_logger(SecretRedactor())
         self._trade_ids = itertools.count(1)
+        self._trade_events = TradeEventLog(capacity=TRADE_EVENTS_KEPT)
         self._runtime = Runtime(ServerConfig(
             host=host, port=port, registry=self._registry, accounts=accounts,
             auth_timeout=check_seconds("auth_timeout", auth_timeout, allow_zero=False),
             trading_codec="json" if trading_frames == "text" else "json-binary",
             seed=seed, clock=self._clock, log=self._log, control=Control(self, self._log),
+            trade_events=self._trade_events,
         ))
 
     # Lifecycle.
@@ -193,6 +198,17 @@ class Simulator:
     def trade_updates_url(self) -> str:
         """The trading-stream URL, ``ws://HOST:PORT/stream``."""
         return f"{self._base_url()}{TRADING_PATH}"
+
+    @property
+    def trading_api_url(self) -> str:
+        """The trading REST address, ``http://HOST:PORT``: the simulator serves Alpaca's trade
+        events (``GET /v2/events/trades``, server-sent events) there, for
+        ``Settings.trading_api_url``.
+
+        Raises:
+            SimulatorError: not started yet.
+        """
+        return self._base_url("http")
 
     @property
     def control_url(self) -> str:
@@ -351,7 +367,9 @@ class Simulator:
         position_qty: Number | None = None, client_order_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> int:
-        """Send one ``trade_updates`` event to every connection listening to trade updates.
+        """Send one ``trade_updates`` event to every connection listening to trade updates,
+        and keep it for the trade events API (:attr:`trading_api_url`), which also serves it to
+        a client that was not listening.
 
         ``client_order_id`` is the id the order carries (Alpaca allows up to 128 characters);
         one derived from ``order_id`` when None.
@@ -375,9 +393,11 @@ class Simulator:
                 position_qty=None if position_qty is None else Decimal(str(position_qty)),
                 client_order_id=check_client_order_id(client_order_id),
             )
-            message = orders.trade_update(event, fill, now=self._clock.now())
+            now = self._clock.now()
+            message = orders.trade_update(event, fill, now=now)
         except (ArithmeticError, ValueError) as exc:
             raise InvalidInputError(f"bad trade update: {exc}") from None
+        self._trade_events.append(message["data"], now)  # served at /v2/events/trades
         return self._call("publish_trade_update",
                           lambda publisher: publisher.trade_update(message), timeout)
 

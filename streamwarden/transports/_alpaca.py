@@ -6,7 +6,10 @@ manager's engine loop (no thread of its own) and maps what happens on the wire t
 * authenticated and listening (trade updates) or subscribed (market data) -> ``on_connected``,
   again after each reconnect of the SDK; every subscription acknowledgement ->
   ``on_subscribed`` with the pairs the wire carries;
-* socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects);
+* socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects); after a
+  trading stream reconnects, the updates it missed are fetched from Alpaca's trade events API
+  and delivered before the live ones (:mod:`streamwarden.transports._replay`) ->
+  ``on_replayed``;
 * Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
   405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
   does not retry refused credentials forever;
@@ -28,6 +31,7 @@ from typing import Any
 
 from streamwarden._keys import MARKET_DATA, StreamKey
 from streamwarden._redaction import guard_websockets_logs
+from streamwarden.clock import Clock, SystemClock
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import (
@@ -44,7 +48,14 @@ from streamwarden.marketdata import (
 )
 from streamwarden.transports import _sdk_adapter as sdk_adapter
 from streamwarden.transports._causes import connect_failure, refusal
-from streamwarden.transports._contract import StreamMessage, TransportEvents
+from streamwarden.transports._contract import ReplayReport, StreamMessage, TransportEvents
+from streamwarden.transports._replay import GapReplay, events_fetcher
+
+#: Alpaca's trading REST addresses, whose trade events API replays what a reconnect missed.
+PAPER_API_URL = "https://paper-api.alpaca.markets"
+LIVE_API_URL = "https://api.alpaca.markets"
+KEY_HEADER = "APCA-API-KEY-ID"
+SECRET_HEADER = "APCA-API-SECRET-KEY"
 
 #: Seconds the close handshake may take beyond ``stop_timeout``: the websocket's own bound.
 CLOSE_MARGIN_SECONDS = 0.5
@@ -78,7 +89,8 @@ class AlpacaTransport:
     Thread-safety: not thread-safe; every method is called on the engine loop.
     """
 
-    def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings) -> None:
+    def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings,
+                 clock: Clock | None = None) -> None:
         guard_websockets_logs()  # the SDK's auth frame would show in websockets' DEBUG log
         self._key = key
         self._events: TransportEvents | None = None
@@ -91,6 +103,8 @@ class AlpacaTransport:
         self._wanted: frozenset[Subscription] = frozenset()
         self._resync = asyncio.Event()
         self._stream = self._build_stream(credentials, settings)
+        self._replay = (None if key.kind == MARKET_DATA
+                        else self._build_replay(credentials, settings, clock or SystemClock()))
 
     def _build_stream(self, credentials: Credentials, settings: Settings) -> Any:
         params = {"ping_interval": 10, "ping_timeout": 180, "max_queue": 1024,
@@ -104,6 +118,14 @@ class AlpacaTransport:
         return sdk_adapter.AdaptedTradingStream(
             key_id, secret, paper=self._key.paper, url=settings.trade_updates_url,
             websocket_params=params, events=self, on_update=self._on_trade_update)
+
+    def _build_replay(self, credentials: Credentials, settings: Settings,
+                      clock: Clock) -> GapReplay:
+        key_id, secret = credentials.sensitive_values()
+        base_url = settings.trading_api_url or (PAPER_API_URL if self._key.paper else LIVE_API_URL)
+        fetch = events_fetcher(base_url, {KEY_HEADER: key_id, SECRET_HEADER: secret},
+                               settings.start_timeout)
+        return GapReplay(fetch, self._deliver_update, self._report_replay, clock)
 
     # Transport protocol.
 
@@ -123,6 +145,8 @@ class AlpacaTransport:
             syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await syncer
+            if self._replay is not None:
+                await self._replay.stop()
         if not self._stop_requested:
             self._report_fatal(ConnectionStartError("the alpaca-py stream ended by itself"))
 
@@ -178,6 +202,8 @@ class AlpacaTransport:
             self._awaiting_ready = False
             self._usable = True
             self._events.on_connected()
+            if self._replay is not None:
+                self._replay.connected()
         self._events.on_subscribed(pairs)
 
     def on_connect_failed(self, error: Exception) -> None:
@@ -221,11 +247,20 @@ class AlpacaTransport:
         self._events.on_message(StreamMessage(channel, payload.symbol, payload))
 
     async def _on_trade_update(self, update: Any) -> None:
+        if self._replay is not None:
+            self._replay.live(update)
+
+    def _deliver_update(self, update: Any) -> None:
         if self._events is None:
             return
         order = getattr(update, "order", None)
         symbol = getattr(order, "symbol", None)
         self._events.on_message(StreamMessage(TRADE_UPDATES_CHANNEL, symbol, update))
+
+
+    def _report_replay(self, report: ReplayReport) -> None:
+        if self._events is not None and not self._closing:
+            self._events.on_replayed(report)
 
 
 class AlpacaTransportFactory:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from streamwarden.errors import START_CAUSES, InvalidInputError
+from streamwarden.errors import START_CAUSES, InvalidInputError, ReplayError
 
 if TYPE_CHECKING:
     from streamwarden._keys import StreamKey
@@ -66,6 +67,36 @@ class ConnectFailure:
         object.__setattr__(self, "detail", detail)
 
 
+@dataclass(frozen=True)
+class ReplayReport:
+    """What one replay did. ``error`` is None when the fetch succeeded."""
+
+    since: datetime
+    until: datetime
+    replayed: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    first_event_id: str | None = None
+    last_event_id: str | None = None
+    truncated: bool = False
+    error: ReplayError | None = None
+
+    def details(self) -> dict[str, Any]:
+        """The audit ``details`` of the replay."""
+        details: dict[str, Any] = {
+            "since": iso(self.since), "until": iso(self.until), "replayed": self.replayed,
+            "duplicates": self.duplicates,
+        }
+        if self.unreadable:
+            details["unreadable"] = self.unreadable
+        if self.first_event_id is not None:
+            details["first_event_id"] = self.first_event_id
+            details["last_event_id"] = self.last_event_id
+        if self.truncated:
+            details["truncated"] = True
+        return details
+
+
 class TransportEvents(Protocol):
     """What a transport reports. Call only from the engine loop; every method returns at once."""
 
@@ -94,6 +125,10 @@ class TransportEvents(Protocol):
 
     def on_message(self, message: StreamMessage) -> None:
         """A message arrived."""
+        ...
+
+    def on_replayed(self, report: ReplayReport) -> None:
+        """A trading stream fetched and delivered what its reconnect missed (or failed to)."""
         ...
 
 
@@ -128,6 +163,11 @@ class Transport(Protocol):
     def socket_open(self) -> bool:
         """Whether an authenticated socket is open."""
         ...
+
+
+def iso(moment: datetime) -> str:
+    """``moment`` as Alpaca writes times: ``2026-11-30T14:30:00.000000Z``."""
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 TransportFactory = Callable[["StreamKey", "Credentials", "Settings"], Transport]
