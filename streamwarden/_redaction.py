@@ -83,17 +83,21 @@ class SecretRedactor:
 #: sends and what a server receives (authentication frames among them).
 _WEBSOCKETS_LOGGERS = {"websockets.client": ">", "websockets.server": "<"}
 _DATA_OPCODES = frozenset({"TEXT", "BINARY", "CONT"})
+#: Request headers that carry credentials (lower case): Alpaca's REST key headers, HTTP auth.
+_CREDENTIAL_HEADERS = frozenset({"apca-api-key-id", "apca-api-secret-key", "authorization"})
 
 
 class FramePayloadFilter(logging.Filter):
-    """Withholds the payload of the data frames that travel in one direction from a
-    websockets logger's records.
+    """Withholds the payload of the data frames, and the value of the credential headers, that
+    travel in one direction from a websockets logger's records.
 
     At DEBUG, websockets logs every frame as ``"> %s"`` (sent) or ``"< %s"`` (received) with
     the frame, whose text shows the payload's first and last bytes: enough of an Alpaca
     authentication frame to give away half a secret, or its last bytes in hex. The record keeps
-    the frame's type and size (``> TEXT [payload withheld: 125 bytes]``); other records pass
-    unchanged.
+    the frame's type and size (``> TEXT [payload withheld: 125 bytes]``). It also logs each
+    header of an HTTP request as ``"< %s: %s"``: the value of a credential header (Alpaca's
+    ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY``, ``Authorization``) becomes ``[withheld]``.
+    Other records pass unchanged.
 
     Thread-safety: stateless; safe on any thread.
     """
@@ -101,6 +105,7 @@ class FramePayloadFilter(logging.Filter):
     def __init__(self, direction: str) -> None:
         super().__init__()
         self._message = f"{direction} %s"
+        self._header = f"{direction} %s: %s"
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite a matching frame record in place; never drops a record."""
@@ -110,12 +115,16 @@ class FramePayloadFilter(logging.Filter):
             data = getattr(args[0], "data", None)
             if opcode in _DATA_OPCODES and isinstance(data, bytes | bytearray | memoryview):
                 record.args = (f"{opcode} [payload withheld: {len(data)} bytes]",)
+        elif (record.msg == self._header and isinstance(args, tuple) and len(args) == 2
+              and str(args[0]).lower() in _CREDENTIAL_HEADERS):
+            record.args = (args[0], "[withheld]")
         return True
 
 
 def guard_websockets_logs() -> None:
-    """Install :class:`FramePayloadFilter` on websockets' client (frames sent) and server
-    (frames received) loggers, once: no authentication frame reaches a log at any level.
+    """Install :class:`FramePayloadFilter` on websockets' client (frames and headers sent) and
+    server (frames and headers received) loggers, once: no authentication frame or credential
+    header reaches a log at any level.
 
     Called when streamwarden's transports and the simulator load; idempotent.
 

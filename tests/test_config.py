@@ -28,6 +28,7 @@ def test_defaults_match_the_contract():
     ("audit_durability", "eventual", "audit_durability"),
     ("audit_failure_policy", "ignore", "audit_failure_policy"),
     ("market_data_url", "http://x", "ws:// or wss://"),
+    ("trading_api_url", "ws://x", "http:// or https://"),
     ("fingerprint_key", "", "fingerprint_key"),
     ("debug", "yes", "debug must be a bool"),
 ])

@@ -149,6 +149,17 @@ def test_no_piece_of_a_secret_in_websockets_debug_log(caplog, creds):
                for line in [f"DEBUG:{r.name}:{r.getMessage()}" for r in caplog.records])
 
 
+def test_credential_headers_are_withheld_and_other_headers_kept():
+    guard = FramePayloadFilter("<")
+    records = [logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "< %s: %s",
+                                 (name, "PKHEADERCANARY0001"), None)
+               for name in ("APCA-API-KEY-ID", "apca-api-secret-key", "Authorization", "Host")]
+    assert all(guard.filter(record) for record in records)
+    assert [record.getMessage() for record in records] == [
+        "< APCA-API-KEY-ID: [withheld]", "< apca-api-secret-key: [withheld]",
+        "< Authorization: [withheld]", "< Host: PKHEADERCANARY0001"]
+
+
 def test_the_frame_filter_leaves_other_records_alone():
     guard = FramePayloadFilter(">")
     plain = logging.LogRecord("websockets.client", logging.DEBUG, __file__, 1, "> %s",

@@ -32,11 +32,14 @@ def open_market_data(stats: SimulatorStats, credentials: sw.Credentials) -> int:
 
 
 def sim_settings(sim: Simulator, **overrides: object) -> sw.Settings:
-    """Settings pointing both streams at ``sim``, with short bounds unless overridden."""
-    values: dict[str, object] = {"start_timeout": 3.0, "stop_timeout": 1.0, "drain_grace": 0.0}
+    """Settings pointing both streams and the trade events API at ``sim``, with short bounds
+    unless overridden."""
+    values: dict[str, object] = {"start_timeout": 3.0, "stop_timeout": 1.0, "drain_grace": 0.0,
+                                 "market_data_url": sim.market_data_url,
+                                 "trade_updates_url": sim.trade_updates_url,
+                                 "trading_api_url": sim.trading_api_url}
     values.update(overrides)
-    return sw.Settings(market_data_url=sim.market_data_url,
-                       trade_updates_url=sim.trade_updates_url, **values)
+    return sw.Settings(**values)
 
 
 @pytest.fixture
