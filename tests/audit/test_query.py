@@ -17,7 +17,7 @@ from streamwarden.audit.query import (
     parse_time,
     select_records,
 )
-from streamwarden.audit.records import LEASE_EVENTS
+from streamwarden.audit.records import LEASE_EVENTS, STREAM_EVENTS
 from streamwarden.errors import ConnectionStartError, InvalidTransitionError
 from streamwarden.machine.spec import load_spec
 from streamwarden.testing import InMemoryTransportFactory
@@ -172,12 +172,12 @@ def test_the_newest_record_of_a_lifecycle(filled):
             log.newest(history.market_data_lifecycle, to_state="a\nb")
 
 
-def test_the_events_of_the_trail_come_from_the_spec_and_the_lease_events():
+def test_the_events_of_the_trail_come_from_the_spec_the_lease_and_the_stream_events():
     spec = load_spec()
     from_spec = list(dict.fromkeys(transition.event for transition in spec.transitions))
-    assert audit_events() == (*from_spec, *LEASE_EVENTS)
+    assert audit_events() == (*from_spec, *LEASE_EVENTS, *STREAM_EVENTS)
     assert {"acquire", "release", "connection_lost", "closed", "close_timeout",
-            "lease_revoked", "lease_subscribed"} <= set(audit_events())
+            "lease_revoked", "lease_subscribed", "trade_updates_replayed"} <= set(audit_events())
     assert check_event("connection_lost") == "connection_lost"
     with pytest.raises(InvalidInputError) as caught:
         check_event("Release")
