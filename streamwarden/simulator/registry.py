@@ -241,6 +241,14 @@ class Registry:
         with self._changed:
             return [s for s in self._open.values() if s.wants(channel, symbol)]
 
+    def data_subscribers(self, kind: StreamKind, channel: str,
+                         symbols: Iterable[str]) -> list[Session]:
+        """Open sessions of ``kind`` that want any of ``symbols`` on ``channel``."""
+        wanted = tuple(symbols)
+        with self._changed:
+            return [s for s in self._open.values()
+                    if s.kind == kind and any(s.wants(channel, symbol) for symbol in wanted)]
+
     def quote_symbols(self) -> list[str]:
         """The symbols (not ``*``) some open session subscribes quotes for, sorted."""
         with self._changed:
