@@ -50,8 +50,9 @@ class Publisher:
         )
 
     async def market_data(self, message: Message) -> int:
-        """Send one quote, trade or bar to its subscribers; returns how many received it."""
-        sessions = self._registry.subscribers(CHANNELS[message["T"]], message["S"])
+        """Send one stock quote, trade or bar to its subscribers; returns how many received it."""
+        sessions = self._registry.data_subscribers(MARKET_DATA, CHANNELS[message["T"]],
+                                                   [message["S"]])
         counts = await self._outbox.publish(sessions, Batch([message]))
         return sum(1 for count in counts if count)
 
