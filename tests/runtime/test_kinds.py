@@ -9,9 +9,10 @@ kind.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 import streamwarden as sw
 from streamwarden.simulator import CRYPTO_DATA, NEWS, OPTION_DATA, Simulator
+from tests.cli_run import run
 from tests.runtime.conftest import BOUND, sim_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,3 +216,23 @@ def test_async_twin_serves_every_kind(sim, creds, sink):
     asyncio.run(scenario())
     released = {r.kind for r in sink.records() if r.event == "release"}
     assert released == {"crypto_data", "option_data", "news"}
+
+
+def test_audit_holders_and_report_show_the_new_kinds_leases(sim, creds, tmp_path, capsys):
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with sw.AuditLog.open(db_url) as log, \
+            sw.ConnectionManager(settings=kind_settings(sim), audit=log) as manager, \
+            manager.crypto_data(creds, symbols=["BTC/USD"], owner="crypto-desk"), \
+            manager.news(creds, symbols=["*"], owner="news-desk"):
+        held_at = datetime.now(UTC).isoformat()
+    status, out, _ = run(capsys, "audit", "holders", "--db", db_url, "--at", held_at,
+                         "--format", "json")
+    rows = {row["owner"]: row for row in json.loads(out)}
+    assert status == 0 and set(rows) == {"crypto-desk", "news-desk"}
+    assert rows["crypto-desk"]["kind"] == "crypto_data"
+    assert rows["crypto-desk"]["receives"] == "quotes BTC/USD; trades BTC/USD"
+    assert (rows["news-desk"]["kind"], rows["news-desk"]["receives"]) == ("news", "news *")
+    status, out, _ = run(capsys, "audit", "report", "--db", db_url, "--kind", "news",
+                         "--event", "acquire", "--format", "json")
+    assert status == 0
+    assert [(r["kind"], r["owner"]) for r in json.loads(out)] == [("news", "news-desk")]
