@@ -48,7 +48,6 @@ CHANNELS: Mapping[StreamKind, tuple[str, ...]] = {
 }
 """The channels a client of each data kind may name in subscribe and unsubscribe."""
 
-CRYPTO_EXCHANGE = "CBSE"
 OPTION_EXCHANGE = "C"
 
 

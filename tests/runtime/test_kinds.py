@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import streamwarden as sw
-from streamwarden.simulator import CRYPTO_DATA, NEWS, OPTION_DATA, Simulator
+from streamwarden.simulator import CRYPTO_DATA, NEWS, OPTION_DATA, Faults, Simulator
 from tests.cli_run import run
 from tests.runtime.conftest import BOUND, sim_settings
 
@@ -173,6 +173,8 @@ def test_news_goes_once_to_each_lease_that_wants_it(sim, creds, sink):
     (lambda m, c: m.option_data(c, symbols=[CALL], feed="sip"), "feed must be one of"),
     (lambda m, c: m.option_data(c, symbols=["AAPL"]), "malformed option symbol"),
     (lambda m, c: m.option_data(c, symbols=[]), "at least one symbol"),
+    (lambda m, c: m.option_data(c, symbols=CALL), "single string"),
+    (lambda m, c: m.option_data(c, symbols=[42]), "must be a string"),
     (lambda m, c: m.news(c, symbols=[]), "at least one symbol"),
     (lambda m, c: m.news(c, symbols=["*"], on_news="print"), "callable"),
 ])
@@ -183,6 +185,25 @@ def test_bad_input_is_refused_and_changes_nothing(sim, creds, sink, call, match)
         assert manager.health().lifecycles == ()
         assert sink.records() == ()
     assert sim.stats().kind(CRYPTO_DATA).opened == 0
+
+
+@pytest.mark.parametrize(("faults", "error"), [
+    (Faults(auth_failure=True), sw.AuthenticationError),
+    (Faults(symbol_limit=True), sw.SubscriptionError),
+], ids=["auth-402", "symbols-405"])
+@pytest.mark.parametrize("kind", [CRYPTO_DATA, OPTION_DATA, NEWS])
+def test_a_refusal_ends_each_kinds_lifecycle_with_its_typed_error(  # noqa: PLR0917
+        sim, creds, sink, faults, error, kind):
+    sim.set_faults(faults)
+    acquire = {CRYPTO_DATA: lambda m: m.crypto_data(creds, symbols=["BTC/USD"]),
+               OPTION_DATA: lambda m: m.option_data(creds, symbols=[CALL]),
+               NEWS: lambda m: m.news(creds, symbols=["*"])}[kind]
+    with sw.ConnectionManager(settings=kind_settings(sim), audit=sink) as manager:
+        with pytest.raises(error):
+            acquire(manager)
+        assert kind_records(sink, kind, "start_failed")
+        sim.wait_for(lambda s: s.kind(kind).open == 0, BOUND)
+        assert manager.check_invariants() == []
 
 
 async def _next(iterator: AsyncIterator[Any]) -> Any:
