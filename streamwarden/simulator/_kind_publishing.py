@@ -3,7 +3,6 @@ and publishing their data messages (see :mod:`streamwarden.simulator.kinds`)."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -23,11 +22,7 @@ from streamwarden.simulator.validation import (
 )
 
 DEFAULT_TIMEOUT = 5.0
-
-
-def _check_size(name: str, value: object) -> float:
-    """A crypto size: positive and finite, fractional allowed."""
-    return check_price(name, value)
+"""Seconds a publish may take: ``simulator.DEFAULT_TIMEOUT`` (that module imports this one)."""
 
 
 class KindPublishing:
@@ -96,8 +91,8 @@ class KindPublishing:
         message = kinds.crypto_quote(
             check_symbol(symbol), bid_price=check_price("bid_price", bid_price),
             ask_price=check_price("ask_price", ask_price),
-            bid_size=_check_size("bid_size", bid_size),
-            ask_size=_check_size("ask_size", ask_size), timestamp=self._now(timestamp))
+            bid_size=check_price("bid_size", bid_size),  # fractional sizes: positive, finite
+            ask_size=check_price("ask_size", ask_size), timestamp=self._now(timestamp))
         return self._send("publish_crypto_quote", CRYPTO_DATA, message, timeout)
 
     def publish_crypto_trade(
@@ -113,7 +108,7 @@ class KindPublishing:
         """
         message = kinds.crypto_trade(
             check_symbol(symbol), price=check_price("price", price),
-            size=_check_size("size", size), trade_id=check_count("trade_id", trade_id),
+            size=check_price("size", size), trade_id=check_count("trade_id", trade_id),
             timestamp=self._now(timestamp))
         return self._send("publish_crypto_trade", CRYPTO_DATA, message, timeout)
 
@@ -197,8 +192,3 @@ class KindPublishing:
             created_at=self._now(timestamp), summary=summary, author=author, source=source,
             url=url, content=content)
         return self._send("publish_news", NEWS, message, timeout)
-
-
-def news_ids() -> Iterator[int]:
-    """The default article ids: 1, 2, ..."""
-    return itertools.count(1)

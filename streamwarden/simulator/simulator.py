@@ -22,7 +22,7 @@ from streamwarden.logging import make_logger
 from streamwarden.simulator import messages, orders
 from streamwarden.simulator._control import Control
 from streamwarden.simulator._errors import SimulatorError
-from streamwarden.simulator._kind_publishing import KindPublishing, news_ids
+from streamwarden.simulator._kind_publishing import KindPublishing
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.events import STARTED, STOPPED
 from streamwarden.simulator.faults import Faults
@@ -51,7 +51,7 @@ from streamwarden.simulator.validation import (
 from streamwarden.validation import check_seconds
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 5.0  # _kind_publishing.DEFAULT_TIMEOUT too
 _FEED = re.compile(r"[A-Za-z0-9_.-]+")
 
 __all__ = ["DEFAULT_TIMEOUT", "Simulator", "SimulatorError"]
@@ -118,7 +118,7 @@ class Simulator(KindPublishing):
         self._clock = clock or SystemClock()
         self._log = make_logger(SecretRedactor())
         self._trade_ids = itertools.count(1)
-        self._news_ids = news_ids()
+        self._news_ids = itertools.count(1)
         self._runtime = Runtime(ServerConfig(
             host=host, port=port, registry=self._registry, accounts=accounts,
             auth_timeout=check_seconds("auth_timeout", auth_timeout, allow_zero=False),
