@@ -59,12 +59,14 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
 ``SimulatorError``: could not start, stop or carry out a request in time.
 
 Control from another process: plain HTTP ``GET /control/<action>`` on the simulator's port
-(``quote``, ``trade``, ``bar``, ``trade_update``, ``drop``, ``stats``; the query parameters are
+(``quote``, ``trade``, ``bar``, ``trade_update``, ``crypto_quote``, ``crypto_trade``,
+``option_quote``, ``option_trade``, ``news``, ``drop``, ``stats``; the query parameters are
 the keyword arguments of the methods above; answered from loopback only, and only with the
 header ``X-Streamwarden-Control``). See :mod:`._control`.
 
 Command line: ``streamwarden simulator --port P [--fault ...]``, and ``streamwarden simulator
-publish quote|trade|bar|fill``, ``drop``, ``stats`` with ``--url http://HOST:PORT`` to control
+publish quote|trade|bar|fill|crypto-quote|crypto-trade|option-quote|option-trade|news``,
+``drop``, ``stats`` with ``--url http://HOST:PORT`` to control
 a running one (:mod:`.command`).
 """
 
