@@ -3,8 +3,9 @@
 The public API: :class:`ConnectionManager` (threads) and :class:`AsyncConnectionManager`
 (asyncio) hand out leases on shared connections (alpaca-py's streams by default);
 :class:`Credentials` and :class:`Settings` configure them; :class:`AuditLog` records every
-transition in SQLite or PostgreSQL; market data arrives as :class:`Quote`, :class:`Trade` and
-:class:`Bar`; every error is a :class:`StreamwardenError`.
+transition in SQLite or PostgreSQL; market data (stocks, crypto, options) arrives as
+:class:`Quote`, :class:`Trade` and :class:`Bar`, news as :class:`News`; every error is a
+:class:`StreamwardenError`.
 
 ``import streamwarden`` is light: each name below is imported on first use, so alpaca-py (and
 pandas), SQLAlchemy and alembic load only when a manager, a transport or an ``AuditLog`` is used.
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "Credentials": "streamwarden.credentials",
     "Secret": "streamwarden.credentials",
     "Bar": "streamwarden.marketdata",
+    "News": "streamwarden.marketdata",
     "Quote": "streamwarden.marketdata",
     "Trade": "streamwarden.marketdata",
     "ConnectFailure": "streamwarden.transports",
@@ -36,9 +38,9 @@ _EXPORTS: dict[str, str] = {
     "TransportFactory": "streamwarden.transports",
     **dict.fromkeys(
         ["Acquiring", "AsyncConnectionManager", "AsyncMarketDataLease",
-         "AsyncTradeUpdatesLease", "ConnectionManager", "HealthReport", "LeaseHealth",
-         "LeaseStatus", "LifecycleHealth", "MarketDataLease", "StreamKey",
-         "TradeUpdatesLease"],
+         "AsyncNewsLease", "AsyncTradeUpdatesLease", "ConnectionManager", "HealthReport",
+         "LeaseHealth", "LeaseStatus", "LifecycleHealth", "MarketDataLease", "NewsLease",
+         "StreamKey", "TradeUpdatesLease"],
         "streamwarden.runtime"),
     **dict.fromkeys(
         ["AuditError", "AuditIntegrityError", "AuditSchemaError", "AuditUnavailableError",
@@ -54,6 +56,7 @@ __all__ = [
     "Acquiring",
     "AsyncConnectionManager",
     "AsyncMarketDataLease",
+    "AsyncNewsLease",
     "AsyncTradeUpdatesLease",
     "AuditError",
     "AuditIntegrityError",
@@ -83,6 +86,8 @@ __all__ = [
     "LifecycleHealth",
     "ManagerClosedError",
     "MarketDataLease",
+    "News",
+    "NewsLease",
     "Quote",
     "ReentrancyError",
     "ReplayError",
@@ -147,11 +152,12 @@ if TYPE_CHECKING:
         SubscriptionError,
         WaitTimeoutError,
     )
-    from streamwarden.marketdata import Bar, Quote, Trade
+    from streamwarden.marketdata import Bar, News, Quote, Trade
     from streamwarden.runtime import (
         Acquiring,
         AsyncConnectionManager,
         AsyncMarketDataLease,
+        AsyncNewsLease,
         AsyncTradeUpdatesLease,
         ConnectionManager,
         HealthReport,
@@ -159,6 +165,7 @@ if TYPE_CHECKING:
         LeaseStatus,
         LifecycleHealth,
         MarketDataLease,
+        NewsLease,
         StreamKey,
         TradeUpdatesLease,
     )

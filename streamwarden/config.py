@@ -61,7 +61,10 @@ class Settings:
         stop_timeout: seconds a stop may take before the transport thread is abandoned.
         drain_grace: seconds a connection stays open after its last release for reuse.
         feed: Alpaca market-data feed.
-        market_data_url / trade_updates_url: endpoint overrides (the simulator's, in tests).
+        market_data_url / trade_updates_url / crypto_data_url / option_data_url / news_url:
+            endpoint overrides (the simulator's, in tests): ``STREAMWARDEN_MARKET_DATA_URL``,
+            ``..._TRADE_UPDATES_URL``, ``..._CRYPTO_DATA_URL``, ``..._OPTION_DATA_URL``,
+            ``..._NEWS_URL``. An option-data override is used for either option feed.
         trading_api_url: the trading REST address (``http(s)://``) whose trade events API
             (``/v2/events/trades``) replays the trade updates a reconnect missed; None means
             Alpaca's, paper or live as the credentials say.
@@ -94,6 +97,9 @@ class Settings:
     feed: Feed = "iex"
     market_data_url: str | None = None
     trade_updates_url: str | None = None
+    crypto_data_url: str | None = None
+    option_data_url: str | None = None
+    news_url: str | None = None
     trading_api_url: str | None = None
     audit_durability: Durability = "sync"
     audit_failure_policy: FailurePolicy = "raise"
@@ -116,6 +122,9 @@ class Settings:
         _check_choice("audit_failure_policy", self.audit_failure_policy, FAILURE_POLICIES)
         _check_url("market_data_url", self.market_data_url)
         _check_url("trade_updates_url", self.trade_updates_url)
+        _check_url("crypto_data_url", self.crypto_data_url)
+        _check_url("option_data_url", self.option_data_url)
+        _check_url("news_url", self.news_url)
         _check_url("trading_api_url", self.trading_api_url, schemes=("http://", "https://"))
         if self.db_url is not None and (not isinstance(self.db_url, str) or not self.db_url):
             raise InvalidInputError("db_url must be a non-empty string or None")

@@ -144,3 +144,59 @@ def parse_market_data(message: Mapping[str, Any]) -> MarketData:
     except KeyError as exc:
         raise ValueError(f"market-data message without {exc.args[0]!r}") from None
     raise ValueError(f"not a quote, trade or bar: T={message.get('T')!r}")
+
+
+NEWS_CHANNEL = "news"
+"""The channel of news articles (the news stream's only one)."""
+
+
+@dataclass(frozen=True)
+class News:
+    """One news article, as Alpaca's news stream sends it (created or updated).
+
+    ``symbols`` are the symbols the article concerns (possibly none: then only a ``*``
+    subscriber receives it); ``url`` may be None, ``content`` empty.
+    """
+
+    id: int
+    headline: str
+    summary: str
+    author: str
+    source: str
+    url: str | None
+    symbols: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    content: str
+
+
+def parse_news(message: Mapping[str, Any]) -> News:
+    """The typed form of one raw news message (``T`` = ``n``).
+
+    >>> from datetime import UTC, datetime
+    >>> moment = datetime(2026, 11, 23, 15, tzinfo=UTC)
+    >>> parse_news({"T": "n", "id": 7, "headline": "H", "symbols": ["AAPL"],
+    ...             "created_at": moment, "updated_at": moment}).symbols
+    ('AAPL',)
+
+    Raises:
+        ValueError: if the message is not a news message, or misses its id, headline or
+            timestamps, or they are unreadable.
+    """
+    if message.get("T") != "n":
+        raise ValueError(f"not a news message: T={message.get('T')!r}")
+    try:
+        created_at = _time(message["created_at"])
+        updated_at = _time(message["updated_at"])
+        article_id, headline = int(message["id"]), str(message["headline"])
+    except KeyError as exc:
+        raise ValueError(f"news message without {exc.args[0]!r}") from None
+    except TypeError as exc:
+        raise ValueError(f"news message with an unreadable field: {exc}") from None
+    symbols = message.get("symbols") or ()
+    url = message.get("url")
+    return News(id=article_id, headline=headline, summary=str(message.get("summary") or ""),
+                author=str(message.get("author") or ""), source=str(message.get("source") or ""),
+                url=str(url) if url else None, symbols=tuple(str(s) for s in symbols),
+                created_at=created_at, updated_at=updated_at,
+                content=str(message.get("content") or ""))

@@ -98,3 +98,28 @@ def check_credentials(value: object) -> Credentials:
             f"credentials must be a streamwarden.Credentials, got {type(value).__name__}"
         )
     return value
+
+
+# OCC option symbols, as Alpaca streams them: root, expiry YYMMDD, C or P, strike x 1000 in 8
+# digits (AAPL241220C00150000). No wildcard: Alpaca's option stream refuses "*" for quotes.
+_OPTION_SYMBOL = re.compile(r"^[A-Z]{1,6}[0-9]{6}[CP][0-9]{8}$")
+
+
+def check_option_symbols(values: object) -> frozenset[str]:
+    """The option contract symbols, upper-cased, if each is an OCC symbol.
+
+    Raises:
+        InvalidInputError: on a bare string, a non-string item, or a malformed symbol.
+    """
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidInputError("symbols must be a list of symbols, not a single string")
+    symbols = set()
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidInputError(f"symbol must be a string, got {type(value).__name__}")
+        symbol = value.strip().upper()
+        if not _OPTION_SYMBOL.match(symbol):
+            raise InvalidInputError(f"malformed option symbol {value[:32]!r} (expected an OCC "
+                                    "symbol such as AAPL241220C00150000)")
+        symbols.add(symbol)
+    return frozenset(symbols)

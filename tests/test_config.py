@@ -29,6 +29,9 @@ def test_defaults_match_the_contract():
     ("audit_failure_policy", "ignore", "audit_failure_policy"),
     ("market_data_url", "http://x", "ws:// or wss://"),
     ("trading_api_url", "ws://x", "http:// or https://"),
+    ("crypto_data_url", "http://x", "crypto_data_url must be a ws://"),
+    ("option_data_url", "ftp://x", "option_data_url must be a ws://"),
+    ("news_url", "x", "news_url must be a ws://"),
     ("fingerprint_key", "", "fingerprint_key"),
     ("debug", "yes", "debug must be a bool"),
 ])
@@ -46,6 +49,17 @@ def test_from_env_with_overrides():
     assert settings.market_data_url == "ws://127.0.0.1:9000/v2/iex"
     assert settings.debug is True and settings.drain_grace == 2.0
     assert settings.replace(feed="iex").feed == "iex"
+
+
+def test_crypto_option_and_news_urls_from_env():
+    env = {"STREAMWARDEN_CRYPTO_DATA_URL": "ws://127.0.0.1:9000/v1beta3/crypto/us",
+           "STREAMWARDEN_OPTION_DATA_URL": "ws://127.0.0.1:9000/v1beta1/opra",
+           "STREAMWARDEN_NEWS_URL": "wss://example.com/v1beta1/news"}
+    settings = Settings.from_env(env)
+    assert settings.crypto_data_url == "ws://127.0.0.1:9000/v1beta3/crypto/us"
+    assert settings.option_data_url == "ws://127.0.0.1:9000/v1beta1/opra"
+    assert settings.news_url == "wss://example.com/v1beta1/news"
+    assert Settings.from_env({}).news_url is None
 
 
 @pytest.mark.parametrize(("env", "match"), [

@@ -27,3 +27,11 @@ def test_readme_async_example_runs():
     namespace: dict[str, object] = {}
     exec(compile(_examples()[1], str(README), "exec"), namespace)
     assert namespace["seen"] == ["AAPL", "fill", "2"]
+
+
+def test_readme_crypto_options_news_example_runs():
+    namespace: dict[str, object] = {}
+    (example,) = [block for block in _examples() if "crypto_data" in block]
+    exec(compile(example, str(README), "exec"), namespace)
+    assert namespace["kinds"] == ["crypto_data", "news", "option_data"]
+    assert namespace["btc"].bid_price == Decimal("67000.50")  # type: ignore[attr-defined]

@@ -18,11 +18,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from streamwarden._keys import STREAM_KINDS
 from streamwarden.audit.models import audit_table, raw_select
 from streamwarden.audit.records import LEASE_EVENTS, STREAM_EVENTS
 from streamwarden.errors import InvalidInputError
 
-KINDS: tuple[str, ...] = ("market_data", "trade_updates")
+KINDS: tuple[str, ...] = STREAM_KINDS
 MAX_ID_LENGTH = 256
 #: The id columns :func:`select_matching_ids` resolves.
 ID_COLUMNS: tuple[str, ...] = ("lifecycle_id", "lease_id", "correlation_id")
@@ -139,7 +140,8 @@ class AuditFilter:
     Attributes:
         correlation_id, lifecycle_id, lease_id, fingerprint, owner: exact matches.
         event: an exact match, one of :func:`audit_events`.
-        kind: ``market_data`` or ``trade_updates``.
+        kind: one of :data:`KINDS` (``market_data``, ``trade_updates``, ``crypto_data``,
+            ``option_data``, ``news``).
         since: inclusive lower bound on ``occurred_at`` (timezone-aware).
         until: exclusive upper bound on ``occurred_at`` (timezone-aware).
         limit: at most this many records (the first ones in ``seq`` order).

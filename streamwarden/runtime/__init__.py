@@ -10,9 +10,11 @@ from streamwarden._keys import StreamKey
 from streamwarden.runtime.health import HealthReport, LeaseHealth, LifecycleHealth
 from streamwarden.runtime.leases import (
     AsyncMarketDataLease,
+    AsyncNewsLease,
     AsyncTradeUpdatesLease,
     LeaseStatus,
     MarketDataLease,
+    NewsLease,
     TradeUpdatesLease,
 )
 from streamwarden.runtime.manager import Acquiring, AsyncConnectionManager, ConnectionManager
@@ -21,6 +23,7 @@ __all__ = [
     "Acquiring",
     "AsyncConnectionManager",
     "AsyncMarketDataLease",
+    "AsyncNewsLease",
     "AsyncTradeUpdatesLease",
     "ConnectionManager",
     "HealthReport",
@@ -28,6 +31,7 @@ __all__ = [
     "LeaseStatus",
     "LifecycleHealth",
     "MarketDataLease",
+    "NewsLease",
     "StreamKey",
     "TradeUpdatesLease",
 ]

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from streamwarden._keys import MARKET_DATA, StreamKey
+from streamwarden._keys import DATA_KINDS, StreamKey
 from streamwarden.audit.records import AuditRecord, Outcome
 from streamwarden.errors import (
     InvalidTransitionError,
@@ -32,7 +32,7 @@ from streamwarden.machine.lifecycle import (
     Transition,
 )
 from streamwarden.machine.spec import LifecycleSpec
-from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
+from streamwarden.marketdata import NEWS_CHANNEL, TRADE_UPDATES_CHANNEL, Subscription
 from streamwarden.transports._contract import StreamMessage
 
 IDLE, STARTING, RUNNING, DRAINING, STOPPED = "idle", "starting", "running", "draining", "stopped"
@@ -134,7 +134,16 @@ class Routes:
                 return self.everyone
             return self.everyone + tuple(delivery for prefix, delivery in self.by_prefix
                                          if order_id.startswith(prefix))
+        if channel == NEWS_CHANNEL:
+            return self._news_targets(message.payload)
         return self.by_pair.get((channel, message.symbol or ""), ())
+
+    def _news_targets(self, article: Any) -> tuple[Delivery, ...]:
+        targets: dict[int, Delivery] = {}
+        for symbol in ("*", *getattr(article, "symbols", ())):
+            for delivery in self.by_pair.get((NEWS_CHANNEL, symbol), ()):
+                targets.setdefault(id(delivery), delivery)
+        return tuple(targets.values())
 
 
 _NO_ROUTES = Routes({}, ())
@@ -493,7 +502,7 @@ class Lifecycle:
             return _NO_ROUTES
         everyone = tuple(entry.delivery for entry in self._leases.values()
                          if entry.info.client_order_id_prefix is None)
-        if self.key.kind != MARKET_DATA:
+        if self.key.kind not in DATA_KINDS:
             by_prefix = tuple((entry.info.client_order_id_prefix, entry.delivery)
                               for entry in self._leases.values()
                               if entry.info.client_order_id_prefix is not None)

@@ -5,13 +5,17 @@ leave its ``with`` / ``async with`` block) when done; a second release is a logg
 the connection fails or the manager shuts down, the lease is *revoked*: using it raises the
 cause (:class:`~streamwarden.errors.LeaseRevokedError` or the connection's error).
 
+Market-data leases serve the stock, crypto and option streams alike (an option lease has no
+bars: Alpaca's option stream has quotes and trades only); news leases receive articles.
+
 Messages reach a lease in one of two ways, chosen at acquire: callbacks (``on_quote``,
-``on_trade``, ``on_bar``, ``on_update``), run on the manager's callback workers, never on the
-connection's loop, at most one at a time per lease and in order; or, for a lease acquired
-without callbacks, the iterators (``quotes()``, ``trades()``, ``bars()``, ``updates()``). Each
-lease has its own bounded queue: a slow consumer affects only itself (quotes conflate per
-symbol, trades and bars drop their oldest, both counted in health; trade updates are never
-dropped: an overflow revokes the lease with :class:`~streamwarden.errors.LeaseOverflowError`).
+``on_trade``, ``on_bar``, ``on_news``, ``on_update``), run on the manager's callback workers,
+never on the connection's loop, at most one at a time per lease and in order; or, for a lease
+acquired without callbacks, the iterators (``quotes()``, ``trades()``, ``bars()``, ``news()``,
+``updates()``). Each lease has its own bounded queue: a slow consumer affects only itself
+(quotes conflate per symbol, trades, bars and news drop their oldest, both counted in health;
+trade updates are never dropped: an overflow revokes the lease with
+:class:`~streamwarden.errors.LeaseOverflowError`).
 
 Re-entrancy: every method may be called from inside a callback, including ``release()``,
 subscription changes and waits; none deadlocks. Iterating a channel that goes to a callback
@@ -24,14 +28,23 @@ from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from streamwarden._keys import StreamKey
+from streamwarden._keys import OPTION_DATA, StreamKey
 from streamwarden.errors import InvalidInputError
 from streamwarden.ids import resolve_correlation_id
-from streamwarden.marketdata import CHANNELS, TRADE_UPDATES_CHANNEL, Bar, Channel, Quote, Trade
+from streamwarden.marketdata import (
+    CHANNELS,
+    NEWS_CHANNEL,
+    TRADE_UPDATES_CHANNEL,
+    Bar,
+    Channel,
+    News,
+    Quote,
+    Trade,
+)
 from streamwarden.runtime._delivery import MailboxClosedError
 from streamwarden.runtime._engine import raise_unless_live
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
-from streamwarden.validation import check_seconds, check_symbols
+from streamwarden.validation import check_option_symbols, check_seconds, check_symbols
 
 if TYPE_CHECKING:
     from streamwarden.marketdata import Subscription
@@ -39,11 +52,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncMarketDataLease",
+    "AsyncNewsLease",
     "AsyncTradeUpdatesLease",
     "LeaseStatus",
     "MarketDataLease",
+    "NewsLease",
     "TradeUpdatesLease",
 ]
+
+#: The channels an option lease may subscribe (Alpaca's option stream has no bars).
+OPTION_CHANNELS: tuple[Channel, ...] = ("quotes", "trades")
 
 
 class _Lease:
@@ -219,9 +237,14 @@ class _MarketData(_Lease):
         assert latest is None or isinstance(latest, Trade)
         return latest
 
+    def _checked(self, symbols: object) -> frozenset[str]:
+        if self.key.kind == OPTION_DATA:
+            return check_option_symbols(symbols)
+        return check_symbols(symbols)
+
     def _pair(self, channel: str, symbol: object) -> Subscription:
         raise_unless_live(self._handle, channel, plain=True)
-        (checked,) = check_symbols([symbol])
+        (checked,) = self._checked([symbol])
         pair = (channel, checked)
         if pair not in self._handle.subscriptions:
             raise InvalidInputError(f"this lease does not subscribe {channel} of {checked}",
@@ -229,10 +252,11 @@ class _MarketData(_Lease):
         return pair
 
     def _change_call(self, channel: object, symbols: object, *, subscribe: bool) -> Any:
-        if channel not in CHANNELS:
-            raise InvalidInputError(f"channel must be one of {', '.join(CHANNELS)}; "
+        channels = OPTION_CHANNELS if self.key.kind == OPTION_DATA else CHANNELS
+        if channel not in channels:
+            raise InvalidInputError(f"channel must be one of {', '.join(channels)}; "
                                     f"got {channel!r}", operation="subscribe")
-        pairs = frozenset((str(channel), symbol) for symbol in check_symbols(symbols))
+        pairs = frozenset((str(channel), symbol) for symbol in self._checked(symbols))
         raise_unless_live(self._handle, "subscribe", plain=True)  # no engine needed to say so
         return self._engine.change(self._handle, pairs, subscribe=subscribe,
                                    correlation_id=self.correlation_id)
@@ -243,7 +267,8 @@ class _MarketData(_Lease):
 
 
 class MarketDataLease(_MarketData, _SyncLease):
-    """A lease on the account's shared market-data connection (``ConnectionManager``).
+    """A lease on one of the account's shared market-data connections: stocks, crypto or
+    options (``ConnectionManager``).
 
     Thread-safety: every method may be called from any thread, callbacks included.
     """
@@ -379,7 +404,7 @@ async def _aiterate(handle: LeaseHandle, channel: str,
 
 
 class AsyncMarketDataLease(_MarketData, _AsyncLease):
-    """A lease on the shared market-data connection (``AsyncConnectionManager``).
+    """A lease on a shared stock, crypto or option connection (``AsyncConnectionManager``).
 
     Its coroutines never block the caller's event loop. Thread-safety: use it from one event
     loop; the non-coroutine methods may be called from anywhere.
@@ -448,3 +473,47 @@ class AsyncTradeUpdatesLease(_TradeUpdates, _AsyncLease):
         seconds = None if timeout is None else check_seconds("timeout", timeout)
         return _aiterate(self._handle, TRADE_UPDATES_CHANNEL, seconds)
 
+
+class _News(_Lease):
+    """What news leases share, sync or async: the symbols given at acquire."""
+
+    __slots__ = ()
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """The symbols whose articles this lease receives (``*``: every article)."""
+        return frozenset(symbol for _, symbol in self._handle.subscriptions)
+
+
+class NewsLease(_News, _SyncLease):
+    """A lease on the account's shared news connection (``ConnectionManager``).
+
+    Thread-safety: every method may be called from any thread, callbacks included.
+    """
+
+    __slots__ = ()
+
+    def news(self, timeout: float | None = None) -> Iterator[News]:
+        """Every article about the lease's symbols (any article with ``*``), once each, in
+        order. Ends when the lease is released.
+
+        Raises:
+            WaitTimeoutError: no article within ``timeout`` seconds (None: no bound).
+            LeaseRevokedError (or the connection's error): the lease was revoked.
+            InvalidInputError: the lease delivers news to ``on_news``.
+        """
+        self._pull(NEWS_CHANNEL)
+        seconds = None if timeout is None else check_seconds("timeout", timeout)
+        return _iterate(self._handle, NEWS_CHANNEL, seconds)
+
+
+class AsyncNewsLease(_News, _AsyncLease):
+    """A lease on the shared news connection (``AsyncConnectionManager``)."""
+
+    __slots__ = ()
+
+    def news(self, timeout: float | None = None) -> AsyncIterator[News]:
+        """``async for article in lease.news()``: as :meth:`NewsLease.news`."""
+        self._pull(NEWS_CHANNEL)
+        seconds = None if timeout is None else check_seconds("timeout", timeout)
+        return _aiterate(self._handle, NEWS_CHANNEL, seconds)

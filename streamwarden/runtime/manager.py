@@ -16,7 +16,17 @@ from typing import Any, Generic, Self, TypeVar
 import structlog
 
 from streamwarden import logging as events
-from streamwarden._keys import MARKET_DATA, TRADE_UPDATES, StreamKey, StreamKind
+from streamwarden._keys import (
+    CRYPTO_DATA,
+    CRYPTO_LOCATION,
+    MARKET_DATA,
+    NEWS,
+    OPTION_DATA,
+    OPTION_FEEDS,
+    TRADE_UPDATES,
+    StreamKey,
+    StreamKind,
+)
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.memory import InMemoryAuditSink
 from streamwarden.audit.records import AuditSink
@@ -27,7 +37,7 @@ from streamwarden.errors import InvalidInputError, StopTimeoutError
 from streamwarden.ids import new_id, resolve_correlation_id
 from streamwarden.logging import make_logger
 from streamwarden.machine.spec import LifecycleSpec, default_spec
-from streamwarden.marketdata import TRADE_UPDATES_CHANNEL
+from streamwarden.marketdata import NEWS_CHANNEL, TRADE_UPDATES_CHANNEL
 from streamwarden.runtime._delivery import Callback
 from streamwarden.runtime._engine import CLOSE_SLACK_SECONDS, Engine
 from streamwarden.runtime._handle import LeaseHandle
@@ -35,14 +45,17 @@ from streamwarden.runtime._supervisor import AcquireRequest
 from streamwarden.runtime.health import HealthReport
 from streamwarden.runtime.leases import (
     AsyncMarketDataLease,
+    AsyncNewsLease,
     AsyncTradeUpdatesLease,
     MarketDataLease,
+    NewsLease,
     TradeUpdatesLease,
 )
 from streamwarden.transports._contract import Transport, TransportFactory
 from streamwarden.validation import (
     check_client_order_id_prefix,
     check_credentials,
+    check_option_symbols,
     check_owner,
     check_seconds,
     check_symbols,
@@ -139,13 +152,12 @@ class _Manager:
     def _request(self, credentials: object, kind: StreamKind, *, owner: object,
                  correlation_id: str | None, subscriptions: frozenset[tuple[str, str]],
                  callbacks: dict[str, Callback], client_order_id_prefix: str | None = None,
-                 ) -> tuple[StreamKey, Credentials, AcquireRequest]:
+                 feed: str | None = None) -> tuple[StreamKey, Credentials, AcquireRequest]:
         checked = check_credentials(credentials)
         self._redactor.register(*checked.sensitive_values())
         key = StreamKey(
             fingerprint=checked.fingerprint(self._settings.fingerprint_key_bytes),
-            kind=kind, paper=checked.paper,
-            feed=self._settings.feed if kind == MARKET_DATA else None,
+            kind=kind, paper=checked.paper, feed=feed,
         )
         request = AcquireRequest(lease_id=new_id(), owner=check_owner(owner),
                                  correlation_id=resolve_correlation_id(correlation_id),
@@ -154,18 +166,44 @@ class _Manager:
         return key, checked, request
 
     def _market_request(self, credentials: object, symbols: object, owner: object,
-                        correlation_id: str | None,
-                        callbacks: dict[str, Callback]) -> tuple[StreamKey, Credentials,
-                                                                  AcquireRequest]:
-        checked = check_symbols(symbols)
+                        correlation_id: str | None, callbacks: dict[str, Callback], *,
+                        kind: StreamKind = MARKET_DATA,
+                        feed: str | None = None) -> tuple[StreamKey, Credentials,
+                                                          AcquireRequest]:
+        """An acquire of quotes and trades of ``symbols`` on a stock, crypto or option stream
+        (the stock feed from the settings unless given)."""
+        checked = check_option_symbols(symbols) if kind == OPTION_DATA else check_symbols(symbols)
         if not checked:
-            raise InvalidInputError("a market-data lease needs at least one symbol",
+            raise InvalidInputError(f"a {kind} lease needs at least one symbol",
                                     operation="acquire")
         pairs = frozenset((channel, symbol) for symbol in checked
                           for channel in ("quotes", "trades"))
-        return self._request(credentials, MARKET_DATA, owner=owner,
+        return self._request(credentials, kind, owner=owner,
                              correlation_id=correlation_id, subscriptions=pairs,
-                             callbacks=callbacks)
+                             callbacks=callbacks,
+                             feed=self._settings.feed if kind == MARKET_DATA else feed)
+
+    def _option_request(self, credentials: object, symbols: object, feed: object, *,
+                        owner: object, correlation_id: str | None,
+                        callbacks: dict[str, Callback]) -> tuple[StreamKey, Credentials,
+                                                                  AcquireRequest]:
+        if feed not in OPTION_FEEDS:
+            raise InvalidInputError(f"feed must be one of {', '.join(OPTION_FEEDS)}; "
+                                    f"got {feed!r}", operation="acquire")
+        return self._market_request(credentials, symbols, owner, correlation_id, callbacks,
+                                    kind=OPTION_DATA, feed=str(feed))
+
+    def _news_request(self, credentials: object, symbols: object, on_news: object,
+                      owner: object, correlation_id: str | None) -> tuple[StreamKey, Credentials,
+                                                                         AcquireRequest]:
+        callbacks = _check_callbacks(**{NEWS_CHANNEL: on_news})
+        checked = check_symbols(symbols)
+        if not checked:
+            raise InvalidInputError("a news lease needs at least one symbol, or [\"*\"] for "
+                                    "every article", operation="acquire")
+        pairs = frozenset((NEWS_CHANNEL, symbol) for symbol in checked)
+        return self._request(credentials, NEWS, owner=owner, correlation_id=correlation_id,
+                             subscriptions=pairs, callbacks=callbacks)
 
     def _trade_request(self, credentials: object, on_update: object, owner: object,
                        correlation_id: str | None,
@@ -284,6 +322,83 @@ class ConnectionManager(_Manager):
                                                     correlation_id, client_order_id_prefix)
         handle = self._acquire(key, checked, request, wait)
         return TradeUpdatesLease(handle, self._engine)
+
+    def crypto_data(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        on_bar: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> MarketDataLease:
+        """A lease on the account's shared crypto connection (Alpaca's v1beta3 ``us`` stream),
+        for pairs such as ``BTC/USD``: as :meth:`market_data` (quotes and trades of
+        ``symbols``, bars on request; Decimal prices and fractional sizes), on its own stream
+        key, connection and lifecycle.
+
+        Raises:
+            As :meth:`market_data`; nothing changed.
+        """
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
+        key, checked, request = self._market_request(credentials, symbols, owner,
+                                                     correlation_id, callbacks,
+                                                     kind=CRYPTO_DATA, feed=CRYPTO_LOCATION)
+        handle = self._acquire(key, checked, request, wait)
+        return MarketDataLease(handle, self._engine)
+
+    def option_data(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        feed: str = "indicative",
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> MarketDataLease:
+        """A lease on the account's shared option connection for ``feed`` (``indicative`` or
+        ``opra``; MessagePack, the only encoding Alpaca's option stream speaks): quotes and
+        trades of the OCC contract ``symbols`` (``AAPL241220C00150000``), as
+        :meth:`market_data` but without bars. Each feed is its own stream key.
+
+        Raises:
+            InvalidInputError: an unknown feed or a malformed OCC symbol; otherwise as
+                :meth:`market_data`. Nothing changed.
+        """
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade)
+        key, checked, request = self._option_request(credentials, symbols, feed, owner=owner,
+                                                     correlation_id=correlation_id,
+                                                     callbacks=callbacks)
+        handle = self._acquire(key, checked, request, wait)
+        return MarketDataLease(handle, self._engine)
+
+    def news(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        on_news: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> NewsLease:
+        """A lease on the account's shared news connection: each article about one of
+        ``symbols`` (``["*"]``: every article) goes, once, to ``on_news`` on a callback worker,
+        or, without it, to ``news()``.
+
+        Raises:
+            As :meth:`market_data`; nothing changed.
+        """
+        key, checked, request = self._news_request(credentials, symbols, on_news, owner,
+                                                   correlation_id)
+        handle = self._acquire(key, checked, request, wait)
+        return NewsLease(handle, self._engine)
 
     def _acquire(self, key: StreamKey, credentials: Credentials, request: AcquireRequest,
                  wait: bool) -> LeaseHandle:
@@ -426,6 +541,84 @@ class AsyncConnectionManager(_Manager):
         async def acquire() -> AsyncTradeUpdatesLease:
             handle = await self._acquire(key, checked, request, wait)
             return AsyncTradeUpdatesLease(handle, self._engine)
+
+        return Acquiring(acquire)
+
+    def crypto_data(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        on_bar: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> Acquiring[AsyncMarketDataLease]:
+        """As :meth:`ConnectionManager.crypto_data`.
+
+        Raises:
+            InvalidInputError: at once, before anything is awaited; the rest when awaited.
+        """
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
+        key, checked, request = self._market_request(credentials, symbols, owner,
+                                                     correlation_id, callbacks,
+                                                     kind=CRYPTO_DATA, feed=CRYPTO_LOCATION)
+        return self._market_lease(key, checked, request, wait)
+
+    def option_data(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        feed: str = "indicative",
+        on_quote: Callback | None = None,
+        on_trade: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> Acquiring[AsyncMarketDataLease]:
+        """As :meth:`ConnectionManager.option_data`.
+
+        Raises:
+            InvalidInputError: at once, before anything is awaited; the rest when awaited.
+        """
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade)
+        key, checked, request = self._option_request(credentials, symbols, feed, owner=owner,
+                                                     correlation_id=correlation_id,
+                                                     callbacks=callbacks)
+        return self._market_lease(key, checked, request, wait)
+
+    def news(
+        self,
+        credentials: Credentials,
+        *,
+        symbols: object,
+        on_news: Callback | None = None,
+        correlation_id: str | None = None,
+        owner: str | None = None,
+        wait: bool = True,
+    ) -> Acquiring[AsyncNewsLease]:
+        """As :meth:`ConnectionManager.news`; ``async for article in lease.news()``.
+
+        Raises:
+            InvalidInputError: at once, before anything is awaited; the rest when awaited.
+        """
+        key, checked, request = self._news_request(credentials, symbols, on_news, owner,
+                                                   correlation_id)
+
+        async def acquire() -> AsyncNewsLease:
+            handle = await self._acquire(key, checked, request, wait)
+            return AsyncNewsLease(handle, self._engine)
+
+        return Acquiring(acquire)
+
+    def _market_lease(self, key: StreamKey, credentials: Credentials, request: AcquireRequest,
+                      wait: bool) -> Acquiring[AsyncMarketDataLease]:
+        async def acquire() -> AsyncMarketDataLease:
+            handle = await self._acquire(key, credentials, request, wait)
+            return AsyncMarketDataLease(handle, self._engine)
 
         return Acquiring(acquire)
 

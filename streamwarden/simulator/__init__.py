@@ -1,7 +1,7 @@
 """An Alpaca protocol simulator on loopback, for tests, the demo and users' integration tests.
 
 One asyncio WebSocket server (websockets' asyncio API), run on its own event loop in a thread
-named ``streamwarden-simulator``, speaks two of Alpaca's protocols on one port:
+named ``streamwarden-simulator``, speaks Alpaca's stream protocols on one port:
 
 * market data v2 at ``/v2/<feed>`` (``/v2/iex``, ``/v2/sip``, ...): ``connected`` greeting,
   ``auth``, ``subscribe``/``unsubscribe`` answered with the connection's whole subscription,
@@ -9,6 +9,9 @@ named ``streamwarden-simulator``, speaks two of Alpaca's protocols on one port:
   MessagePack frames (with ``t`` as a MessagePack Timestamp) when the client sends
   ``Content-Type: application/msgpack``, as alpaca-py does; JSON text otherwise.
   See :mod:`streamwarden.simulator.market_data`.
+* crypto at ``/v1beta3/crypto/us``, options at ``/v1beta1/indicative`` and ``/v1beta1/opra``
+  (MessagePack only: a JSON client gets error 412), news at ``/v1beta1/news``: the same
+  protocol with each kind's channels. See :mod:`streamwarden.simulator.kinds`.
 * the trading stream at ``/stream``: ``authenticate``, ``listen`` and ``trade_updates`` events
   whose order parses into alpaca-py's ``TradeUpdate``. See :mod:`streamwarden.simulator.trading`.
 
@@ -29,18 +32,23 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
     ``start(timeout=5.0) -> Simulator`` (returns once listening), ``stop(timeout=5.0)``
     (closes every connection, hung ones included, and joins the thread), context manager;
     ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``,
-    ``control_url`` (``http://HOST:PORT``, see below);
+    ``control_url`` (``http://HOST:PORT``, see below), ``crypto_data_url``,
+    ``option_data_url(feed="indicative")``, ``news_url``;
     ``faults``, ``set_faults(faults) -> Faults`` (previous), ``update_faults(**changes)``,
     ``quote_rate``, ``set_quote_rate(rate)``;
     ``publish_quote(symbol, *, bid_price, ask_price, bid_size=1, ask_size=1, timestamp=None)``,
     ``publish_trade(symbol, *, price, size=1, trade_id=None, timestamp=None)``,
     ``publish_bar(symbol, *, open_price, high_price, low_price, close_price, volume,
     trade_count=1, vwap=None, timestamp=None)``,
-    ``publish_quotes(symbol, count, *, batch_size=1, timeout=30.0)`` (a burst, for benchmarks),
+    ``publish_quotes(symbol, count, *, batch_size=1, timeout=30.0, kind="market_data")`` (a
+    burst, for benchmarks; on stock, crypto or option connections),
+    ``publish_crypto_quote``, ``publish_crypto_trade``, ``publish_crypto_bar``,
+    ``publish_option_quote``, ``publish_option_trade``, ``publish_news(headline, *, symbols=(),
+    ...)`` (see :mod:`._kind_publishing`),
     ``publish_trade_update(event="fill", *, symbol="AAPL", side="buy", qty=1, price=None,
     order_id=None, position_qty=None, client_order_id=None)`` -- each returns how many
     connections (for the burst: messages) it reached and takes ``timeout``;
-    ``drop_connections(kind="market_data") -> int`` (server-side abort now);
+    ``drop_connections(kind="market_data") -> int`` (server-side abort now; any kind);
     ``stats() -> SimulatorStats``, ``wait_for(predicate, timeout=5.0) -> SimulatorStats``.
 ``Faults`` (frozen): ``auth_failure``, ``connection_limit``, ``symbol_limit``,
     ``insufficient_subscription``, ``drop_after``, ``drop_once``, ``hang_on_close``,
@@ -51,12 +59,14 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
 ``SimulatorError``: could not start, stop or carry out a request in time.
 
 Control from another process: plain HTTP ``GET /control/<action>`` on the simulator's port
-(``quote``, ``trade``, ``bar``, ``trade_update``, ``drop``, ``stats``; the query parameters are
+(``quote``, ``trade``, ``bar``, ``trade_update``, ``crypto_quote``, ``crypto_trade``,
+``option_quote``, ``option_trade``, ``news``, ``drop``, ``stats``; the query parameters are
 the keyword arguments of the methods above; answered from loopback only, and only with the
 header ``X-Streamwarden-Control``). See :mod:`._control`.
 
 Command line: ``streamwarden simulator --port P [--fault ...]``, and ``streamwarden simulator
-publish quote|trade|bar|fill``, ``drop``, ``stats`` with ``--url http://HOST:PORT`` to control
+publish quote|trade|bar|fill|crypto-quote|crypto-trade|option-quote|option-trade|news``,
+``drop``, ``stats`` with ``--url http://HOST:PORT`` to control
 a running one (:mod:`.command`).
 """
 
@@ -67,7 +77,10 @@ from typing import TYPE_CHECKING, Any
 from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.faults import Faults
 from streamwarden.simulator.stats import (
+    CRYPTO_DATA,
     MARKET_DATA,
+    NEWS,
+    OPTION_DATA,
     TRADE_UPDATES,
     AuthAttempt,
     ConnectionStats,
@@ -78,7 +91,10 @@ from streamwarden.simulator.stats import (
 )
 
 __all__ = [
+    "CRYPTO_DATA",
     "MARKET_DATA",
+    "NEWS",
+    "OPTION_DATA",
     "TRADE_UPDATES",
     "AuthAttempt",
     "ConnectionStats",

@@ -11,12 +11,21 @@ running simulator.
                     &volume=N[&trade_count=N&vwap=..]
     GET /control/trade_update?[event=fill&symbol=AAPL&side=buy&qty=1&price=..&order_id=UUID
                               &position_qty=..&client_order_id=..]
-    GET /control/drop[?kind=market_data|trade_updates]
+    GET /control/crypto_quote?symbol=BTC/USD&bid_price=..&ask_price=..[&bid_size=..&ask_size=..]
+    GET /control/crypto_trade?symbol=BTC/USD&price=..[&size=..&trade_id=N]
+    GET /control/option_quote?symbol=AAPL241220C00150000&bid_price=..&ask_price=..
+                             [&bid_size=N&ask_size=N]
+    GET /control/option_trade?symbol=AAPL241220C00150000&price=..[&size=N]
+    GET /control/news?headline=..[&symbols=AAPL,TSLA&summary=..&author=..&source=..&url=..
+                     &content=..&article_id=N]
+    GET /control/drop[?kind=market_data|trade_updates|crypto_data|option_data|news]
     GET /control/stats
 
 The parameters are the keyword arguments of the :class:`~streamwarden.simulator.Simulator`
 method of the same job (``publish_quote``, ``publish_trade``, ``publish_bar``,
-``publish_trade_update``, ``drop_connections``), with the same defaults and checks; timestamps
+``publish_trade_update``, ``publish_crypto_quote``, ``publish_crypto_trade``,
+``publish_option_quote``, ``publish_option_trade``, ``publish_news`` (``symbols`` comma-separated),
+``drop_connections``), with the same defaults and checks; timestamps
 are the simulator's clock. Every request must carry the header ``X-Streamwarden-Control`` (any
 value). The answer is JSON: ``{"sent_to": N}`` (how many connections the message was sent to),
 ``{"dropped": N}``, or the stats; a refusal is ``{"error": "..."}`` with status 400 (a bad or
@@ -86,6 +95,7 @@ class Action:
         required: parameters that must be given.
         optional: parameters that may be given (the method's defaults apply otherwise).
         whole: the parameters that are whole numbers; the others are passed as text.
+        lists: the parameters that are comma-separated lists (passed as lists of text).
     """
 
     method: str
@@ -93,6 +103,7 @@ class Action:
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     whole: frozenset[str] = frozenset()
+    lists: frozenset[str] = frozenset()
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -111,6 +122,17 @@ ACTIONS: Mapping[str, Action] = {
     "trade_update": Action("publish_trade_update", "sent_to", (),
                            ("event", "symbol", "side", "qty", "price", "order_id",
                             "position_qty", "client_order_id")),
+    "crypto_quote": Action("publish_crypto_quote", "sent_to", ("symbol", "bid_price", "ask_price"),
+                           ("bid_size", "ask_size")),
+    "crypto_trade": Action("publish_crypto_trade", "sent_to", ("symbol", "price"),
+                           ("size", "trade_id"), frozenset({"trade_id"})),
+    "option_quote": Action("publish_option_quote", "sent_to", ("symbol", "bid_price", "ask_price"),
+                           ("bid_size", "ask_size"), frozenset({"bid_size", "ask_size"})),
+    "option_trade": Action("publish_option_trade", "sent_to", ("symbol", "price"), ("size",),
+                           frozenset({"size"})),
+    "news": Action("publish_news", "sent_to", ("headline",),
+                   ("symbols", "summary", "author", "source", "url", "content", "article_id"),
+                   frozenset({"article_id"}), frozenset({"symbols"})),
     "drop": Action("drop_connections", "dropped", (), ("kind",)),
     "stats": Action("stats", None),
 }
@@ -135,7 +157,12 @@ def arguments(name: str, action: Action, query: str) -> dict[str, Any]:
             raise InvalidInputError(f"{name} takes {expected}; got {key!r}")
         if key in given:
             raise InvalidInputError(f"{key} given twice")
-        given[key] = _whole(key, value) if key in action.whole else value
+        if key in action.whole:
+            given[key] = _whole(key, value)
+        elif key in action.lists:
+            given[key] = [item for item in value.split(",") if item]
+        else:
+            given[key] = value
     missing = [key for key in action.required if key not in given]
     if missing:
         raise InvalidInputError(f"{name} needs {', '.join(missing)}")

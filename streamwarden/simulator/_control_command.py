@@ -11,7 +11,17 @@
     streamwarden simulator publish fill  --url URL --symbol S [--event EVENT] [--side buy|sell]
                                          [--qty Q] [--price PRICE] [--order-id UUID]
                                          [--position-qty Q] [--client-order-id ID]
-    streamwarden simulator drop  --url URL [--kind market_data|trade_updates]
+    streamwarden simulator publish crypto-quote --url URL --symbol S --bid P --ask P
+                                         [--bid-size Q] [--ask-size Q]
+    streamwarden simulator publish crypto-trade --url URL --symbol S --price P [--size Q]
+                                         [--trade-id N]
+    streamwarden simulator publish option-quote --url URL --symbol OCC --bid P --ask P
+                                         [--bid-size N] [--ask-size N]
+    streamwarden simulator publish option-trade --url URL --symbol OCC --price P [--size N]
+    streamwarden simulator publish news  --url URL --headline H [--symbols S,S] [--summary T]
+                                         [--author A] [--source S] [--content T]
+                                         [--article-url URL] [--article-id N]
+    streamwarden simulator drop  --url URL [--kind KIND]
     streamwarden simulator stats --url URL
 
 ``URL`` is the simulator's ``http://HOST:PORT`` (its banner prints it). Each command sends one
@@ -44,6 +54,8 @@ from streamwarden.simulator._errors import SimulatorError
 from streamwarden.simulator.orders import ORDER_STATUS
 from streamwarden.simulator.stats import MARKET_DATA, STREAM_KINDS
 
+#: Control parameters read from another argparse attribute (``--url`` is the simulator's).
+_DESTS = {"url": "article_url"}
 CONTROL_TIMEOUT = 10.0
 """Seconds a control command waits for the simulator's answer (its own bound is 5 s)."""
 
@@ -101,6 +113,7 @@ def add_control_commands(controls: argparse._SubParsersAction[Any]) -> None:
     _add_bar(kinds.add_parser("bar", parents=[url], help="a minute bar"))
     _add_fill(kinds.add_parser("fill", parents=[url],
                                help="a trade update (a fill unless --event says otherwise)"))
+    _add_kind_messages(kinds, url)
     drop = controls.add_parser(
         "drop", parents=[url], help="drop a running simulator's connections now",
         description="Abort every open connection of one kind (no close frame; clients "
@@ -162,6 +175,39 @@ def _add_fill(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(control_handler=partial(send, "trade_update"))
 
 
+def _add_kind_messages(kinds: argparse._SubParsersAction[Any],
+                       url: argparse.ArgumentParser) -> None:
+    """``crypto-quote``, ``crypto-trade``, ``option-quote``, ``option-trade`` and ``news``."""
+    for name, sizes in (("crypto-quote", _decimal), ("option-quote", bounded_number(int))):
+        quote = kinds.add_parser(name, parents=[url], help=f"a {name.split('-')[0]} quote")
+        quote.add_argument("--symbol", required=True)
+        quote.add_argument("--bid", dest="bid_price", type=_decimal, required=True,
+                           metavar="PRICE")
+        quote.add_argument("--ask", dest="ask_price", type=_decimal, required=True,
+                           metavar="PRICE")
+        quote.add_argument("--bid-size", type=sizes, metavar="Q", help="default 1")
+        quote.add_argument("--ask-size", type=sizes, metavar="Q", help="default 1")
+        quote.set_defaults(control_handler=partial(send, name.replace("-", "_")))
+    for name, size in (("crypto-trade", _decimal), ("option-trade", bounded_number(int))):
+        trade = kinds.add_parser(name, parents=[url], help=f"a {name.split('-')[0]} trade")
+        trade.add_argument("--symbol", required=True)
+        trade.add_argument("--price", type=_decimal, required=True)
+        trade.add_argument("--size", type=size, metavar="Q", help="default 1")
+        if name == "crypto-trade":
+            trade.add_argument("--trade-id", type=bounded_number(int), metavar="N",
+                               help="default 1")
+        trade.set_defaults(control_handler=partial(send, name.replace("-", "_")))
+    news = kinds.add_parser("news", parents=[url], help="a news article")
+    news.add_argument("--headline", required=True)
+    news.add_argument("--symbols", metavar="S,S", help="comma-separated (default none)")
+    for option in ("summary", "author", "source", "content"):
+        news.add_argument(f"--{option}", metavar="TEXT")
+    news.add_argument("--article-url", metavar="URL", help="the article's link")
+    news.add_argument("--article-id", type=bounded_number(int), metavar="N",
+                      help="default: the next of the simulator's counter")
+    news.set_defaults(control_handler=partial(send, "news"))
+
+
 def send(action: str, args: argparse.Namespace) -> int:
     """Send the control request of ``action`` with the arguments given and print its answer;
     returns 0.
@@ -174,8 +220,9 @@ def send(action: str, args: argparse.Namespace) -> int:
     Thread-safety: safe to call from any thread (it writes one line, or the stats, to
     standard output).
     """
-    given = {name: str(getattr(args, name)) for name in ACTIONS[action].parameters
-             if getattr(args, name, None) is not None}
+    given = {name: str(getattr(args, _DESTS.get(name, name)))
+             for name in ACTIONS[action].parameters
+             if getattr(args, _DESTS.get(name, name), None) is not None}
     answer = request(args.url, action, given)
     key = ACTIONS[action].answer
     if key is None:
@@ -190,7 +237,8 @@ def send(action: str, args: argparse.Namespace) -> int:
         sys.stdout.write(f"dropped {connections} ({args.kind})\n")
     else:
         what = args.event if action == "trade_update" else action
-        sys.stdout.write(f"{what} {args.symbol} sent to {connections}\n")
+        subject = repr(args.headline) if action == "news" else args.symbol
+        sys.stdout.write(f"{what} {subject} sent to {connections}\n")
     return 0
 
 

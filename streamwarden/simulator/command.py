@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from streamwarden.simulator.simulator import Simulator
 
 MARKET_DATA_ENV = "STREAMWARDEN_MARKET_DATA_URL"
+CRYPTO_DATA_ENV = "STREAMWARDEN_CRYPTO_DATA_URL"
+OPTION_DATA_ENV = "STREAMWARDEN_OPTION_DATA_URL"
+NEWS_ENV = "STREAMWARDEN_NEWS_URL"
 TRADE_UPDATES_ENV = "STREAMWARDEN_TRADE_UPDATES_URL"
 DEFAULT_QUOTE_RATE = 1.0
 """Generated quotes per second per subscribed symbol when ``--quote-rate`` is not given."""
@@ -126,10 +129,16 @@ def _banner(simulator: Simulator, args: argparse.Namespace) -> str:
         f"seed {args.seed})\n"
         f"  market data    {market_data}   (any /v2/<feed>)\n"
         f"  trade updates  {trade_updates}\n"
+        f"  crypto         {simulator.crypto_data_url}\n"
+        f"  options        {simulator.option_data_url()}   (or /v1beta1/opra; MessagePack)\n"
+        f"  news           {simulator.news_url}\n"
         f"  control        {control}/control/<action>   (HTTP, from loopback only)\n"
         f"Point streamwarden at it:\n"
         f"  export {MARKET_DATA_ENV}={market_data}\n"
         f"  export {TRADE_UPDATES_ENV}={trade_updates}\n"
+        f"  export {CRYPTO_DATA_ENV}={simulator.crypto_data_url}\n"
+        f"  export {OPTION_DATA_ENV}={simulator.option_data_url()}\n"
+        f"  export {NEWS_ENV}={simulator.news_url}\n"
         f"Publish into it from another shell:\n"
         f"  streamwarden simulator publish quote --url {control} --symbol AAPL "
         f"--bid 187.20 --ask 187.22\n"

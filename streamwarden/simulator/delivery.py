@@ -1,8 +1,8 @@
 """Sending frames to sessions, counting them, and carrying out the ``drop_after`` fault.
 
-Market-data messages travel as arrays, several per frame when batched; trading-stream messages
-one JSON object per frame. A :class:`Batch` encodes its messages once per codec, however many
-connections receive them.
+Market-data messages (stocks, crypto, options, news) travel as arrays, several per frame when
+batched; trading-stream messages one JSON object per frame. A :class:`Batch` encodes its
+messages once per codec, however many connections receive them.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from streamwarden.simulator.events import FAULT_INJECTED
 from streamwarden.simulator.messages import ERRORS, Codec, Message, encode, error
 from streamwarden.simulator.orders import stream_error
 from streamwarden.simulator.registry import Registry, Session
-from streamwarden.simulator.stats import MARKET_DATA
+from streamwarden.simulator.stats import TRADE_UPDATES
 
 Frame = bytes | str
 
 
 def _frames(session: Session, messages: Sequence[Message]) -> list[Frame]:
-    if session.kind == MARKET_DATA:
+    if session.kind != TRADE_UPDATES:
         return [encode(messages, session.codec)]
     return [encode(message, session.codec) for message in messages]
 

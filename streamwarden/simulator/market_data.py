@@ -1,4 +1,5 @@
-"""Alpaca's market-data v2 stream protocol, server side, for one connection.
+"""Alpaca's market-data v2 stream protocol, server side, for one connection (stocks; crypto,
+options and news speak it too, with their own channels: :mod:`streamwarden.simulator.kinds`).
 
 The exchange, as Alpaca documents it::
 
@@ -19,16 +20,16 @@ from __future__ import annotations
 
 import asyncio
 
+from streamwarden.simulator import kinds
 from streamwarden.simulator.context import ProtocolContext, pause
 from streamwarden.simulator.events import AUTH, FAULT_INJECTED
 from streamwarden.simulator.messages import (
-    SUBSCRIBABLE_CHANNELS,
     authenticated,
     connected,
     decode,
-    subscription_ack,
 )
 from streamwarden.simulator.registry import Session
+from streamwarden.simulator.stats import OPTION_DATA
 
 Frame = bytes | str
 
@@ -45,6 +46,9 @@ async def serve_market_data(session: Session, ctx: ProtocolContext) -> None:
                      seconds=slow_start)
         if await pause(session.connection, slow_start):
             return
+    if session.kind == OPTION_DATA and session.codec != "msgpack":
+        await _refuse_json(session, ctx)
+        return
     await ctx.outbox.control(session, connected())
     deadline = asyncio.get_running_loop().time() + ctx.auth_timeout
     while True:
@@ -54,6 +58,15 @@ async def serve_market_data(session: Session, ctx: ProtocolContext) -> None:
             break
         if not await _handle(session, frame, ctx):
             break
+    await session.connection.close()
+
+
+async def _refuse_json(session: Session, ctx: ProtocolContext) -> None:
+    """Alpaca's option stream speaks MessagePack only: error 412, then close."""
+    text = kinds.MSGPACK_ONLY_TEXT
+    if await ctx.outbox.control(session, {"T": "error", "code": kinds.MSGPACK_ONLY_ERROR,
+                                          "msg": text}):
+        ctx.registry.record_error(session, kinds.MSGPACK_ONLY_ERROR, text)
     await session.connection.close()
 
 
@@ -112,13 +125,14 @@ async def _auth(session: Session, request: dict[str, object], ctx: ProtocolConte
     return True
 
 
-def _channels(request: dict[str, object]) -> dict[str, list[str]] | None:
+def _channels(request: dict[str, object],
+              subscribable: tuple[str, ...]) -> dict[str, list[str]] | None:
     """The channel -> symbols of a (un)subscribe request; None when it is malformed."""
     changes: dict[str, list[str]] = {}
     for key, value in request.items():
         if key == "action":
             continue
-        if key not in SUBSCRIBABLE_CHANNELS or not isinstance(value, list):
+        if key not in subscribable or not isinstance(value, list):
             return None
         if not all(isinstance(symbol, str) and symbol for symbol in value):
             return None
@@ -129,7 +143,7 @@ def _channels(request: dict[str, object]) -> dict[str, list[str]] | None:
 async def _subscribe(
     session: Session, request: dict[str, object], ctx: ProtocolContext, *, add: bool
 ) -> None:
-    changes = _channels(request)
+    changes = _channels(request, kinds.CHANNELS[session.kind])
     if changes is None:
         await ctx.outbox.error(session, 400)
         return
@@ -140,4 +154,4 @@ async def _subscribe(
             await ctx.outbox.error(session, code)
             return
     current = ctx.registry.update_subscription(session, changes, add=add)
-    await ctx.outbox.control(session, subscription_ack(current))
+    await ctx.outbox.control(session, kinds.ack(session.kind, current))

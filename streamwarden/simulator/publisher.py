@@ -17,7 +17,7 @@ from streamwarden.simulator.messages import Message, quote
 from streamwarden.simulator.orders import TRADE_UPDATES
 from streamwarden.simulator.prices import QuoteSource
 from streamwarden.simulator.registry import Registry
-from streamwarden.simulator.stats import StreamKind
+from streamwarden.simulator.stats import MARKET_DATA, NEWS, StreamKind
 from streamwarden.simulator.trading import STREAMS_CHANNEL
 
 CHANNELS = {"q": "quotes", "t": "trades", "b": "bars"}
@@ -50,8 +50,21 @@ class Publisher:
         )
 
     async def market_data(self, message: Message) -> int:
-        """Send one quote, trade or bar to its subscribers; returns how many received it."""
-        sessions = self._registry.subscribers(CHANNELS[message["T"]], message["S"])
+        """Send one stock quote, trade or bar to its subscribers; returns how many received it."""
+        sessions = self._registry.data_subscribers(MARKET_DATA, CHANNELS[message["T"]],
+                                                   [message["S"]])
+        counts = await self._outbox.publish(sessions, Batch([message]))
+        return sum(1 for count in counts if count)
+
+    async def kind_data(self, kind: StreamKind, message: Message) -> int:
+        """Send one data message to the ``kind`` connections that want it (a news article to
+        those wanting any of its symbols, or ``*``); returns how many received it."""
+        if kind == NEWS:
+            sessions = self._registry.data_subscribers(NEWS, "news",
+                                                       [*message["symbols"], "*"])
+        else:
+            sessions = self._registry.data_subscribers(kind, CHANNELS[message["T"]],
+                                                       [message["S"]])
         counts = await self._outbox.publish(sessions, Batch([message]))
         return sum(1 for count in counts if count)
 
@@ -61,16 +74,18 @@ class Publisher:
         counts = await self._outbox.publish(sessions, Batch([message]))
         return sum(1 for count in counts if count)
 
-    async def quote_burst(self, symbol: str, count: int, batch_size: int) -> int:
+    async def quote_burst(self, symbol: str, count: int, batch_size: int,
+                          kind: StreamKind = MARKET_DATA) -> int:
         """Send ``count`` generated quotes of ``symbol``, ``batch_size`` per frame, as fast as
         the connections take them; returns the total of messages sent over all connections.
 
         The quotes are generated frame by frame, and the loop is yielded between frames, so
         that a long burst can be cancelled and does not hold up a stop. A connection that
         takes nothing (closed, dropped, hung) leaves the burst, which ends early when none is
-        left; nothing is generated when no connection subscribes ``symbol``'s quotes.
+        left; nothing is generated when no connection subscribes ``symbol``'s quotes. Only
+        connections of ``kind`` (stock market data by default) receive them.
         """
-        sessions = self._registry.subscribers("quotes", symbol)
+        sessions = self._registry.data_subscribers(kind, "quotes", [symbol])
         total = 0
         for start in range(0, count, batch_size):
             if not sessions:

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from streamwarden.simulator.faults import Faults
 from streamwarden.simulator.messages import Codec
 from streamwarden.simulator.stats import (
+    MARKET_DATA,
     STREAM_KINDS,
     AuthAttempt,
     AuthOutcome,
@@ -241,11 +242,19 @@ class Registry:
         with self._changed:
             return [s for s in self._open.values() if s.wants(channel, symbol)]
 
+    def data_subscribers(self, kind: StreamKind, channel: str,
+                         symbols: Iterable[str]) -> list[Session]:
+        """Open sessions of ``kind`` that want any of ``symbols`` on ``channel``."""
+        wanted = tuple(symbols)
+        with self._changed:
+            return [s for s in self._open.values()
+                    if s.kind == kind and any(s.wants(channel, symbol) for symbol in wanted)]
+
     def quote_symbols(self) -> list[str]:
-        """The symbols (not ``*``) some open session subscribes quotes for, sorted."""
+        """The symbols (not ``*``) some open stock session subscribes quotes for, sorted."""
         with self._changed:
             symbols: set[str] = set()
-            for session in self._open.values():  # only authenticated ones have subscriptions
+            for session in self.sessions(MARKET_DATA):  # only authenticated ones subscribe
                 symbols |= session.subscription.get("quotes", set())
             symbols.discard(WILDCARD)
             return sorted(symbols)

@@ -1,11 +1,13 @@
 """The asyncio side of the simulator: the WebSocket server, routing, and a bounded shutdown.
 
 Routes: ``/v2/<feed>`` (any feed name: ``iex``, ``sip``, ...) speaks market data, ``/stream`` the
-trading stream, ``/control/<action>`` answers plain HTTP control requests (see
-:mod:`streamwarden.simulator._control`), ``/v2/events/trades`` serves the trade events published
-so far as server-sent events (see :mod:`streamwarden.simulator._trade_events`); any other
-path is refused with HTTP 404 during the opening handshake. Market data is MessagePack when
-the client sends ``Content-Type: application/msgpack`` (alpaca-py does), JSON otherwise.
+trading stream, ``/v1beta3/crypto/<location>``, ``/v1beta1/indicative``, ``/v1beta1/opra`` and
+``/v1beta1/news`` the crypto, option and news streams (see
+:mod:`streamwarden.simulator.kinds`), ``/control/<action>`` answers plain HTTP control requests
+(see :mod:`streamwarden.simulator._control`), ``/v2/events/trades`` serves the trade events
+published so far as server-sent events (see :mod:`streamwarden.simulator._trade_events`); any
+other path is refused with HTTP 404 during the opening handshake. Market data is MessagePack
+when the client sends ``Content-Type: application/msgpack`` (alpaca-py does), JSON otherwise.
 
 Shutdown: hung connections (``hang_on_close``) are aborted, every other connection gets a
 close frame (1001, going away) and ``CLOSE_TIMEOUT`` seconds to answer, and whatever is still
@@ -26,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from streamwarden._redaction import guard_websockets_logs
+from streamwarden.simulator import kinds
 from streamwarden.simulator._control import CONTROL_PATH, Control
 from streamwarden.simulator._trade_events import EVENTS_PATH, TradeEventLog
 from streamwarden.simulator._trade_events import respond as respond_events
@@ -59,7 +62,7 @@ def route(path: str) -> StreamKind | None:
         return TRADE_UPDATES
     if _FEED_PATH.fullmatch(bare):
         return MARKET_DATA
-    return None
+    return kinds.route(bare)
 
 
 class SimulatorServer:
@@ -136,7 +139,8 @@ class SimulatorServer:
                                   self._ctx.accounts)
         if route(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "streamwarden simulator: no such "
-                                      "stream; use /v2/<feed> or /stream\n")
+                                      "stream; use /v2/<feed>, /stream, /v1beta3/crypto/us, "
+                                      "/v1beta1/<indicative|opra> or /v1beta1/news\n")
         return None
 
     def _codec(self, kind: StreamKind, request: Request) -> Codec:
@@ -155,7 +159,7 @@ class SimulatorServer:
         session = registry.open_session(kind, path, self._codec(kind, request), connection)
         cast(SimConnection, connection).session = session
         log.debug(CONNECTION_OPENED, connection_id=session.id, kind=kind, path=path)
-        serve_protocol = serve_market_data if kind == MARKET_DATA else serve_trading
+        serve_protocol = serve_trading if kind == TRADE_UPDATES else serve_market_data
         try:
             await serve_protocol(session, self._ctx)
         except ConnectionClosed:

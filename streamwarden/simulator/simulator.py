@@ -22,6 +22,7 @@ from streamwarden.logging import make_logger
 from streamwarden.simulator import messages, orders
 from streamwarden.simulator._control import Control
 from streamwarden.simulator._errors import SimulatorError
+from streamwarden.simulator._kind_publishing import KindPublishing
 from streamwarden.simulator._trade_events import TradeEventLog
 from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.events import STARTED, STOPPED
@@ -30,7 +31,14 @@ from streamwarden.simulator.publisher import Publisher
 from streamwarden.simulator.registry import Registry
 from streamwarden.simulator.runtime import Runtime, ServerConfig
 from streamwarden.simulator.server import TRADING_PATH
-from streamwarden.simulator.stats import MARKET_DATA, STREAM_KINDS, SimulatorStats, StreamKind
+from streamwarden.simulator.stats import (
+    CRYPTO_DATA,
+    MARKET_DATA,
+    OPTION_DATA,
+    STREAM_KINDS,
+    SimulatorStats,
+    StreamKind,
+)
 from streamwarden.simulator.validation import (
     Number,
     check_bar,
@@ -44,16 +52,20 @@ from streamwarden.simulator.validation import (
 from streamwarden.validation import check_seconds
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 5.0  # _kind_publishing.DEFAULT_TIMEOUT too
 TRADE_EVENTS_KEPT = 10_000
 """How many published trade updates the trade events API (``/v2/events/trades``) keeps."""
 _FEED = re.compile(r"[A-Za-z0-9_.-]+")
 
 __all__ = ["DEFAULT_TIMEOUT", "Simulator", "SimulatorError"]
 
+#: The kinds :meth:`Simulator.publish_quotes` can send quotes on.
+QUOTE_KINDS: tuple[StreamKind, ...] = (MARKET_DATA, CRYPTO_DATA, OPTION_DATA)
 
-class Simulator:
-    """An Alpaca protocol simulator on loopback: market data v2 and the trading stream.
+
+class Simulator(KindPublishing):
+    """An Alpaca protocol simulator on loopback: market data v2 (stocks), crypto, options,
+    news and the trading stream.
 
     See the package docstring for the protocol and the faults. All arguments are keywords.
 
@@ -110,6 +122,7 @@ class Simulator:
         self._log = make_logger(SecretRedactor())
         self._trade_ids = itertools.count(1)
         self._trade_events = TradeEventLog(capacity=TRADE_EVENTS_KEPT)
+        self._news_ids = itertools.count(1)
         self._runtime = Runtime(ServerConfig(
             host=host, port=port, registry=self._registry, accounts=accounts,
             auth_timeout=check_seconds("auth_timeout", auth_timeout, allow_zero=False),
@@ -342,23 +355,29 @@ class Simulator:
         return self._call("publish_bar", lambda p: p.market_data(message), timeout)
 
     def publish_quotes(
-        self, symbol: str, count: int, *, batch_size: int = 1, timeout: float = 30.0
+        self, symbol: str, count: int, *, batch_size: int = 1, timeout: float = 30.0,
+        kind: StreamKind = MARKET_DATA,
     ) -> int:
-        """Send ``count`` generated quotes of ``symbol`` to its subscribers as fast as they
-        take them, ``batch_size`` messages per frame (for benchmarks).
+        """Send ``count`` generated quotes of ``symbol`` to its subscribers on ``kind``
+        connections (stocks by default; crypto and option quotes alike) as fast as they take
+        them, ``batch_size`` messages per frame (for benchmarks).
 
         Returns:
             The total of quote messages sent, over all connections.
 
         Raises:
-            InvalidInputError: an empty symbol, ``count`` or ``batch_size`` below 1.
+            InvalidInputError: an empty symbol, ``count`` or ``batch_size`` below 1, a kind
+                without quotes.
             SimulatorError: not running, or not all sent within ``timeout`` seconds.
         """
+        if kind not in QUOTE_KINDS:
+            raise InvalidInputError(f"kind must be one of {QUOTE_KINDS}, got {kind!r}")
         symbol = check_symbol(symbol)
         count = check_count("count", count)
         batch_size = check_count("batch_size", batch_size)
         return self._call("publish_quotes",
-                          lambda publisher: publisher.quote_burst(symbol, count, batch_size),
+                          lambda publisher: publisher.quote_burst(symbol, count, batch_size,
+                                                                 kind),
                           timeout)
 
     def publish_trade_update(

@@ -11,10 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-StreamKind = Literal["market_data", "trade_updates"]
+StreamKind = Literal["market_data", "trade_updates", "crypto_data", "option_data", "news"]
 MARKET_DATA: StreamKind = "market_data"
 TRADE_UPDATES: StreamKind = "trade_updates"
-STREAM_KINDS: tuple[StreamKind, ...] = (MARKET_DATA, TRADE_UPDATES)
+CRYPTO_DATA: StreamKind = "crypto_data"
+OPTION_DATA: StreamKind = "option_data"
+NEWS: StreamKind = "news"
+STREAM_KINDS: tuple[StreamKind, ...] = (MARKET_DATA, TRADE_UPDATES, CRYPTO_DATA, OPTION_DATA,
+                                        NEWS)
 
 AuthOutcome = Literal["authorized", "auth_failed", "connection_limit"]
 
@@ -25,8 +29,8 @@ class ConnectionStats:
 
     Attributes:
         id: the simulator's number for the connection, from 1, in order of opening.
-        kind: ``market_data`` or ``trade_updates``.
-        path: the request path (``/v2/iex``, ``/stream``).
+        kind: ``market_data``, ``trade_updates``, ``crypto_data``, ``option_data`` or ``news``.
+        path: the request path (``/v2/iex``, ``/stream``, ``/v1beta3/crypto/us``, ...).
         is_open: the socket is still open on the server side.
         authenticated: the connection passed auth.
         key_id: the key id of its last auth attempt, ``None`` before any.
@@ -122,10 +126,11 @@ class SimulatorStats:
         """The open connections of ``kind``."""
         return tuple(c for c in self.connections if c.kind == kind and c.is_open)
 
-    def wire_subscription(self, channel: str) -> frozenset[str]:
-        """The union over open market-data connections of the symbols on ``channel``."""
+    def wire_subscription(self, channel: str, kind: StreamKind = MARKET_DATA) -> frozenset[str]:
+        """The union over open connections of ``kind`` (default stock market data) of the
+        symbols on ``channel``."""
         symbols: set[str] = set()
-        for connection in self.open_connections(MARKET_DATA):
+        for connection in self.open_connections(kind):
             symbols |= connection.symbols(channel)
         return frozenset(symbols)
 

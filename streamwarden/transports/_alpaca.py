@@ -1,4 +1,5 @@
-"""Transports over the official alpaca-py SDK: ``StockDataStream`` and ``TradingStream``.
+"""Transports over the official alpaca-py SDK: ``StockDataStream``, ``CryptoDataStream``,
+``OptionDataStream``, ``NewsDataStream`` and ``TradingStream``, chosen by the key's kind.
 
 Each :class:`AlpacaTransport` runs the SDK's own connect / reconnect loop as a task on the
 manager's engine loop (no thread of its own) and maps what happens on the wire to events:
@@ -29,7 +30,14 @@ import asyncio
 import contextlib
 from typing import Any
 
-from streamwarden._keys import MARKET_DATA, StreamKey
+from streamwarden._keys import (
+    CRYPTO_DATA,
+    DATA_KINDS,
+    MARKET_DATA,
+    NEWS,
+    OPTION_DATA,
+    StreamKey,
+)
 from streamwarden._redaction import guard_websockets_logs
 from streamwarden.clock import Clock, SystemClock
 from streamwarden.config import Settings
@@ -41,10 +49,12 @@ from streamwarden.errors import (
     SubscriptionError,
 )
 from streamwarden.marketdata import (
+    NEWS_CHANNEL,
     TRADE_UPDATES_CHANNEL,
     Subscription,
     channel_of,
     parse_market_data,
+    parse_news,
 )
 from streamwarden.transports import _sdk_adapter as sdk_adapter
 from streamwarden.transports._causes import connect_failure, refusal
@@ -111,10 +121,23 @@ class AlpacaTransport:
                   "open_timeout": settings.start_timeout,
                   "close_timeout": settings.stop_timeout + CLOSE_MARGIN_SECONDS}
         key_id, secret = credentials.sensitive_values()
-        if self._key.kind == MARKET_DATA:
+        kind = self._key.kind
+        if kind == MARKET_DATA:
             return sdk_adapter.AdaptedStockDataStream(
                 key_id, secret, feed=self._key.feed or settings.feed,
                 url=settings.market_data_url, websocket_params=params, events=self)
+        if kind == CRYPTO_DATA:
+            return sdk_adapter.AdaptedCryptoDataStream(
+                key_id, secret, url=settings.crypto_data_url, websocket_params=params,
+                events=self)
+        if kind == OPTION_DATA:
+            assert self._key.feed is not None, "option keys carry their feed"
+            return sdk_adapter.AdaptedOptionDataStream(
+                key_id, secret, feed=self._key.feed, url=settings.option_data_url,
+                websocket_params=params, events=self)
+        if kind == NEWS:
+            return sdk_adapter.AdaptedNewsDataStream(
+                key_id, secret, url=settings.news_url, websocket_params=params, events=self)
         return sdk_adapter.AdaptedTradingStream(
             key_id, secret, paper=self._key.paper, url=settings.trade_updates_url,
             websocket_params=params, events=self, on_update=self._on_trade_update)
@@ -182,12 +205,13 @@ class AlpacaTransport:
             await self._sync()
 
     async def _sync(self) -> None:
-        if self._key.kind != MARKET_DATA:
+        if self._key.kind not in DATA_KINDS:
             return
         wanted = self._wanted
         registered = sdk_adapter.registered(self._stream)
+        handler = self._on_news if self._key.kind == NEWS else self._on_market_data
         await sdk_adapter.unsubscribe(self._stream, registered - wanted)
-        await sdk_adapter.subscribe(self._stream, wanted - registered, self._on_market_data)
+        await sdk_adapter.subscribe(self._stream, wanted - registered, handler)
 
     # What the SDK reports (sdk_adapter.StreamEvents), on the loop.
 
@@ -246,6 +270,15 @@ class AlpacaTransport:
             return  # malformed: nothing a lease could use
         self._events.on_message(StreamMessage(channel, payload.symbol, payload))
 
+    async def _on_news(self, message: dict[str, Any]) -> None:
+        if self._events is None:
+            return
+        try:
+            article = parse_news(message)
+        except ValueError:
+            return  # malformed: nothing a lease could use
+        self._events.on_message(StreamMessage(NEWS_CHANNEL, None, article))
+
     async def _on_trade_update(self, update: Any) -> None:
         if self._replay is not None:
             self._replay.live(update)
@@ -266,9 +299,10 @@ class AlpacaTransport:
 class AlpacaTransportFactory:
     """The default :data:`~streamwarden.transports.TransportFactory`: alpaca-py streams.
 
-    Endpoints come from ``Settings.market_data_url`` / ``trade_updates_url`` when set (the
-    simulator's, in tests), else Alpaca's: market data for the configured feed, trade updates
-    for paper or live as the credentials say.
+    Endpoints come from ``Settings.market_data_url`` / ``trade_updates_url`` /
+    ``crypto_data_url`` / ``option_data_url`` / ``news_url`` when set (the simulator's, in
+    tests), else Alpaca's: market data for the configured feed, crypto v1beta3 ``us``, options
+    for the key's feed, news v1beta1, trade updates for paper or live as the credentials say.
 
     Thread-safety: stateless; called on the engine loop.
     """

@@ -29,9 +29,10 @@ MAX_DETAIL = 240
 
 @dataclass(frozen=True, slots=True)
 class StreamMessage:
-    """One message from the stream: its channel (quotes, trades, bars, trade_updates), the
-    symbol it concerns (if any) and the payload, parsed once (a Quote, Trade or Bar of
-    :mod:`streamwarden.marketdata`, or alpaca-py's ``TradeUpdate``)."""
+    """One message from the stream: its channel (quotes, trades, bars, news, trade_updates),
+    the symbol it concerns (if any; None for news, whose article names its symbols) and the
+    payload, parsed once (a Quote, Trade, Bar or News of :mod:`streamwarden.marketdata`, or
+    alpaca-py's ``TradeUpdate``)."""
 
     channel: str
     symbol: str | None

@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 import websockets
 from alpaca.common.enums import BaseURL
-from alpaca.data.enums import DataFeed
+from alpaca.data.enums import CryptoFeed, DataFeed, OptionsFeed
+from alpaca.data.live.crypto import CryptoDataStream
+from alpaca.data.live.news import NewsDataStream
+from alpaca.data.live.option import OptionDataStream
 from alpaca.data.live.stock import StockDataStream
 from alpaca.trading.stream import TradingStream
 
@@ -39,6 +42,9 @@ SDK_INTERNALS: tuple[tuple[type, str], ...] = (
     (TradingStream, "_consume"),
     (TradingStream, "_run_forever"),
     (TradingStream, "stop_ws"),
+    *((cls, name) for cls in (CryptoDataStream, OptionDataStream, NewsDataStream)
+      for name in ("_start_ws", "_dispatch", "_consume", "_run_forever", "_send_subscribe_msg",
+                   "_send_unsubscribe_msg", "stop_ws")),
 )
 #: Instance attributes read or written (checked on constructed streams by the test).
 SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running", "_should_run",
@@ -83,7 +89,7 @@ class StreamEvents(Protocol):
         """The socket closed or failed while the stream was usable."""
 
 
-_ACK_CHANNELS = ("quotes", "trades", "bars")
+_ACK_CHANNELS = ("quotes", "trades", "bars", "news")
 
 
 def acknowledged(message: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
@@ -187,7 +193,87 @@ class AdaptedTradingStream(TradingStream):
         await super()._dispatch(msg)
 
 
-AdaptedStream = AdaptedStockDataStream | AdaptedTradingStream
+class _AdaptedData:
+    """What the adapted crypto, option and news streams add to alpaca-py's ``DataStream``:
+    connection events reported as :class:`AdaptedStockDataStream` reports them. Mixed in
+    before the SDK class, so ``super()`` is the SDK's own method."""
+
+    _streamwarden_events: StreamEvents
+    _should_run: bool
+
+    async def _start_ws(self) -> None:
+        await _start(self._sdk()._start_ws, self._sdk().stop_ws, self._streamwarden_events)
+
+    async def _consume(self) -> bool:
+        stale: bool = await _consume(self, self._sdk()._consume,  # type: ignore[arg-type]
+                                     self._streamwarden_events)
+        return stale
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("T")
+        if kind == "subscription":
+            self._streamwarden_events.on_ready(acknowledged(msg))
+        elif kind == "error":
+            code = msg.get("code")
+            if self._streamwarden_events.on_stream_error(
+                    code if isinstance(code, int) else None, str(msg.get("msg", ""))):
+                await self._sdk().stop_ws()
+        await self._sdk()._dispatch(msg)
+
+    def _sdk(self) -> Any:
+        """The SDK class's own methods (the next class after this mixin)."""
+        return super()
+
+
+class AdaptedCryptoDataStream(_AdaptedData, CryptoDataStream):
+    """A raw-mode ``CryptoDataStream`` (v1beta3, location ``us``) that reports its connection
+    events."""
+
+    def __init__(self, api_key: str, secret_key: str, *, url: str | None,
+                 websocket_params: dict[str, Any], events: StreamEvents) -> None:
+        super().__init__(api_key, secret_key, raw_data=True, feed=CryptoFeed.US,
+                         url_override=url, websocket_params=websocket_params)
+        self._streamwarden_events = events
+
+
+class AdaptedOptionDataStream(_AdaptedData, OptionDataStream):
+    """A raw-mode ``OptionDataStream`` (MessagePack, as alpaca-py always speaks) for the
+    ``indicative`` or ``opra`` feed, that reports its connection events."""
+
+    def __init__(self, api_key: str, secret_key: str, *, feed: str, url: str | None,
+                 websocket_params: dict[str, Any], events: StreamEvents) -> None:
+        super().__init__(api_key, secret_key, raw_data=True, feed=OptionsFeed(feed),
+                         url_override=url, websocket_params=websocket_params)
+        self._streamwarden_events = events
+
+
+class AdaptedNewsDataStream(_AdaptedData, NewsDataStream):
+    """A raw-mode ``NewsDataStream`` that reports its connection events and hands each
+    article to its handler once.
+
+    alpaca-py calls a news handler once per matching symbol of the article; every pair here
+    has the same handler (the transport's), so the article is handed over once and the
+    transport routes it to each interested lease.
+    """
+
+    def __init__(self, api_key: str, secret_key: str, *, url: str | None,
+                 websocket_params: dict[str, Any], events: StreamEvents) -> None:
+        super().__init__(api_key, secret_key, raw_data=True, url_override=url,
+                         websocket_params=websocket_params)
+        self._streamwarden_events = events
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("T") == "n":
+            handler = next(iter(self._handlers["news"].values()), None)
+            if handler is not None:
+                await handler(msg)
+            return
+        await super()._dispatch(msg)
+
+
+AdaptedDataStream = (AdaptedStockDataStream | AdaptedCryptoDataStream | AdaptedOptionDataStream
+                     | AdaptedNewsDataStream)
+AdaptedStream = AdaptedDataStream | AdaptedTradingStream
 
 
 async def run_forever(stream: AdaptedStream) -> None:
@@ -221,13 +307,13 @@ def is_connected(stream: AdaptedStream) -> bool:
     return bool(stream._running) and stream._ws is not None
 
 
-def registered(stream: AdaptedStockDataStream) -> set[tuple[str, str]]:
+def registered(stream: AdaptedDataStream) -> set[tuple[str, str]]:
     """The (channel, symbol) pairs the stream has a handler for."""
     handlers: dict[str, dict[str, Handler]] = stream._handlers
     return {(channel, symbol) for channel, table in handlers.items() for symbol in table}
 
 
-async def subscribe(stream: AdaptedStockDataStream, pairs: AbstractSet[tuple[str, str]],
+async def subscribe(stream: AdaptedDataStream, pairs: AbstractSet[tuple[str, str]],
                     handler: Handler) -> None:
     """Register ``handler`` for ``pairs`` and, if connected, subscribe them on the wire."""
     for channel, symbol in sorted(pairs):
@@ -236,7 +322,7 @@ async def subscribe(stream: AdaptedStockDataStream, pairs: AbstractSet[tuple[str
         await stream._send_subscribe_msg()
 
 
-async def unsubscribe(stream: AdaptedStockDataStream,
+async def unsubscribe(stream: AdaptedDataStream,
                       pairs: AbstractSet[tuple[str, str]]) -> None:
     """Unregister ``pairs`` and, if connected, unsubscribe them on the wire."""
     by_channel: dict[str, list[str]] = {}

@@ -215,7 +215,7 @@ def test_a_real_managers_history(db_url, creds, fast_settings, capsys):
     ([], "the following arguments are required: --at"),
     (["--at", "yesterday"], "argument --at: must be an ISO 8601 timestamp"),
     (["--at", "2026-01-02T10:31:00"], "argument --at: '2026-01-02T10:31:00' has no time zone"),
-    (["--at", "2026-01-02T10:31:00Z", "--kind", "news"], "argument --kind: invalid choice"),
+    (["--at", "2026-01-02T10:31:00Z", "--kind", "stocks"], "argument --kind: invalid choice"),
     (["--at", "2026-01-02T10:31:00Z", "--format", "csv"], "argument --format: invalid choice"),
     (["--at", "2026-01-02T10:31:00Z", "--owner", ""], "expected a non-empty, printable value"),
 ])

@@ -32,7 +32,8 @@ ROWS = 200  # synthetic rows: lc-0..lc-9 round robin, one microsecond apart from
     ({"lifecycle_id": "x" * 257}, "lifecycle_id must be 1..256"),
     ({"fingerprint": 42}, "fingerprint must be a string, got int"),
     ({"event": "acq\nuire"}, "event must be printable"),
-    ({"kind": "quotes"}, "kind must be one of market_data, trade_updates; got 'quotes'"),
+    ({"kind": "quotes"}, "kind must be one of market_data, trade_updates, crypto_data, "
+                         "option_data, news; got 'quotes'"),
     ({"since": datetime(2026, 1, 2)}, "since must be timezone-aware"),
     ({"until": "2026-01-02T00:00:00Z"}, "until must be a datetime, got str"),
     ({"since": T0, "until": T0}, "must be before until"),

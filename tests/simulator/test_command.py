@@ -70,7 +70,13 @@ def test_runs_for_the_duration_and_prints_how_to_connect(
     assert f"  streamwarden simulator publish fill --url http://127.0.0.1:{port[1]} " \
            f"--symbol AAPL --qty 1 --price 187.21 --client-order-id my-order-1\n" in out
     assert "faults: hang_on_close; quote rate 1/s" in out
-    assert "stopped (connections opened: market_data 0, trade_updates 0)" in out
+    assert f"export STREAMWARDEN_CRYPTO_DATA_URL=ws://127.0.0.1:{port[1]}/v1beta3/crypto/us" \
+        in out
+    assert f"export STREAMWARDEN_OPTION_DATA_URL=ws://127.0.0.1:{port[1]}/v1beta1/indicative" \
+        in out
+    assert f"export STREAMWARDEN_NEWS_URL=ws://127.0.0.1:{port[1]}/v1beta1/news" in out
+    assert ("stopped (connections opened: market_data 0, trade_updates 0, crypto_data 0, "
+            "option_data 0, news 0)") in out
     assert simulator_threads() == []
 
 
@@ -139,4 +145,5 @@ def test_signal_stops_it_cleanly(signum: int) -> None:
         process.kill()
         process.wait(BOUND)
     assert process.returncode == 0, err
-    assert "stopped (connections opened: market_data 0, trade_updates 1)" in out
+    assert ("stopped (connections opened: market_data 0, trade_updates 1, crypto_data 0, "
+            "option_data 0, news 0)") in out

@@ -137,7 +137,7 @@ def test_connection_limit_then_close(sim: Simulator) -> None:
 
 def test_unknown_path_is_refused_during_the_handshake(sim: Simulator) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        connect(f"ws://127.0.0.1:{sim.port}/v1beta3/crypto/us", open_timeout=BOUND)
+        connect(f"ws://127.0.0.1:{sim.port}/v1beta3/forex/us", open_timeout=BOUND)
     assert refused.value.response.status_code == 404
     assert sim.stats().kind(MARKET_DATA).opened == 0
 

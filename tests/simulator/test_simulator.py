@@ -201,7 +201,7 @@ def test_invalid_publish_arguments(sim: Simulator) -> None:
         lambda: sim.publish_trade_update("new", side="short"),  # type: ignore[arg-type]
         lambda: sim.publish_trade_update("new", order_id="not-a-uuid"),
         lambda: sim.publish_trade_update("new", qty="many"),
-        lambda: sim.drop_connections("news"),  # type: ignore[arg-type]
+        lambda: sim.drop_connections("stocks"),  # type: ignore[arg-type]
         lambda: sim.set_quote_rate(-1),
         lambda: sim.wait_for(lambda s: True, timeout=-1),
         lambda: sim.publish_quote("AAPL", bid_price=1, ask_price=2, timeout=0),

@@ -83,3 +83,44 @@ def test_a_subscription_message_names_the_pairs_the_wire_carries():
                "bars": [], "updatedBars": ["SPY"], "dailyBars": None}
     assert acknowledged(message) == {("quotes", "AAPL"), ("quotes", "MSFT"), ("trades", "AAPL")}
     assert acknowledged({"T": "subscription"}) == frozenset()
+
+
+def test_adapted_crypto_option_and_news_streams_use_alpacas_endpoints_and_channels():
+    params = {"close_timeout": 1}
+    crypto = sdk_adapter.AdaptedCryptoDataStream("PKTEST", "secret", url=None,
+                                                 websocket_params=params, events=_Events())
+    opra = sdk_adapter.AdaptedOptionDataStream("PKTEST", "secret", feed="opra", url=None,
+                                               websocket_params=params, events=_Events())
+    news = sdk_adapter.AdaptedNewsDataStream("PKTEST", "secret", url="ws://127.0.0.1:9/n",
+                                             websocket_params=params, events=_Events())
+    assert crypto._endpoint == "wss://stream.data.alpaca.markets/v1beta3/crypto/us"
+    assert opra._endpoint == "wss://stream.data.alpaca.markets/v1beta1/opra"
+    assert news._endpoint == "ws://127.0.0.1:9/n"
+    assert {"quotes", "trades", "bars"} <= set(crypto._handlers)
+    assert {"quotes", "trades"} <= set(opra._handlers) and "news" in news._handlers
+    for stream in (crypto, opra, news):
+        for name in SDK_INSTANCE_ATTRIBUTES:
+            if name != "_trade_updates_handler":
+                assert hasattr(stream, name), f"alpaca-py dropped {name}"
+        assert not sdk_adapter.is_connected(stream) and sdk_adapter.registered(stream) == set()
+    assert sorted(acknowledged({"T": "subscription", "news": ["*", "AAPL"]})) == [
+        ("news", "*"), ("news", "AAPL")]
+
+
+def test_a_news_article_naming_several_subscribed_symbols_reaches_the_handler_once():
+    import asyncio  # noqa: PLC0415
+
+    received: list[object] = []
+
+    async def handler(message: object) -> None:
+        received.append(message)
+
+    news = sdk_adapter.AdaptedNewsDataStream("PKTEST", "secret", url="ws://127.0.0.1:9/n",
+                                             websocket_params={}, events=_Events())
+
+    async def scenario() -> None:
+        await sdk_adapter.subscribe(news, {("news", "AAPL"), ("news", "TSLA")}, handler)
+        await news._dispatch({"T": "n", "id": 1, "symbols": ["AAPL", "TSLA"]})
+
+    asyncio.run(scenario())
+    assert len(received) == 1
