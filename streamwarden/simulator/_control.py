@@ -12,6 +12,8 @@ running simulator.
     GET /control/trade_update?[event=fill&symbol=AAPL&side=buy&qty=1&price=..&order_id=UUID
                               &position_qty=..&client_order_id=..]
     GET /control/drop[?kind=market_data|trade_updates]
+    GET /control/mute
+    GET /control/unmute
     GET /control/stats
 
 The parameters are the keyword arguments of the :class:`~streamwarden.simulator.Simulator`
@@ -19,10 +21,11 @@ method of the same job (``publish_quote``, ``publish_trade``, ``publish_bar``,
 ``publish_trade_update``, ``drop_connections``), with the same defaults and checks; timestamps
 are the simulator's clock. Every request must carry the header ``X-Streamwarden-Control`` (any
 value). The answer is JSON: ``{"sent_to": N}`` (how many connections the message was sent to),
-``{"dropped": N}``, or the stats; a refusal is ``{"error": "..."}`` with status 400 (a bad or
-missing parameter: nothing was published), 403 (a peer that is not on loopback, or no control
-header), 404 (no such action), 405 (not GET) or 503 (the simulator is stopping, or the request
-did not finish in time).
+``{"dropped": N}``, ``{"muted": true|false}`` (the ``mute`` fault, see
+:mod:`streamwarden.simulator.faults`), or the stats; a refusal is ``{"error": "..."}`` with
+status 400 (a bad or missing parameter: nothing was published), 403 (a peer that is not on
+loopback, or no control header), 404 (no such action), 405 (not GET) or 503 (the simulator is
+stopping, or the request did not finish in time).
 
 Why GET: websockets reads no request body, and the older websockets versions streamwarden
 supports hand over no other method. Such requests change state here, so they are protected
@@ -112,6 +115,8 @@ ACTIONS: Mapping[str, Action] = {
                            ("event", "symbol", "side", "qty", "price", "order_id",
                             "position_qty", "client_order_id")),
     "drop": Action("drop_connections", "dropped", (), ("kind",)),
+    "mute": Action("mute", "muted"),
+    "unmute": Action("unmute", "muted"),
     "stats": Action("stats", None),
 }
 """The actions, by name (the last part of the path)."""

@@ -7,6 +7,8 @@ manager's engine loop (no thread of its own) and maps what happens on the wire t
   again after each reconnect of the SDK; every subscription acknowledgement ->
   ``on_subscribed`` with the pairs the wire carries;
 * socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects);
+  ``reconnect`` (a stale socket) closes the socket under the SDK, which reconnects, and that
+  loss is not reported;
 * Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
   405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
   does not retry refused credentials forever;
@@ -90,6 +92,7 @@ class AlpacaTransport:
         self._socket_open = False
         self._wanted: frozenset[Subscription] = frozenset()
         self._resync = asyncio.Event()
+        self._reconnecting: asyncio.Task[None] | None = None
         self._stream = self._build_stream(credentials, settings)
 
     def _build_stream(self, credentials: Credentials, settings: Settings) -> Any:
@@ -133,6 +136,17 @@ class AlpacaTransport:
         self._socket_open = False
         await sdk_adapter.request_stop(self._stream)
         await sdk_adapter.close_socket(self._stream)
+
+    def reconnect(self, reason: str) -> None:
+        """Close the usable socket under the SDK, whose loop then connects again; the loss is
+        not reported (see the contract). The close handshake is bounded by the websocket
+        close_timeout."""
+        if self._closing or not self._usable:
+            return
+        self._usable = self._awaiting_ready = self._socket_open = False
+        self._reconnecting = asyncio.get_running_loop().create_task(
+            sdk_adapter.close_socket(self._stream),
+            name=f"streamwarden-reconnect-{self._key.fingerprint[:8]}")
 
     def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
         """Ask for ``pairs`` on the wire; reconciled by the sync task once running."""

@@ -142,7 +142,7 @@ BAD_REQUESTS = [
     ("drop?kind=everything", 400, "kind must be one of"),
     ("stats?verbose=1", 400, "stats takes no parameters"),
     ("fill?price=1", 404, "no control action 'fill'; the actions are quote, trade, bar, "
-                          "trade_update, drop, stats"),
+                          "trade_update, drop, mute, unmute, stats"),
 ]
 
 

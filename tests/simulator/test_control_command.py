@@ -503,3 +503,14 @@ def test_the_readme_curl_request_publishes_a_fill(sim: Simulator, sdk: SdkRunner
         assert json.loads(response.read()) == {"sent_to": 1}
     (update,) = received.wait(1)
     assert (update.event, update.order.client_order_id) == (TradeEvent.FILL, "momentum-1")
+
+
+def test_mute_and_unmute_switch_the_fault(sim: Simulator,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    url = ["--url", sim.control_url]
+    assert main(["simulator", "mute", *url]) == 0
+    assert sim.faults.mute
+    assert request(sim.control_url, "mute", {}) == {"muted": True}
+    assert main(["simulator", "unmute", *url]) == 0
+    assert not sim.faults.mute
+    assert capsys.readouterr().out.splitlines() == ["muted", "unmuted"]
