@@ -238,7 +238,7 @@ class Supervisor:
         finally:
             self._busy = False
             self._free.set()
-            if self.core.next_deadline() is not None or self.core.state == IDLE:
+            if self._deadline() is not None or self.core.state == IDLE:
                 self._inbox.put_nowait(_Event(_nothing))  # it may have to stop or retire
 
     # What the transport reports (TransportEvents), on the engine loop.
@@ -321,9 +321,14 @@ class Supervisor:
             if state == RUNNING:
                 await self._check_stale()
 
-    async def _next(self) -> _Item | None:
+    def _deadline(self) -> float | None:
+        """When the task must wake by itself: the lifecycle's next deadline, or while running
+        the watchdog's next check."""
         core = self.core
-        deadline = self._watchdog.deadline() if core.state == RUNNING else core.next_deadline()
+        return self._watchdog.deadline() if core.state == RUNNING else core.next_deadline()
+
+    async def _next(self) -> _Item | None:
+        deadline = self._deadline()
         if deadline is None:
             return await self._inbox.get()
         timeout = deadline - self._clock.monotonic()

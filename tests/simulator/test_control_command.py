@@ -421,12 +421,14 @@ def test_answers_that_are_not_the_simulators_exit_1(
                                        f"(operation=simulator.control.stats)\n")
 
 
-def test_an_answer_without_a_count_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("action", ["drop", "mute"])
+def test_an_answer_without_a_count_exits_1(action: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     with other_server(200, b'{"ok": true}') as url:
-        assert main(["simulator", "drop", "--url", url]) == 1
+        assert main(["simulator", action, "--url", url]) == 1
     assert capsys.readouterr().err == (
         f"streamwarden: SimulatorError: unexpected answer from {url}: {{'ok': True}} "
-        f"(operation=simulator.control.drop)\n")
+        f"(operation=simulator.control.{action})\n")
 
 
 def test_a_silent_server_times_out() -> None:
