@@ -8,6 +8,7 @@ market-session rule is exercised at every hour the suite happens to run.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from streamwarden.machine.conformance import replay
 from streamwarden.machine.spec import default_spec
 from streamwarden.simulator import Simulator
 from streamwarden.testing import ShiftedClock
+from streamwarden.transports import AlpacaTransport
+from tests.transports.test_alpaca_transport import _Listener, _until
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -119,3 +122,30 @@ def test_no_reconnect_on_an_exempt_channel(sim, sink, creds):
         assert sim.stats().kinds["market_data"].opened == 1
         (lifecycle,) = live.health().lifecycles
         assert lifecycle.message_ages == {"bars": None}
+
+
+def test_the_transport_reconnects_on_request_without_reporting_a_loss(sim, creds):
+    settings = sw.Settings(market_data_url=sim.market_data_url, start_timeout=BOUND,
+                           stop_timeout=1.0)
+    key = sw.StreamKey("2" * 24, "market_data", True, "iex")
+
+    async def scenario() -> None:
+        transport = AlpacaTransport(key, creds, settings)
+        transport.reconnect("went_stale")  # nothing open yet: nothing to do
+        listener = _Listener()
+        transport.set_subscriptions(frozenset({("quotes", "AAPL")}))
+        task = asyncio.create_task(transport.run(listener))
+        assert await _until(lambda: listener.calls == ["connected", "subscribed"])
+        transport.reconnect("went_stale")
+        assert not transport.socket_open
+        transport.reconnect("went_stale")  # already reconnecting: no second close
+        assert await _until(lambda: listener.calls.count("connected") == 2, BOUND)
+        assert "lost" not in listener.calls and transport.socket_open
+        assert listener.pairs[-1] == {("quotes", "AAPL")}
+        await transport.stop()
+        transport.reconnect("went_stale")  # stopped: nothing to do
+        async with asyncio.timeout(BOUND):
+            await task
+
+    asyncio.run(scenario())
+    assert sim.stats().kinds["market_data"].opened == 2
