@@ -483,7 +483,7 @@ def _readme_section() -> str:
 def test_the_readme_commands_parse() -> None:
     commands = [line.split()[1:] for line in _readme_section().splitlines()
                 if line.startswith("streamwarden simulator")]
-    assert len(commands) == 7
+    assert len(commands) == 9
     for argv in commands:
         args = _parser(argv).parse_args(argv)
         assert args.command == "simulator" and callable(args.handler)
