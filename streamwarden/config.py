@@ -99,7 +99,9 @@ class Settings:
             0 never counts that channel as stale, and a channel exempt by default
             (:data:`STALE_EXEMPT_CHANNELS`) is watched only when named here. From the
             environment: ``STREAMWARDEN_STALE_AFTER_<CHANNEL>`` (``..._QUOTES=30``,
-            ``..._DAILY_BARS=90000``), the channel name in capitals.
+            ``..._DAILY_BARS=90000``), the channel name in capitals. Only streams whose kind
+            has a market session are watched (stock and crypto market data): trade updates
+            never are, whatever these settings say.
 
     Raises:
         InvalidInputError: on any out-of-range or ill-typed value; the object is not created.

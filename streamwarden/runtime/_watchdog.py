@@ -84,21 +84,18 @@ class Watchdog:
         deadline = self.deadline()
         if deadline is None or now < deadline:
             return None
+        watched = {channel: limit for channel in self._since
+                   if (limit := self._limit(channel))}
+        self._not_before = now + min(watched.values())  # a deadline implies one is watched
         opened = open_for(self._kind, wall)
+        if opened is None:
+            return None
         found: Stale | None = None
-        shortest: float | None = None
-        for channel, since in self._since.items():
-            limit = self._limit(channel)
-            if not limit:
-                continue
-            shortest = limit if shortest is None else min(shortest, limit)
-            if opened is None:
-                continue
+        for channel, limit in watched.items():
+            since = self._since[channel]
             silent = min(now - max(since, self._last.get(channel, since)), opened)
             if silent >= limit and (found is None or silent > found.silent_for):
                 found = Stale(channel, silent)
-        if shortest is not None:
-            self._not_before = now + shortest
         return found
 
     def ages(self, channels: Iterable[str], now: float) -> Mapping[str, float | None]:

@@ -143,6 +143,9 @@ def test_crypto_goes_stale_on_a_saturday_and_trade_updates_never():
     trading = Watchdog("trade_updates", SETTINGS_30)
     trading.acknowledged({"trade_updates"}, 0.0)
     assert trading.deadline() is None and trading.check(math.inf, OPEN) is None
+    named = Watchdog("trade_updates", sw.Settings(stale_after_channels={"trade_updates": 5}))
+    named.acknowledged({"trade_updates"}, 0.0)
+    assert named.check(3600.0, OPEN) is None  # no market session: never stale
 
 
 def test_ages_show_every_channel_on_the_wire_or_with_a_message():
