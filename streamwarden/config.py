@@ -8,8 +8,10 @@ arguments win over the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any, Literal
 
 from streamwarden.errors import InvalidInputError
@@ -26,6 +28,15 @@ ENV_PREFIX = "STREAMWARDEN_"
 #: Documented default key for account fingerprints. Set STREAMWARDEN_FINGERPRINT_KEY to a private
 #: value so that fingerprints cannot be linked to key ids by someone who knows the ids.
 DEFAULT_FINGERPRINT_KEY = "streamwarden-fingerprint-v1"
+#: Channels that are legitimately sparse, never restarted for silence unless
+#: ``stale_after_channels`` names them: bars (one a minute per symbol, none for a symbol that
+#: does not trade), daily and updated bars, trading statuses, news, and trade updates (an
+#: account without orders is silent for days).
+STALE_EXEMPT_CHANNELS = frozenset({"bars", "daily_bars", "updated_bars", "statuses", "news",
+                                   "trade_updates"})
+#: The prefix of the per-channel staleness variables (``STREAMWARDEN_STALE_AFTER_QUOTES=30``).
+STALE_AFTER_ENV_PREFIX = ENV_PREFIX + "STALE_AFTER_"
+_CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -84,6 +95,20 @@ class Settings:
         checkpoint_interval: seconds between checkpoints at the latest (a heartbeat when
             nothing was appended).
         debug: check the spec's invariants after every transition (slower).
+        stale_after: seconds without a message on a channel the wire carries, while the
+            market of the stream's kind is open (:mod:`streamwarden.sessions`), after which the
+            socket counts as mute and is closed and reconnected (the spec event
+            ``went_stale``); 0 turns the watchdog off. The default, 120 s, is twice the single
+            60 s data timeout alpaca-py's own fix was criticised for: a busy quotes or trades
+            channel is silent for seconds at most during a session, so two minutes of silence
+            means a mute socket, at the cost of at most two minutes of lost data.
+        stale_after_channels: per-channel overrides of ``stale_after`` (``{"trades": 300}``);
+            0 never counts that channel as stale, and a channel exempt by default
+            (:data:`STALE_EXEMPT_CHANNELS`) is watched only when named here. From the
+            environment: ``STREAMWARDEN_STALE_AFTER_<CHANNEL>`` (``..._QUOTES=30``,
+            ``..._DAILY_BARS=90000``), the channel name in capitals. Only streams whose kind
+            has a market session are watched (stock and crypto market data): trade updates
+            never are, whatever these settings say.
 
     Raises:
         InvalidInputError: on any out-of-range or ill-typed value; the object is not created.
@@ -112,6 +137,8 @@ class Settings:
     checkpoint_key: str | None = None
     checkpoint_every: int = 1000
     checkpoint_interval: float = 300.0
+    stale_after: float = 120.0
+    stale_after_channels: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         check_seconds("start_timeout", self.start_timeout, allow_zero=False)
@@ -142,6 +169,22 @@ class Settings:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InvalidInputError("checkpoint_every must be a whole number >= 1")
         check_seconds("checkpoint_interval", self.checkpoint_interval, allow_zero=False)
+        check_seconds("stale_after", self.stale_after, allow_zero=True)
+        object.__setattr__(self, "stale_after_channels",
+                           _check_stale_channels(self.stale_after_channels))
+
+    def stale_after_of(self, channel: str) -> float:
+        """Seconds of silence after which ``channel`` is stale; 0.0: never.
+
+        >>> Settings(stale_after_channels={"trades": 300}).stale_after_of("trades")
+        300.0
+        >>> Settings().stale_after_of("bars"), Settings().stale_after_of("quotes")
+        (0.0, 120.0)
+        """
+        override = self.stale_after_channels.get(channel)
+        if override is not None:
+            return override
+        return 0.0 if channel in STALE_EXEMPT_CHANNELS else self.stale_after
 
     @property
     def fingerprint_key_bytes(self) -> bytes:
@@ -159,8 +202,11 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in fields(cls):
             text = env.get(ENV_PREFIX + spec.name.upper())
-            if text is not None:
+            if text is not None and spec.name != "stale_after_channels":
                 values[spec.name] = _parse_env_value(spec.name, text, default=spec.default)
+        channels = _stale_channels_from_env(env)
+        if channels:
+            values["stale_after_channels"] = channels
         return replace(cls(), **{**values, **overrides})
 
     def replace(self, **changes: Any) -> Settings:
@@ -186,3 +232,29 @@ def _parse_env_value(name: str, text: str, *, default: object) -> object:
         except ValueError:
             raise InvalidInputError(f"{variable} must be a number of seconds") from None
     return text.strip() or None if default is None else text.strip()
+
+
+def _check_stale_channels(value: object) -> Mapping[str, float]:
+    if not isinstance(value, Mapping):
+        raise InvalidInputError("stale_after_channels must be a mapping of channel to seconds")
+    checked: dict[str, float] = {}
+    for channel, seconds in value.items():
+        if not isinstance(channel, str) or not _CHANNEL_NAME.match(channel):
+            raise InvalidInputError(f"stale_after_channels: {channel!r} is not a channel name "
+                                    "(lower-case letters, digits and _)")
+        checked[channel] = check_seconds(f"stale_after_channels[{channel!r}]", seconds)
+    return MappingProxyType(checked)
+
+
+def _stale_channels_from_env(env: Mapping[str, str]) -> dict[str, float]:
+    """The ``STREAMWARDEN_STALE_AFTER_<CHANNEL>`` variables, by channel name."""
+    channels: dict[str, float] = {}
+    for name, text in env.items():
+        if not name.startswith(STALE_AFTER_ENV_PREFIX):
+            continue
+        channel = name[len(STALE_AFTER_ENV_PREFIX):].lower()
+        try:
+            channels[channel] = float(text)
+        except ValueError:
+            raise InvalidInputError(f"{name} must be a number of seconds") from None
+    return channels

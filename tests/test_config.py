@@ -80,3 +80,44 @@ def test_db_url_from_env_is_kept_out_of_repr():
     assert Settings().db_url is None
     with pytest.raises(InvalidInputError, match="db_url"):
         Settings(db_url="")
+
+
+def test_staleness_defaults_and_exempt_channels():
+    settings = Settings()
+    assert settings.stale_after == 120.0 and dict(settings.stale_after_channels) == {}
+    assert [settings.stale_after_of(c) for c in ("quotes", "trades")] == [120.0, 120.0]
+    for channel in ("bars", "daily_bars", "updated_bars", "statuses", "news", "trade_updates"):
+        assert settings.stale_after_of(channel) == 0.0, channel
+    tuned = Settings(stale_after=30, stale_after_channels={"bars": 180, "trades": 0})
+    assert (tuned.stale_after_of("quotes"), tuned.stale_after_of("bars"),
+            tuned.stale_after_of("trades")) == (30.0, 180.0, 0.0)
+    assert Settings(stale_after=0).stale_after_of("quotes") == 0.0  # watchdog off
+    with pytest.raises(TypeError):  # the overrides cannot be changed afterwards
+        tuned.stale_after_channels["quotes"] = 1  # type: ignore[index]
+    assert hash(tuned) == hash(tuned.replace())
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"stale_after": -1}, "stale_after must be >= 0"),
+    ({"stale_after": math.inf}, "stale_after must be a finite"),
+    ({"stale_after_channels": [("quotes", 1)]}, "mapping of channel to seconds"),
+    ({"stale_after_channels": {"Quotes": 1}}, "'Quotes' is not a channel name"),
+    ({"stale_after_channels": {"quotes": -5}}, r"stale_after_channels\['quotes'\] must be >= 0"),
+    ({"stale_after_channels": {"quotes": "5"}}, "number of seconds"),
+])
+def test_bad_staleness_settings_are_refused(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        Settings(**kwargs)
+
+
+def test_staleness_from_env_per_channel():
+    env = {"STREAMWARDEN_STALE_AFTER": "45", "STREAMWARDEN_STALE_AFTER_QUOTES": "10",
+           "STREAMWARDEN_STALE_AFTER_DAILY_BARS": "90000"}
+    settings = Settings.from_env(env)
+    assert settings.stale_after == 45.0
+    assert dict(settings.stale_after_channels) == {"quotes": 10.0, "daily_bars": 90000.0}
+    assert settings.stale_after_of("daily_bars") == 90000.0
+    with pytest.raises(InvalidInputError, match="STREAMWARDEN_STALE_AFTER_TRADES must be a number"):
+        Settings.from_env({"STREAMWARDEN_STALE_AFTER_TRADES": "often"})
+    with pytest.raises(InvalidInputError, match="'bad-name' is not a channel name"):
+        Settings.from_env({"STREAMWARDEN_STALE_AFTER_BAD-NAME": "1"})

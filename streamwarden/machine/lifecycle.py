@@ -2,9 +2,10 @@
 
 :class:`LifecycleMachine` sends events to an instance of the spec's machine class and reports
 what happened as a :class:`Transition`: states and ``refs`` before and after, and the effects the
-spec attached (``start_transport``, ``revoke_leases``). Effects are *recorded*, not carried out:
-the manager carries them out after the transition has been written to the audit trail, and if
-that write fails it calls :meth:`LifecycleMachine.rollback`, so no change takes effect.
+spec attached (``start_transport``, ``revoke_leases``, ``reconnect_transport``). Effects are
+*recorded*, not carried out: the manager carries them out after the transition has been written
+to the audit trail, and if that write fails it calls :meth:`LifecycleMachine.rollback`, so no
+change takes effect.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from streamwarden.machine.spec import LifecycleSpec
 
 START_TRANSPORT = "start_transport"
 REVOKE_LEASES = "revoke_leases"
+RECONNECT_TRANSPORT = "reconnect_transport"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class LifecycleModel:
     def revoke_leases(self) -> None:
         """Effect: revoke every live lease."""
         self.effects.append(REVOKE_LEASES)
+
+    def reconnect_transport(self) -> None:
+        """Effect: close the socket so that the transport connects again."""
+        self.effects.append(RECONNECT_TRANSPORT)
 
 
 class LifecycleMachine:

@@ -26,6 +26,7 @@ from streamwarden.errors import (
     StreamwardenError,
 )
 from streamwarden.machine.lifecycle import (
+    RECONNECT_TRANSPORT,
     REVOKE_LEASES,
     START_TRANSPORT,
     LifecycleMachine,
@@ -107,6 +108,7 @@ class Effects:
     revoke_error: StreamwardenError | None = None
     ended: LeaseEntry | None = None
     wire: frozenset[Subscription] | None = None
+    reconnect_transport: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,11 @@ class Lifecycle:
     def cause_id(self) -> str | None:
         """The event id of the record of the last state change (the causation of what follows)."""
         return self._cause_id
+
+    @property
+    def acknowledged(self) -> frozenset[Subscription]:
+        """The pairs the wire acknowledged carrying since the last connect."""
+        return self._acked
 
     @property
     def transport_connected(self) -> bool:
@@ -432,6 +439,8 @@ class Lifecycle:
             revoke_error=pending.revoke_error,
             ended=ended,
             wire=wire if wire != wire_before else None,
+            reconnect_transport=(transition is not None
+                                 and RECONNECT_TRANSPORT in transition.effects),
         )
 
     def rollback(self, pending: Pending) -> None:
@@ -471,7 +480,7 @@ class Lifecycle:
         event = transition.event
         if event == "connected":
             self._transport_connected = True
-        elif event == "connection_lost":
+        elif event in ("connection_lost", "went_stale"):
             self._transport_connected = False
             self._acked = frozenset()
             self.reconnects += 1

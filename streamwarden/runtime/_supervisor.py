@@ -9,10 +9,12 @@ effects run) or rolls back. Market-data messages do not go through the inbox: th
 them straight to the leases' queues through the core's immutable routing snapshot.
 
 The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, drain
-grace), and ends the lifecycle when it is due: it stops the transport within ``stop_timeout``
-(cancelling it past the bound), then records the final event. The final record is retried for at
-most ``stop_timeout`` more; past that the lifecycle still reaches ``stopped``, and the loss is
-logged and counted (invariants.yaml, L2).
+grace, or while running the staleness watchdog's next check: a channel silent for
+``stale_after`` while its market is open sends ``went_stale``, whose effect closes the socket so
+that the transport reconnects), and ends the lifecycle when it is due: it stops the transport
+within ``stop_timeout`` (cancelling it past the bound), then records the final event. The final
+record is retried for at most ``stop_timeout`` more; past that the lifecycle still reaches
+``stopped``, and the loss is logged and counted (invariants.yaml, L2).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from streamwarden.runtime._lifecycle import (
     Pending,
 )
 from streamwarden.runtime._recording import AuditWriter
+from streamwarden.runtime._watchdog import Watchdog
 from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
 from streamwarden.transports._contract import (
     ConnectFailure,
@@ -157,6 +160,7 @@ class Supervisor:
         self._transport_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._connect_failure: ConnectFailure | None = None  # the latest since connected
+        self._watchdog = Watchdog(lifecycle.key.kind, services.settings)
         self._retired = False
         self.finished = asyncio.Event()
         self.stop_abandoned = False
@@ -240,7 +244,7 @@ class Supervisor:
         finally:
             self._busy = False
             self._free.set()
-            if self.core.next_deadline() is not None or self.core.state == IDLE:
+            if self._deadline() is not None or self.core.state == IDLE:
                 self._inbox.put_nowait(_Event(_nothing))  # it may have to stop or retire
 
     # What the transport reports (TransportEvents), on the engine loop.
@@ -267,6 +271,7 @@ class Supervisor:
         if self._retired:
             return
         self.messages += 1
+        self._watchdog.message(message.channel, self._clock.monotonic())
         targets = self.core.routes.targets(message)
         if targets:
             now = time.monotonic()  # one reading per message, shared by every lease it goes to
@@ -322,9 +327,17 @@ class Supervisor:
                 self._free.clear()
                 await self._stop()
                 return
+            if state == RUNNING:
+                await self._check_stale()
+
+    def _deadline(self) -> float | None:
+        """When the task must wake by itself: the lifecycle's next deadline, or while running
+        the watchdog's next check."""
+        core = self.core
+        return self._watchdog.deadline() if core.state == RUNNING else core.next_deadline()
 
     async def _next(self) -> _Item | None:
-        deadline = self.core.next_deadline()
+        deadline = self._deadline()
         if deadline is None:
             return await self._inbox.get()
         timeout = deadline - self._clock.monotonic()
@@ -419,6 +432,7 @@ class Supervisor:
 
     async def _on_connected(self) -> None:
         self._connect_failure = None
+        self._watchdog.lost()  # a new socket: its acknowledgement starts the count again
         await self._signal("connected")
 
     async def _on_connect_failed(self, failure: ConnectFailure) -> None:
@@ -426,6 +440,7 @@ class Supervisor:
 
     async def _on_lost(self, reason: str) -> None:
         self.core.disconnected()
+        self._watchdog.lost()
         await self._signal("connection_lost", details={"reason": self._redact(reason)})
 
     async def _on_fatal(self, error: ConnectionStartError) -> None:
@@ -453,7 +468,20 @@ class Supervisor:
 
     async def _on_acked(self, pairs: frozenset[Subscription]) -> None:
         self.core.acknowledge(pairs)
+        self._watchdog.acknowledged({channel for channel, _ in pairs}, self._clock.monotonic())
         self._update_readiness()
+
+    async def _check_stale(self) -> None:
+        """Send ``went_stale`` if a channel on the wire has been silent too long (running)."""
+        if not self.core.transport_connected:
+            return
+        stale = self._watchdog.check(self._clock.monotonic(), self._clock.now())
+        if stale is None:
+            return
+        silent_for = round(stale.silent_for, 3)
+        self._log.warning(events.STREAM_STALE, channel=stale.channel, silent_for=silent_for)
+        await self._signal("went_stale", details={"channel": stale.channel,
+                                                  "silent_for": silent_for})
 
     async def _on_overflow(self, handle: LeaseHandle) -> None:
         lease_id = handle.info.lease_id
@@ -507,6 +535,9 @@ class Supervisor:
         self._entered(pending, record)
         if effects.wire is not None:
             self.transport.set_subscriptions(effects.wire)
+        if effects.reconnect_transport:
+            self._watchdog.lost()
+            self.transport.reconnect(pending.draft.event)
         if effects.start_transport:
             self._transport_task = asyncio.create_task(
                 self._run_transport(), name=f"streamwarden-transport-{self.lifecycle_id}")
@@ -746,6 +777,8 @@ class Supervisor:
             reconnects=core.reconnects,
             callback_errors=sum(lease.callback_errors for lease in leases),
             stop_abandoned=self.stop_abandoned,
+            message_ages=self._watchdog.ages({channel for channel, _ in core.wire},
+                                             self._clock.monotonic()),
         )
 
     def _redact(self, text: str) -> str:

@@ -6,7 +6,8 @@ It names accounts only by fingerprint; it never holds a key id, a secret, or a c
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -33,7 +34,10 @@ class LeaseHealth:
 
 @dataclass(frozen=True)
 class LifecycleHealth:
-    """One lifecycle (physical connection). Timestamps are ISO 8601 UTC, or None."""
+    """One lifecycle (physical connection). Timestamps are ISO 8601 UTC, or None.
+    ``message_ages``: seconds since the last message of each channel the wire carries or
+    that carried a message, by channel (None: no message yet); the staleness watchdog
+    reconnects a channel whose silence reaches ``stale_after`` while its market is open."""
 
     lifecycle_id: str
     fingerprint: str
@@ -50,6 +54,7 @@ class LifecycleHealth:
     reconnects: int
     callback_errors: int
     stop_abandoned: bool
+    message_ages: Mapping[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ running simulator.
     GET /control/news?headline=..[&symbols=AAPL,TSLA&summary=..&author=..&source=..&url=..
                      &content=..&article_id=N]
     GET /control/drop[?kind=market_data|trade_updates|crypto_data|option_data|news]
+    GET /control/mute
+    GET /control/unmute
     GET /control/stats
 
 The parameters are the keyword arguments of the :class:`~streamwarden.simulator.Simulator`
@@ -28,10 +30,11 @@ method of the same job (``publish_quote``, ``publish_trade``, ``publish_bar``,
 ``drop_connections``), with the same defaults and checks; timestamps
 are the simulator's clock. Every request must carry the header ``X-Streamwarden-Control`` (any
 value). The answer is JSON: ``{"sent_to": N}`` (how many connections the message was sent to),
-``{"dropped": N}``, or the stats; a refusal is ``{"error": "..."}`` with status 400 (a bad or
-missing parameter: nothing was published), 403 (a peer that is not on loopback, or no control
-header), 404 (no such action), 405 (not GET) or 503 (the simulator is stopping, or the request
-did not finish in time).
+``{"dropped": N}``, ``{"muted": true|false}`` (the ``mute`` fault, see
+:mod:`streamwarden.simulator.faults`), or the stats; a refusal is ``{"error": "..."}`` with
+status 400 (a bad or missing parameter: nothing was published), 403 (a peer that is not on
+loopback, or no control header), 404 (no such action), 405 (not GET) or 503 (the simulator is
+stopping, or the request did not finish in time).
 
 Why GET: websockets reads no request body, and the older websockets versions streamwarden
 supports hand over no other method. Such requests change state here, so they are protected
@@ -134,6 +137,8 @@ ACTIONS: Mapping[str, Action] = {
                    ("symbols", "summary", "author", "source", "url", "content", "article_id"),
                    frozenset({"article_id"}), frozenset({"symbols"})),
     "drop": Action("drop_connections", "dropped", (), ("kind",)),
+    "mute": Action("mute", "muted"),
+    "unmute": Action("unmute", "muted"),
     "stats": Action("stats", None),
 }
 """The actions, by name (the last part of the path)."""

@@ -1,4 +1,5 @@
-"""``streamwarden simulator publish|drop|stats``: drive a running simulator from another process.
+"""``streamwarden simulator publish|drop|mute|unmute|stats``: drive a running simulator from
+another process.
 
 ::
 
@@ -22,13 +23,15 @@
                                          [--author A] [--source S] [--content T]
                                          [--article-url URL] [--article-id N]
     streamwarden simulator drop  --url URL [--kind KIND]
+    streamwarden simulator mute|unmute --url URL
     streamwarden simulator stats --url URL
 
 ``URL`` is the simulator's ``http://HOST:PORT`` (its banner prints it). Each command sends one
 request of :mod:`streamwarden.simulator._control` (standard library HTTP, no proxy) and prints
-how many connections the message was sent to (``drop``: how many were dropped; ``stats``: the
-stats as JSON). Bad arguments exit 2; a simulator that cannot be reached or refuses the request
-is reported as a typed error, which the CLI prints on one line with exit status 1.
+how many connections the message was sent to (``drop``: how many were dropped; ``mute`` and
+``unmute``: ``muted`` or ``unmuted``; ``stats``: the stats as JSON). Bad arguments exit 2; a
+simulator that cannot be reached or refuses the request is reported as a typed error, which the
+CLI prints on one line with exit status 1.
 """
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ def _order_id(text: str) -> str:
 
 
 def add_control_commands(controls: argparse._SubParsersAction[Any]) -> None:
-    """Add ``publish`` (quote, trade, bar, fill), ``drop`` and ``stats`` to the ``simulator``
-    command's subcommands; each sets ``control_handler``."""
+    """Add ``publish`` (quote, trade, bar, fill), ``drop``, ``mute``, ``unmute`` and ``stats``
+    to the ``simulator`` command's subcommands; each sets ``control_handler``."""
     url = argparse.ArgumentParser(add_help=False)
     url.add_argument("--url", type=simulator_url, required=True,
                      help="the running simulator's http://HOST:PORT (printed in its banner)")
@@ -121,6 +124,12 @@ def add_control_commands(controls: argparse._SubParsersAction[Any]) -> None:
     drop.add_argument("--kind", choices=STREAM_KINDS, default=MARKET_DATA,
                       help=f"the connections to drop (default {MARKET_DATA})")
     drop.set_defaults(control_handler=partial(send, "drop"))
+    for action, what in (("mute", "drop every data message from now on; sockets stay open"),
+                         ("unmute", "send data messages again")):
+        switch = controls.add_parser(action, parents=[url], help=f"{what} (the mute fault)",
+                                     description=f"Switch the running simulator's mute fault: "
+                                                 f"{what}.")
+        switch.set_defaults(control_handler=partial(send, action))
     stats = controls.add_parser("stats", parents=[url], help="a running simulator's stats",
                                 description="Print the running simulator's stats as JSON.")
     stats.set_defaults(control_handler=partial(send, "stats"))
@@ -227,6 +236,12 @@ def send(action: str, args: argparse.Namespace) -> int:
     key = ACTIONS[action].answer
     if key is None:
         sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+        return 0
+    if key == "muted":
+        if not isinstance(answer.get(key), bool):
+            raise SimulatorError(f"unexpected answer from {args.url}: {answer!r}",
+                                 operation=f"simulator.control.{action}")
+        sys.stdout.write("muted\n" if answer[key] else "unmuted\n")
         return 0
     count = answer.get(key)
     if not isinstance(count, int):

@@ -17,7 +17,15 @@ fault                         market data (``/v2/<feed>``)     trade updates (``
 ``drop_once=N``               as drop_after, first drop only   as drop_after, first drop only
 ``hang_on_close``             client's close never answered    client's close never answered
 ``slow_start=S``              S seconds before ``connected``   S seconds before the auth reply
+``mute``                      no data (quotes, trades, bars)   no trade updates
 ============================  ===============================  ===============================
+
+``mute`` is the connected-but-silent socket of alpaca-py issue 740: connections stay open,
+pings are answered, auth, subscription and error replies are still sent, but every data message
+published while it is on is dropped for every connection (not held back: nothing arrives after
+``unmute`` but what is published afterwards). ``Simulator.mute()`` / ``unmute()``, the control
+actions ``/control/mute`` / ``/control/unmute`` and ``streamwarden simulator mute|unmute`` switch
+it at run time.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ FLAG_FAULTS = (
     "symbol_limit",
     "insufficient_subscription",
     "hang_on_close",
+    "mute",
 )
 """Faults named alone on the command line (``--fault auth_failure``)."""
 
@@ -39,7 +48,7 @@ VALUE_FAULTS = ("drop_after", "drop_once", "slow_start")
 """Faults that take a value (``--fault drop_after=3``, ``--fault slow_start=0.5``)."""
 
 FAULT_SYNTAX = (
-    "auth_failure|connection_limit|symbol_limit|insufficient_subscription|hang_on_close|"
+    "auth_failure|connection_limit|symbol_limit|insufficient_subscription|hang_on_close|mute|"
     "drop_after=N|drop_once=N|slow_start=SECONDS"
 )
 
@@ -61,6 +70,8 @@ class Faults:
             socket and keeps it open until the simulator stops.
         slow_start: seconds to wait before the market-data ``connected`` greeting and before
             the trading stream's authorization reply.
+        mute: send no data message (dropped, not held back) while sockets stay open and
+            every control reply is still sent.
 
     Raises (on construction):
         ValueError: ``drop_after`` below 1, ``drop_once`` without ``drop_after``, or
@@ -77,6 +88,7 @@ class Faults:
     drop_once: bool = False
     hang_on_close: bool = False
     slow_start: float = 0.0
+    mute: bool = False
 
     def __post_init__(self) -> None:
         if self.drop_after is not None and (

@@ -197,7 +197,7 @@ class Registry:
         dropped). Nothing may be sent on a closed, dropped or hung session.
         """
         with self._changed:
-            if session.dropped or session.hung or not session.is_open:
+            if session.dropped or session.hung or not session.is_open or self._faults.mute:
                 return 0, False
             faults, allowed, drop = self._faults, count, False
             limit = faults.drop_after

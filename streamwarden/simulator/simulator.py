@@ -261,6 +261,17 @@ class Simulator(KindPublishing):
         self._registry.set_faults(faults)
         return faults
 
+    def mute(self) -> bool:
+        """Switch the ``mute`` fault on: sockets stay open and answer pings and control
+        messages, but every data message published from now on is dropped. Returns True (the
+        simulator is muted)."""
+        return self.update_faults(mute=True).mute
+
+    def unmute(self) -> bool:
+        """Switch the ``mute`` fault off: data published from now on is sent again (nothing
+        dropped while muted is replayed). Returns False (the simulator is not muted)."""
+        return self.update_faults(mute=False).mute
+
     @property
     def quote_rate(self) -> float:
         """Generated quotes per second per subscribed symbol."""

@@ -3,6 +3,8 @@
 * :class:`InMemoryTransport` / :class:`InMemoryTransportFactory`: a manager without a network;
   the test produces connection events and messages with ``emit_*``.
 * :class:`InMemoryAuditSink`: the hash-chained in-memory audit sink (``records()``).
+* :class:`ShiftedClock`: a clock set to a chosen wall time (a Saturday, a session's opening)
+  that runs at real speed and jumps forward with ``advance(seconds)``.
 * :class:`ManagerMachine`: the hypothesis ``RuleBasedStateMachine`` that drives a real
   :class:`~streamwarden.ConnectionManager` through random histories and checks the spec's
   invariants and the audit trail's conformance after every step; run it with
@@ -26,6 +28,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from streamwarden.audit.memory import InMemoryAuditSink
+from streamwarden.testing._clock import ShiftedClock
 from streamwarden.testing._transport import (
     InMemoryTransport,
     InMemoryTransportFactory,
@@ -46,6 +49,7 @@ __all__ = [
     "InMemoryTransportFactory",
     "ManagerMachine",
     "PropertyResult",
+    "ShiftedClock",
     "TransportOptions",
     "manager_machine",
     "run_properties",

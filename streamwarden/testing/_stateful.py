@@ -2,9 +2,11 @@
 
 A ``RuleBasedStateMachine`` drives a :class:`~streamwarden.ConnectionManager` (its supervisor
 threads included) over in-memory transports with acquire, release, double release, connected,
-connection lost, fatal error, hung stop (stop timeout), messages, subscription changes and
-close, in random interleavings. After every step every invariant of the spec (INV1..INV7) must
-hold and the audit trail, replayed on the spec, must conform and chain.
+connection lost, fatal error, hung stop (stop timeout), messages, subscription changes, silence
+(the clock jumps past ``stale_after``: running market-data connections go stale and reconnect,
+starting ones time out, draining ones close) and close, in random interleavings. After every
+step every invariant of the spec (INV1..INV7) must hold and the audit trail, replayed on the
+spec, must conform and chain.
 
 Needs hypothesis: ``pip install 'streamwarden[check]'``.
 """
@@ -51,6 +53,7 @@ from streamwarden.runtime import (
     LeaseStatus,
     MarketDataLease,
 )
+from streamwarden.testing._clock import ShiftedClock
 from streamwarden.testing._transport import (
     InMemoryTransport,
     InMemoryTransportFactory,
@@ -65,6 +68,11 @@ ACCOUNTS = (Credentials("PKPROPERTYACCOUNT001", "property-secret-one"),
 SYMBOLS = st.lists(st.sampled_from(["AAPL", "MSFT", "SPY", "BRK.B"]), min_size=1, max_size=3)
 STEPS_PER_EXAMPLE = 25
 SETTLE_SECONDS = 10.0
+#: The managers' ``stale_after``: far longer than any step takes, so that only the silence
+#: rule (a jump of the clock) makes a connection stale.
+STALE_AFTER_SECONDS = 600.0
+#: The managers' wall clock starts in the US equities session (a Wednesday, 10:00 in New York).
+SESSION_OPEN = datetime(2026, 11, 25, 15, tzinfo=UTC)
 _QUOTE = Quote("AAPL", Decimal("187.10"), Decimal(3), Decimal("187.12"), Decimal(1),
                datetime(2026, 11, 23, 15, tzinfo=UTC))
 
@@ -158,14 +166,15 @@ class ManagerMachine(RuleBasedStateMachine):
         self.driver: _SyncDriver | _AsyncDriver | None = None
         self.closed = False
         self.acquires = 0
+        self.clock = ShiftedClock(SESSION_OPEN)
 
     @initialize(drain_grace=st.sampled_from([0.0, 0.0, 30.0]))
     def start_manager(self, drain_grace: float) -> None:
         # A long drain grace makes draining -> running reuse reachable between steps.
         settings_ = Settings(start_timeout=1.0, stop_timeout=0.02, drain_grace=drain_grace,
-                             debug=True)
+                             debug=True, stale_after=STALE_AFTER_SECONDS)
         kwargs = {"transport_factory": self.factory, "audit": self.sink,
-                  "settings": settings_, "spec": self.spec}
+                  "settings": settings_, "spec": self.spec, "clock": self.clock}
         self.driver = _AsyncDriver(kwargs) if self.facade == "async" else _SyncDriver(kwargs)
 
     def _driver(self) -> _SyncDriver | _AsyncDriver:
@@ -236,6 +245,12 @@ class ManagerMachine(RuleBasedStateMachine):
         if transport is not None:
             transport.emit_message(StreamMessage("quotes", "AAPL", _QUOTE))
             self._settle()
+
+    @rule()
+    def silence(self) -> None:
+        self.clock.advance(STALE_AFTER_SECONDS)
+        self._settle()  # wakes the lifecycles: the deadlines passed are now due
+        self._settle()  # and what they did on waking (went_stale, start_failed) is handled
 
     @rule(lease=leases, channel=st.sampled_from(CHANNELS), symbols=SYMBOLS, add=st.booleans())
     def change_subscriptions(self, lease: Any, channel: str, symbols: list[str],

@@ -61,6 +61,7 @@ class InMemoryTransport:
         self._started = False
         self._connected = False
         self._wire: frozenset[Subscription] = frozenset()
+        self.reconnect_reasons: list[str] = []
 
     # Transport protocol (engine loop).
 
@@ -93,6 +94,20 @@ class InMemoryTransport:
         self._connected = False
         if self._stop_signal is not None and not self.options.hang_on_stop:
             self._stop_signal.set()
+
+    def reconnect(self, reason: str) -> None:
+        """Close the pretend socket without reporting the loss and remember ``reason``; with
+        ``auto_connect``, connect again on the next turn of the loop."""
+        if not self._connected or self._stop.is_set():
+            return
+        self._connected = False
+        self.reconnect_reasons.append(reason)
+        if self.options.auto_connect:
+            asyncio.get_running_loop().call_soon(self._reconnected)
+
+    def _reconnected(self) -> None:
+        if not self._stop.is_set():
+            self._connect()
 
     def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
         """Set the wire's pairs; acknowledged at once while connected (``auto_ack``)."""

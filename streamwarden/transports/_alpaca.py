@@ -11,6 +11,8 @@ manager's engine loop (no thread of its own) and maps what happens on the wire t
   trading stream reconnects, the updates it missed are fetched from Alpaca's trade events API
   and delivered before the live ones (:mod:`streamwarden.transports._replay`) ->
   ``on_replayed``;
+* ``reconnect`` (a stale socket) closes the socket under the SDK, which reconnects, and that
+  loss is not reported;
 * Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
   405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
   does not retry refused credentials forever;
@@ -112,6 +114,7 @@ class AlpacaTransport:
         self._socket_open = False
         self._wanted: frozenset[Subscription] = frozenset()
         self._resync = asyncio.Event()
+        self._reconnecting: asyncio.Task[None] | None = None
         self._stream = self._build_stream(credentials, settings)
         self._replay = (None if key.kind == MARKET_DATA
                         else self._build_replay(credentials, settings, clock or SystemClock()))
@@ -180,6 +183,17 @@ class AlpacaTransport:
         self._socket_open = False
         await sdk_adapter.request_stop(self._stream)
         await sdk_adapter.close_socket(self._stream)
+
+    def reconnect(self, reason: str) -> None:
+        """Close the usable socket under the SDK, whose loop then connects again; the loss is
+        not reported (see the contract). The close handshake is bounded by the websocket
+        close_timeout."""
+        if self._closing or not self._usable:
+            return
+        self._usable = self._awaiting_ready = self._socket_open = False
+        self._reconnecting = asyncio.get_running_loop().create_task(
+            sdk_adapter.close_socket(self._stream),
+            name=f"streamwarden-reconnect-{self._key.fingerprint[:8]}")
 
     def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
         """Ask for ``pairs`` on the wire; reconciled by the sync task once running."""

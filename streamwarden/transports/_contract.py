@@ -149,6 +149,16 @@ class Transport(Protocol):
         handshake; may be called before :meth:`run` or more than once."""
         ...
 
+    def reconnect(self, reason: str) -> None:
+        """Close the current socket so that :meth:`run` connects again (the spec's
+        ``reconnect_transport`` effect, after ``went_stale``). Returns at once; the close runs
+        on the loop. The loss of that socket is not reported through
+        :meth:`TransportEvents.on_connection_lost` (the lifecycle has already recorded why);
+        :meth:`TransportEvents.on_connected` follows once the new socket is usable. A no-op
+        while no socket is usable or once :meth:`stop` was called. ``reason`` holds no
+        secret."""
+        ...
+
     def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
         """The (channel, symbol) pairs the wire should carry. Returns at once; the transport
         reconciles the wire on the loop and reports the acknowledgement through

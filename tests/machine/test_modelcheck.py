@@ -105,3 +105,18 @@ def test_an_unbounded_spec_is_reported_not_explored_forever(tmp_path):
               lambda d: d.update(invariants=[i for i in d["invariants"] if i["id"] != "INV4"]))
     result = model_check(load_spec(spec_dir), max_configurations=40)
     assert "BOUNDED" in {v.property_id for v in result.violations}
+
+
+def test_went_stale_is_explored_a_stale_socket_that_drains_breaks_inv3(tmp_path):
+    spec_dir = copy_spec(tmp_path)
+
+    def edit(document):
+        went_stale = transitions_of(document, "running")[5]
+        assert went_stale["event"] == "went_stale" and went_stale["target"] == "starting"
+        went_stale["target"] = "draining"  # and the leases keep counting
+    edit_yaml(spec_dir / "lifecycle.yaml", edit)
+    result = model_check(load_spec(spec_dir))
+    assert not result.ok
+    first = result.violations[0]
+    assert first.property_id == "INV3"
+    assert first.counterexample() == "acquire -> connected -> went_stale"

@@ -10,7 +10,12 @@ import yaml
 from statemachine.io.yaml.reader import YAMLReader
 
 from streamwarden import InvalidTransitionError
-from streamwarden.machine.lifecycle import REVOKE_LEASES, START_TRANSPORT, LifecycleMachine
+from streamwarden.machine.lifecycle import (
+    RECONNECT_TRANSPORT,
+    REVOKE_LEASES,
+    START_TRANSPORT,
+    LifecycleMachine,
+)
 from streamwarden.machine.spec import SpecError, default_spec, load_spec
 
 SPEC_DIR = Path(default_spec().directory)
@@ -34,7 +39,7 @@ def test_exactly_the_five_states_and_the_events_of_the_contract():
     assert spec.states == ("idle", "starting", "running", "draining", "stopped")
     assert spec.initial_state == "idle" and spec.final_states == ("stopped",)
     assert set(spec.events) == {"acquire", "release", "connected", "start_failed", "shutdown",
-                                "connection_lost", "closed", "close_timeout"}
+                                "connection_lost", "closed", "close_timeout", "went_stale"}
     assert [inv.id for inv in spec.invariants] == [f"INV{n}" for n in range(1, 8)]
     assert [bound.id for bound in spec.liveness] == ["L1", "L2"]
 
@@ -46,6 +51,8 @@ def test_exactly_the_five_states_and_the_events_of_the_contract():
     ([("acquire", {}), ("start_failed", {})], ("stopped", 0, (REVOKE_LEASES,))),
     ([("acquire", {}), ("connected", {}), ("shutdown", {})], ("draining", 0, (REVOKE_LEASES,))),
     ([("acquire", {}), ("connected", {}), ("connection_lost", {})], ("starting", 1, ())),
+    ([("acquire", {}), ("connected", {}), ("went_stale", {})],
+     ("starting", 1, (RECONNECT_TRANSPORT,))),
     ([("acquire", {}), ("release", {}), ("connected", {})], ("draining", 0, ())),
     ([("acquire", {}), ("release", {}), ("acquire", {"reusable": True})], ("running", 1, ())),
     ([("acquire", {}), ("release", {}), ("close_timeout", {})], ("stopped", 0, ())),

@@ -143,7 +143,7 @@ BAD_REQUESTS = [
     ("stats?verbose=1", 400, "stats takes no parameters"),
     ("fill?price=1", 404, "no control action 'fill'; the actions are quote, trade, bar, "
                           "trade_update, crypto_quote, crypto_trade, option_quote, option_trade, "
-                          "news, drop, stats"),
+                          "news, drop, mute, unmute, stats"),
 ]
 
 

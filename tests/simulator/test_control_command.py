@@ -421,12 +421,14 @@ def test_answers_that_are_not_the_simulators_exit_1(
                                        f"(operation=simulator.control.stats)\n")
 
 
-def test_an_answer_without_a_count_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("action", ["drop", "mute"])
+def test_an_answer_without_a_count_exits_1(action: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     with other_server(200, b'{"ok": true}') as url:
-        assert main(["simulator", "drop", "--url", url]) == 1
+        assert main(["simulator", action, "--url", url]) == 1
     assert capsys.readouterr().err == (
         f"streamwarden: SimulatorError: unexpected answer from {url}: {{'ok': True}} "
-        f"(operation=simulator.control.drop)\n")
+        f"(operation=simulator.control.{action})\n")
 
 
 def test_a_silent_server_times_out() -> None:
@@ -481,7 +483,7 @@ def _readme_section() -> str:
 def test_the_readme_commands_parse() -> None:
     commands = [line.split()[1:] for line in _readme_section().splitlines()
                 if line.startswith("streamwarden simulator")]
-    assert len(commands) == 9
+    assert len(commands) == 11
     for argv in commands:
         args = _parser(argv).parse_args(argv)
         assert args.command == "simulator" and callable(args.handler)
@@ -503,3 +505,14 @@ def test_the_readme_curl_request_publishes_a_fill(sim: Simulator, sdk: SdkRunner
         assert json.loads(response.read()) == {"sent_to": 1}
     (update,) = received.wait(1)
     assert (update.event, update.order.client_order_id) == (TradeEvent.FILL, "momentum-1")
+
+
+def test_mute_and_unmute_switch_the_fault(sim: Simulator,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    url = ["--url", sim.control_url]
+    assert main(["simulator", "mute", *url]) == 0
+    assert sim.faults.mute
+    assert request(sim.control_url, "mute", {}) == {"muted": True}
+    assert main(["simulator", "unmute", *url]) == 0
+    assert not sim.faults.mute
+    assert capsys.readouterr().out.splitlines() == ["muted", "unmuted"]

@@ -184,3 +184,36 @@ def test_slow_start_ends_early_when_the_client_leaves() -> None:
             sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 1, BOUND)
         stats = sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 0, BOUND)
     assert stats.connections[0].control_messages == 0
+
+
+def test_mute_keeps_the_socket_open_and_answering_but_sends_no_data(sim: Simulator) -> None:
+    with client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "quotes": ["AAPL"]})
+        receive(ws)
+        assert sim.mute() is True and sim.faults.active == ("mute",)
+        assert sim.publish_quote("AAPL", bid_price=1, ask_price=2) == 0
+        assert sim.publish_quotes("AAPL", 3, batch_size=3) == 0
+        ws.ping().wait(BOUND)  # answered
+        send(ws, {"action": "subscribe", "trades": ["AAPL"]})
+        (ack,) = receive(ws)  # control replies still flow
+        assert ack["trades"] == ["AAPL"]
+        with pytest.raises(TimeoutError):  # the muted quotes were dropped, not held back
+            ws.recv(timeout=0.3)
+        assert sim.unmute() is False
+        assert sim.publish_quote("AAPL", bid_price=3, ask_price=4) == 1
+        (message,) = receive(ws)
+        assert (message["T"], message["bp"]) == ("q", 3)
+    (connection,) = sim.stats().connections
+    assert connection.data_messages == 1
+
+
+def test_mute_from_the_command_line_and_the_fault_flag() -> None:
+    assert Faults.parse(["mute"]) == Faults(mute=True)
+    with Simulator(faults=Faults(mute=True)) as sim, client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "quotes": ["AAPL"]})
+        receive(ws)
+        assert sim.publish_quote("AAPL", bid_price=1, ask_price=2) == 0
+        assert sim.unmute() is False
+        assert sim.publish_quote("AAPL", bid_price=1, ask_price=2) == 1
