@@ -4,7 +4,7 @@ A chart is 1000 units wide (it scales to the page): owner and connection labels 
 on the left, time running left to right over the plot, a UTC time axis below. A connection's
 row shows its states as coloured bands; a lease is a bar from its acquire to what ended it
 (an open lease runs to the end of the window, dashed, with an arrow); a reconnect
-(``connection_lost``) is an orange triangle and a failure (outcome ``failed`` or ``forced``) a
+(``connection_lost`` or ``went_stale``) is an orange triangle and a failure (outcome ``failed`` or ``forced``) a
 red cross, each with a line down through the rows. Every mark carries a ``<title>`` (the
 details on hover, no script needed); :func:`legend` explains the colours.
 """
@@ -277,7 +277,7 @@ def legend(states: Sequence[str]) -> str:
                 f'stroke="{FAILURE_COLOUR}" stroke-width="2"/>')
         + " lease revoked or released with an error",
         _swatch(f'<path d="M6,1 L18,1 L12,12 Z" fill="{RECONNECT_COLOUR}"/>')
-        + " reconnect (connection_lost)",
+        + " reconnect (connection_lost or went_stale)",
         _swatch(f'<path d="M7,2 L17,12 M17,2 L7,12" stroke="{FAILURE_COLOUR}" '
                 'stroke-width="2.5"/>')
         + " failure (outcome failed or forced)",

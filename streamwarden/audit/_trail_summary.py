@@ -24,7 +24,8 @@ from streamwarden.audit.records import AuditRecord
 from streamwarden.audit.timeline import Timeline, TimelineBuilder
 from streamwarden.errors import InvalidInputError
 
-RECONNECT_EVENT = "connection_lost"
+#: The transitions that start a reconnect: a dropped socket, and a silent one closed on purpose.
+RECONNECT_EVENTS = frozenset({"connection_lost", "went_stale"})
 FAILURE_OUTCOMES = frozenset({"failed", "forced"})
 
 
@@ -110,7 +111,7 @@ class OwnerStats:
 
 @dataclass(frozen=True)
 class Marker:
-    """A record marked on a timeline: a reconnect (``connection_lost``) or a failure."""
+    """A record marked on a timeline: a reconnect (``connection_lost`` or ``went_stale``) or a failure."""
 
     at: datetime
     seq: int | None
@@ -143,7 +144,7 @@ class TrailSummary:
         records: how many records were selected.
         first_at, last_at: the earliest and latest ``occurred_at`` (None without records).
         outcomes: records per outcome.
-        reconnects: ``connection_lost`` records.
+        reconnects: ``connection_lost`` and ``went_stale`` records.
         connections: one entry per lifecycle, in the order of their first record.
         drawn: the first :attr:`ReportLimits.connections` of them, with what to draw.
         accounts: per fingerprint, in the order first seen.
@@ -223,7 +224,7 @@ class _Collector:
         self.first_at = at if self.first_at is None else min(self.first_at, at)
         self.last_at = at if self.last_at is None else max(self.last_at, at)
         self.outcomes[record.outcome] += 1
-        reconnect = record.event == RECONNECT_EVENT and record.outcome == "ok"
+        reconnect = record.event in RECONNECT_EVENTS and record.outcome == "ok"
         failure = record.outcome in FAILURE_OUTCOMES
         self.reconnects += reconnect
         stats = self._connection(record)
