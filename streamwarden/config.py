@@ -77,6 +77,16 @@ class Settings:
         checkpoint_interval: seconds between checkpoints at the latest (a heartbeat when
             nothing was appended).
         debug: check the spec's invariants after every transition (slower).
+        reconnect_backoff_initial / reconnect_backoff_max: seconds of the jittered exponential
+            backoff between connection attempts: attempt n waits a random time in
+            ``[c/2, c]`` with ``c = min(max, initial * 2**(n-1))``; an HTTP 429 waits the
+            answer's ``Retry-After``, else ``reconnect_backoff_max``.
+        reconnect_grace: seconds a reconnect after a drop may take, whatever the cause, before
+            the lifecycle fails and its leases are revoked (first starts keep
+            ``start_timeout``).
+        connection_limit_grace: seconds, from the drop, during which Alpaca's 406 (connection
+            limit exceeded) on a reconnect is transient; a 406 past it fails the lifecycle
+            with ConnectionLimitError.
 
     Raises:
         InvalidInputError: on any out-of-range or ill-typed value; the object is not created.
@@ -101,6 +111,10 @@ class Settings:
     checkpoint_key: str | None = None
     checkpoint_every: int = 1000
     checkpoint_interval: float = 300.0
+    reconnect_backoff_initial: float = 1.0
+    reconnect_backoff_max: float = 30.0
+    reconnect_grace: float = 300.0
+    connection_limit_grace: float = 120.0
 
     def __post_init__(self) -> None:
         check_seconds("start_timeout", self.start_timeout, allow_zero=False)
@@ -127,6 +141,16 @@ class Settings:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InvalidInputError("checkpoint_every must be a whole number >= 1")
         check_seconds("checkpoint_interval", self.checkpoint_interval, allow_zero=False)
+        self._check_reconnect()
+
+    def _check_reconnect(self) -> None:
+        check_seconds("reconnect_backoff_initial", self.reconnect_backoff_initial,
+                      allow_zero=False)
+        check_seconds("reconnect_backoff_max", self.reconnect_backoff_max, allow_zero=False)
+        if self.reconnect_backoff_max < self.reconnect_backoff_initial:
+            raise InvalidInputError("reconnect_backoff_max must be >= reconnect_backoff_initial")
+        check_seconds("reconnect_grace", self.reconnect_grace, allow_zero=False)
+        check_seconds("connection_limit_grace", self.connection_limit_grace, allow_zero=False)
 
     @property
     def fingerprint_key_bytes(self) -> bytes:

@@ -1,18 +1,29 @@
 """Transports over the official alpaca-py SDK: ``StockDataStream`` and ``TradingStream``.
 
-Each :class:`AlpacaTransport` runs the SDK's own connect / reconnect loop as a task on the
-manager's engine loop (no thread of its own) and maps what happens on the wire to events:
+Each :class:`AlpacaTransport` runs its own connect / reconnect loop as a task on the manager's
+engine loop (no thread of its own), one SDK connection at a time (:mod:`._sdk_adapter`), and maps
+what happens on the wire to events:
 
 * authenticated and listening (trade updates) or subscribed (market data) -> ``on_connected``,
-  again after each reconnect of the SDK; every subscription acknowledgement ->
-  ``on_subscribed`` with the pairs the wire carries;
-* socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects);
-* Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
-  405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
-  does not retry refused credentials forever;
+  again after each reconnect; every subscription acknowledgement -> ``on_subscribed`` with the
+  pairs the wire carries;
+* socket closed or failed while usable -> ``on_connection_lost``, then the loop reconnects;
+* Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 405/409 ->
+  SubscriptionError, 406 at the first start -> ConnectionLimitError naming the likely culprit
+  (another process or connection holds the account's connection for that endpoint): fatal,
+  reported once, and the loop ends so that it does not retry refused credentials forever;
 * a failed connect (DNS lookup, refused TCP connection, TLS or WebSocket handshake, open
-  timeout) or another Alpaca error before the stream is usable -> ``on_connect_failed`` with
-  its cause; the SDK retries after its backoff, within the lifecycle's ``start_timeout``.
+  timeout, HTTP 429 on the upgrade), a 406 once the stream has been usable (Alpaca holds a
+  dropped socket for about 90 s), or another Alpaca error before the stream is usable ->
+  ``on_connect_failed`` with its cause, the attempt number and the delay before the next
+  attempt; the lifecycle bounds the retries (``start_timeout`` for a first start,
+  ``reconnect_grace`` and ``connection_limit_grace`` for a reconnect).
+
+Between attempts the loop waits a jittered exponential backoff (:class:`~._backoff.Backoff`,
+from ``reconnect_backoff_initial`` to ``reconnect_backoff_max``; after a 429 the answer's
+``Retry-After``, else the max); the attempt count starts again once a connection is usable.
+Closing the socket under a running transport (``sdk_adapter.close``) is a drop like any other:
+it is reported and reconnected through the same loop and backoff.
 
 ``stop`` tells the SDK to stop and closes the socket under it, so a stop does not wait for the
 SDK's 5-second receive poll; the close handshake is bounded by the websocket ``close_timeout``.
@@ -24,7 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import websockets
 
 from streamwarden._keys import MARKET_DATA, StreamKey
 from streamwarden._redaction import guard_websockets_logs
@@ -43,8 +58,18 @@ from streamwarden.marketdata import (
     parse_market_data,
 )
 from streamwarden.transports import _sdk_adapter as sdk_adapter
-from streamwarden.transports._causes import connect_failure, refusal
-from streamwarden.transports._contract import StreamMessage, TransportEvents
+from streamwarden.transports._backoff import Backoff
+from streamwarden.transports._causes import (
+    connect_failure,
+    connection_limit,
+    refusal,
+    retry_after,
+)
+from streamwarden.transports._contract import ConnectFailure, StreamMessage, TransportEvents
+from streamwarden.transports._sdk_adapter import error_code
+
+Sleep = Callable[[float], Awaitable[None]]
+"""How the loop waits between attempts (``asyncio.sleep``; tests inject one that records)."""
 
 #: Seconds the close handshake may take beyond ``stop_timeout``: the websocket's own bound.
 CLOSE_MARGIN_SECONDS = 0.5
@@ -75,10 +100,16 @@ def fatal_error(code: int | None, message: str) -> ConnectionStartError | None:
 class AlpacaTransport:
     """One Alpaca stream connection, driven by alpaca-py on the engine loop.
 
+    Args:
+        rng: the backoff's random source (default: a fresh ``random.Random()``).
+        sleep: how the loop waits between attempts (default ``asyncio.sleep``); a stop
+            interrupts the wait either way.
+
     Thread-safety: not thread-safe; every method is called on the engine loop.
     """
 
-    def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings) -> None:
+    def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings, *,
+                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep) -> None:
         guard_websockets_logs()  # the SDK's auth frame would show in websockets' DEBUG log
         self._key = key
         self._events: TransportEvents | None = None
@@ -87,9 +118,15 @@ class AlpacaTransport:
         self._fatal_reported = False
         self._awaiting_ready = False
         self._usable = False
+        self._ever_usable = False
         self._socket_open = False
+        self._attempt = 0
         self._wanted: frozenset[Subscription] = frozenset()
         self._resync = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(settings.reconnect_backoff_initial,
+                                settings.reconnect_backoff_max, rng or random.Random())
+        self._sleep = sleep
         self._stream = self._build_stream(credentials, settings)
 
     def _build_stream(self, credentials: Credentials, settings: Settings) -> Any:
@@ -108,31 +145,101 @@ class AlpacaTransport:
     # Transport protocol.
 
     async def run(self, events: TransportEvents) -> None:
-        """Run the SDK's connect / reconnect loop until :meth:`stop` or a fatal refusal."""
+        """Connect, and reconnect with backoff, until :meth:`stop` or a fatal refusal."""
         self._events = events
         if self._stop_requested:
             return
-        await self._sync()  # the SDK opens its socket once it has a handler
+        await self._sync()  # the first subscribe goes out with the connection
         syncer = asyncio.create_task(self._keep_in_sync(),
                                      name=f"streamwarden-sync-{self._key.fingerprint[:8]}")
         try:
-            await sdk_adapter.run_forever(self._stream)
+            await self._connect_loop(events)
         finally:
             self._closing = True
             self._socket_open = False
             syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await syncer
-        if not self._stop_requested:
-            self._report_fatal(ConnectionStartError("the alpaca-py stream ended by itself"))
 
     async def stop(self) -> None:
-        """Tell the SDK to stop and close its socket (bounded by the websocket close_timeout)."""
+        """End the loop and close the socket (bounded by the websocket close_timeout)."""
         self._stop_requested = True
         self._closing = True
         self._socket_open = False
+        self._wake.set()
         await sdk_adapter.request_stop(self._stream)
         await sdk_adapter.close_socket(self._stream)
+
+    # The connect / reconnect loop.
+
+    async def _connect_loop(self, events: TransportEvents) -> None:
+        while not self._closing:
+            failure, imposed = await self._connection()
+            if self._closing:
+                return
+            self._attempt += 1
+            delay = self._backoff.delay(self._attempt) if imposed is None else imposed
+            if failure is not None:
+                events.on_connect_failed(failure, self._attempt, delay)
+            await self._pause(delay)
+
+    async def _connection(self) -> tuple[ConnectFailure | None, float | None]:
+        """One connection, from connect to its end. Returns why it failed before it was usable
+        (None after a drop of a usable stream, which is reported as lost) and the delay the
+        peer imposed (a 429's), if any."""
+        stream = self._stream
+        url = sdk_adapter.endpoint(stream)
+        try:
+            await sdk_adapter.open_stream(stream)
+        except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
+            return self._refused(error_code(str(exc)), str(exc), url), None
+        except sdk_adapter.CONNECT_ERRORS as exc:
+            failure = connect_failure(exc, url)
+            if failure.cause == "rate_limit":
+                return failure, self._backoff.rate_limited(retry_after(exc))
+            return failure, None
+        self._socket_open = not self._closing
+        self._awaiting_ready = True
+        if self._key.kind == MARKET_DATA and not sdk_adapter.registered(stream):
+            self.on_ready(frozenset())  # nothing to subscribe: the wire carries nothing
+        reason = "the stream ended"
+        try:
+            await sdk_adapter.consume(stream)
+        except websockets.WebSocketException as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        self._socket_open = False
+        was_usable, self._usable, self._awaiting_ready = self._usable, False, False
+        await sdk_adapter.close(stream)
+        if self._closing:
+            return None, None
+        if was_usable:
+            if self._events is not None:
+                self._events.on_connection_lost(reason)
+            return None, None
+        return refusal(None, f"closed before it was usable ({reason})", url), None
+
+    def _refused(self, code: int | None, message: str, url: str) -> ConnectFailure | None:
+        if code == 406:
+            if self._ever_usable:  # a reconnect: Alpaca may still hold the dropped socket
+                return ConnectFailure("connection_limit",
+                                      connection_limit(url, first_start=False))
+            self._report_fatal(ConnectionLimitError(connection_limit(url, first_start=True)))
+            return None
+        error = fatal_error(code, message)
+        if error is not None:
+            self._report_fatal(error)
+            return None
+        return refusal(code, message, url)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds with the injected sleep, or until :meth:`stop`."""
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
         """Ask for ``pairs`` on the wire; reconciled by the sync task once running."""
@@ -167,41 +274,22 @@ class AlpacaTransport:
 
     # What the SDK reports (sdk_adapter.StreamEvents), on the loop.
 
-    def on_authenticated(self) -> None:
-        self._socket_open = not self._closing
-        self._awaiting_ready = True
-
     def on_ready(self, pairs: frozenset[Subscription]) -> None:
         if self._closing or self._events is None:
             return
         if self._awaiting_ready:
             self._awaiting_ready = False
-            self._usable = True
+            self._usable = self._ever_usable = True
+            self._attempt = 0  # usable again: the next drop starts the backoff afresh
             self._events.on_connected()
         self._events.on_subscribed(pairs)
 
-    def on_connect_failed(self, error: Exception) -> None:
-        if not self._closing and self._events is not None:
-            url = sdk_adapter.endpoint(self._stream)
-            self._events.on_connect_failed(connect_failure(error, url))
-
     def on_stream_error(self, code: int | None, message: str) -> bool:
         error = fatal_error(code, message)
-        if self._closing:
-            return False
-        if error is None:  # alpaca-py logs it and retries; start_timeout bounds the retries
-            if not self._usable and self._events is not None:
-                url = sdk_adapter.endpoint(self._stream)
-                self._events.on_connect_failed(refusal(code, message, url))
+        if self._closing or error is None:  # the frame alone does not end the connection
             return False
         self._report_fatal(error)
         return True
-
-    def on_socket_lost(self, reason: str) -> None:
-        self._socket_open = False
-        was_usable, self._usable, self._awaiting_ready = self._usable, False, False
-        if not self._closing and was_usable and self._events is not None:
-            self._events.on_connection_lost(reason)
 
     def _report_fatal(self, error: ConnectionStartError) -> None:
         if self._fatal_reported or self._events is None:
@@ -235,10 +323,20 @@ class AlpacaTransportFactory:
     simulator's, in tests), else Alpaca's: market data for the configured feed, trade updates
     for paper or live as the credentials say.
 
-    Thread-safety: stateless; called on the engine loop.
+    Args:
+        rng: the random source of every transport's backoff (seed it in tests); default a
+            fresh ``random.Random()`` per transport.
+        sleep: how the transports wait between attempts (default ``asyncio.sleep``).
+
+    Thread-safety: called on the engine loop only (the transports share ``rng``).
     """
+
+    def __init__(self, *, rng: random.Random | None = None,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self._rng = rng
+        self._sleep = sleep
 
     def __call__(
         self, key: StreamKey, credentials: Credentials, settings: Settings
     ) -> AlpacaTransport:
-        return AlpacaTransport(key, credentials, settings)
+        return AlpacaTransport(key, credentials, settings, rng=self._rng, sleep=self._sleep)

@@ -33,7 +33,8 @@ class Box:
 
 def lifecycle(drain_grace: float = 0.0) -> Lifecycle:
     return Lifecycle(lifecycle_id="L1", key=KEY, spec=default_spec(),
-                     timing=Timing(start_timeout=10.0, drain_grace=drain_grace),
+                     timing=Timing(start_timeout=10.0, drain_grace=drain_grace,
+                                   reconnect_grace=60.0, connection_limit_grace=30.0),
                      origin_correlation_id="run-1")
 
 
@@ -187,7 +188,8 @@ def test_a_draining_lifecycle_is_reused_only_within_its_grace():
 def test_trade_updates_route_unfiltered_leases_as_before_and_record_a_filter():
     key = StreamKey("f" * 24, "trade_updates", True, None)
     core = Lifecycle(lifecycle_id="L2", key=key, spec=default_spec(),
-                     timing=Timing(start_timeout=10.0, drain_grace=0.0),
+                     timing=Timing(start_timeout=10.0, drain_grace=0.0, reconnect_grace=60.0,
+                                   connection_limit_grace=30.0),
                      origin_correlation_id="run-1")
     update = StreamMessage("trade_updates", "AAPL", None)
     plain, own = Box(), Box()

@@ -98,7 +98,7 @@ def test_the_cause_is_forgotten_once_connected(factory, sink, creds):
 
 @pytest.mark.parametrize(("error", "cause"), [
     (AuthenticationError("Alpaca error 402: auth failed"), "auth"),
-    (ConnectionLimitError("Alpaca error 406: connection limit exceeded"), "other"),
+    (ConnectionLimitError("Alpaca error 406: connection limit exceeded"), "connection_limit"),
     (ConnectionStartError("refused by policy", cause="refused"), "refused"),
 ])
 def test_a_fatal_error_carries_its_cause(factory, sink, creds, error, cause):
@@ -127,7 +127,8 @@ def test_a_connect_failure_is_one_bounded_line_with_a_known_cause():
         ConnectFailure("gremlins", "?")
     with pytest.raises(InvalidInputError, match="detail must be a string"):
         ConnectFailure("dns", None)  # type: ignore[arg-type]
-    assert START_CAUSES == ("dns", "refused", "tls", "auth", "timeout", "other")
+    assert START_CAUSES == ("dns", "refused", "tls", "auth", "timeout", "other",
+                            "connection_limit", "rate_limit")
 
 
 def test_start_errors_carry_their_cause_through_derive():
