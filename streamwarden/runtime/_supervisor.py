@@ -10,9 +10,9 @@ them straight to the leases' queues through the core's immutable routing snapsho
 
 The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, reconnect
 grace, connection-limit grace, drain grace), and ends the lifecycle when it is due: it stops the
-transport within ``stop_timeout`` (cancelling it past the bound), then records the final event. The final record is retried for at
-most ``stop_timeout`` more; past that the lifecycle still reaches ``stopped``, and the loss is
-logged and counted (invariants.yaml, L2).
+transport within ``stop_timeout`` (cancelling it past the bound), then records the final event.
+The final record is retried for at most ``stop_timeout`` more; past that the lifecycle still
+reaches ``stopped``, and the loss is logged and counted (invariants.yaml, L2).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ A transport runs as a task on the manager's engine loop: :meth:`Transport.run` c
 reconnects after drops with its own jittered exponential backoff (Settings
 ``reconnect_backoff_initial`` .. ``reconnect_backoff_max``), and returns when
 :meth:`Transport.stop` asks it to or when it meets an error retrying cannot fix. It reports
-what happens through :class:`TransportEvents`, whose methods never block and never run consumer code: they only hand the news to the lifecycle that
-owns the transport (connection events) or to the leases' delivery queues (messages).
+what happens through :class:`TransportEvents`, whose methods never block and never run
+consumer code: they only hand the news to the lifecycle that owns the transport (connection
+events) or to the leases' delivery queues (messages).
 """
 
 from __future__ import annotations

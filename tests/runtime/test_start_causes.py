@@ -84,7 +84,8 @@ def test_the_acquirers_own_timeout_names_the_cause_too(factory, sink, creds):
 
 def test_the_cause_is_forgotten_once_connected(factory, sink, creds):
     factory.options = TransportOptions(auto_connect=False)
-    with ConnectionManager(transport_factory=factory, audit=sink, settings=SETTINGS) as manager:
+    settings = SETTINGS.replace(reconnect_grace=0.3)
+    with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as manager:
         lease = manager.market_data(creds, symbols=["AAPL"], wait=False)
         assert wait_until(lambda: factory.latest().started)
         transport = factory.latest()
@@ -94,6 +95,7 @@ def test_the_cause_is_forgotten_once_connected(factory, sink, creds):
         assert transport.emit_connection_lost("peer went away")  # reconnecting: starting again
         assert wait_until(lambda: lease.status is LeaseStatus.REVOKED)
     assert start_failed(sink).details == {"stop_clean": True, "cause": "timeout"}
+    assert start_failed(sink).error_message == "not reconnected within reconnect_grace=0.3s"
 
 
 @pytest.mark.parametrize(("error", "cause"), [
