@@ -88,6 +88,16 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument("--feed", default="iex", help="feed named in the printed URL (iex)"),
         parser.add_argument("--trading-frames", choices=("text", "binary"), default="text",
                             help="frame type of the trading stream (default text)"),
+        parser.add_argument("--reaper-window", type=bounded_number(float), default=90.0,
+                            metavar="SECONDS",
+                            help="seconds a market-data socket dropped without a close "
+                                 "handshake still holds its account's slot: reconnects get "
+                                 "error 406 meanwhile, as on Alpaca (default 90; 0 frees it "
+                                 "at once)"),
+        parser.add_argument("--connect-rate-limit", type=bounded_number(int), default=None,
+                            metavar="N",
+                            help="answer WebSocket upgrades beyond N per endpoint per second "
+                                 "with HTTP 429 and Retry-After (default: no cap)"),
         parser.add_argument("--duration", type=bounded_number(float), default=None,
                             metavar="SECONDS",
                             help="stop after this many seconds (default: run until Ctrl-C)"),
@@ -151,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
 
     simulator = Simulator(host=args.host, port=args.port, faults=args.faults,
                           quote_rate=args.quote_rate, seed=args.seed,
+                          reaper_window=args.reaper_window,
+                          connect_rate_limit=args.connect_rate_limit,
                           trading_frames=args.trading_frames)
     stop = threading.Event()
     with signals_set(stop, signal.SIGINT, signal.SIGTERM):

@@ -102,7 +102,7 @@ async def scenario(sim: Simulator, settings: sw.Settings,
 
 
 def main() -> None:
-    with Simulator(port=0) as sim:
+    with Simulator(port=0, reaper_window=0) as sim:
         settings = sw.Settings(market_data_url=sim.market_data_url,
                                trade_updates_url=sim.trade_updates_url,
                                start_timeout=3.0, stop_timeout=1.0, debug=True)

@@ -73,7 +73,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(port=0) as simulator:
+    with Simulator(port=0, reaper_window=0) as simulator:
         yield simulator
 
 
