@@ -11,8 +11,9 @@ event sequence. Checked:
 * a final state is reachable from every reachable configuration;
 * each liveness bound with a ``model_check`` section (for example L2: from refs == 0 a final
   state is reachable without acquire);
-* every transition of the statechart (source, event, target) is taken somewhere (REACHED): a
-  transition no configuration can take is dead spec.
+* with the spec's own lease bound (or a larger one), every transition of the statechart
+  (source, event, target) is taken somewhere (REACHED): a transition no configuration can take
+  is dead spec. (A smaller bound legitimately leaves ``refs > 1`` transitions untaken.)
 """
 
 from __future__ import annotations
@@ -234,9 +235,9 @@ def _check_progress(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iter
                 )
 
 
-def _check_reached(spec: LifecycleSpec, graph: _Graph) -> Iterator[Violation]:
-    if graph.truncated:
-        return  # the exploration stopped early: BOUNDED reports it
+def _check_reached(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iterator[Violation]:
+    if graph.truncated or max_leases < spec.max_leases:
+        return  # stopped early (BOUNDED reports it), or a smaller world than the spec's
     declared = {(t.source, t.event, t.target) for t in spec.transitions}
     for source, event, target in sorted(declared - graph.taken):
         yield Violation("REACHED", f"{source} --{event}--> {target} is never taken", ())
@@ -264,7 +265,7 @@ def model_check(
         raise InvalidInputError(f"max_leases must be an integer >= 1, got {bound!r}")
     graph = _explore(spec, bound, max_configurations)
     violations = [*_check_invariants(spec, graph, bound), *_check_progress(spec, graph, bound),
-                  *_check_reached(spec, graph)]
+                  *_check_reached(spec, graph, bound)]
     if graph.truncated:
         deepest = max(graph.paths.values(), key=len)
         violations.append(Violation(

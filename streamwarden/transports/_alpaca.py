@@ -120,7 +120,7 @@ class AlpacaTransport:
         self._usable = False
         self._ever_usable = False
         self._socket_open = False
-        self._attempt = 0
+        self._failures = 0  # attempts that failed since the stream was last usable
         self._wanted: frozenset[Subscription] = frozenset()
         self._resync = asyncio.Event()
         self._wake = asyncio.Event()
@@ -177,10 +177,12 @@ class AlpacaTransport:
             failure, imposed = await self._connection()
             if self._closing:
                 return
-            self._attempt += 1
-            delay = self._backoff.delay(self._attempt) if imposed is None else imposed
             if failure is not None:
-                events.on_connect_failed(failure, self._attempt, delay)
+                self._failures += 1
+            # After a drop the first wait is attempt 1's; after n failed attempts, attempt n+1's.
+            delay = self._backoff.delay(self._failures + 1) if imposed is None else imposed
+            if failure is not None:
+                events.on_connect_failed(failure, self._failures, delay)
             await self._pause(delay)
 
     async def _connection(self) -> tuple[ConnectFailure | None, float | None]:
@@ -280,7 +282,7 @@ class AlpacaTransport:
         if self._awaiting_ready:
             self._awaiting_ready = False
             self._usable = self._ever_usable = True
-            self._attempt = 0  # usable again: the next drop starts the backoff afresh
+            self._failures = 0  # usable again: the next drop starts the backoff afresh
             self._events.on_connected()
         self._events.on_subscribed(pairs)
 
