@@ -23,7 +23,7 @@ from streamwarden.simulator import Simulator
 BOUND = 5.0
 TICK = 0.010
 """The ticker's period: a task on the caller's loop that should wake every 10 ms."""
-ROUNDS = 3
+ROUNDS = 5
 """Workload rounds under the ticker (each: connect, two market-data leases and a trade-updates
 lease, 20 quotes, a fill, releases, disconnect)."""
 
