@@ -265,7 +265,8 @@ class Registry:
             self._held.pop(slot, None)
             return not any(
                 other is not session and other.authenticated
-                and not (other.dropped or other.hung) and other.key_id == key_id and other.path == session.path
+                and not (other.dropped or other.hung)
+                and other.key_id == key_id and other.path == session.path
                 for other in self._open.values())
 
     def admit_upgrade(self, path: str) -> float | None:

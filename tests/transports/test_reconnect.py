@@ -9,6 +9,7 @@ No mock: the SDK's ``StockDataStream`` speaks to :class:`streamwarden.simulator.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -137,12 +138,12 @@ def test_a_406_at_the_first_start_fails_at_once_naming_the_other_holder(creds, s
 
 
 def test_a_429_on_the_upgrade_waits_the_retry_after(creds, sink):
-    with Simulator(port=0, reaper_window=0, connect_rate_limit=1) as sim:
-        with sw.ConnectionManager(audit=sink, settings=settings_for(sim)) as manager:
-            lease = manager.market_data(creds, symbols=["AAPL"])
-            assert sim.drop_connections() == 1  # the reconnect comes within the same second
-            assert wait_until(lambda: len(records(sink, "connected")) == 2, timeout=BOUND)
-            assert quote_arrives(sim, lease, "3.5")
+    with (Simulator(port=0, reaper_window=0, connect_rate_limit=1) as sim,
+          sw.ConnectionManager(audit=sink, settings=settings_for(sim)) as manager):
+        lease = manager.market_data(creds, symbols=["AAPL"])
+        assert sim.drop_connections() == 1  # the reconnect comes within the same second
+        assert wait_until(lambda: len(records(sink, "connected")) == 2, timeout=BOUND)
+        assert quote_arrives(sim, lease, "3.5")
     limited = [r for r in records(sink, "reconnect_failed")
                if r.details["cause"] == "rate_limit"]
     assert limited, "the reconnect within a second of the first upgrade should be refused"
@@ -164,7 +165,7 @@ def test_backoff_delays_grow_and_are_jittered_reproducibly():
         assert ceiling / 2 <= delay <= ceiling
     # The ceilings double up to the maximum, so the lower bound of attempt n+1 is the upper
     # bound of attempt n until the cap: the delays never shrink by more than the jitter.
-    assert all(later >= earlier / 2 for earlier, later in zip(delays, delays[1:]))
+    assert all(later >= earlier / 2 for earlier, later in itertools.pairwise(delays))
     assert delays[4] > delays[0]
     # Jittered: the fraction of the ceiling differs from one attempt to the next.
     fractions = [delay / ceiling for delay, ceiling in zip(delays, ceilings, strict=True)]
