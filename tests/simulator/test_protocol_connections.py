@@ -104,9 +104,8 @@ def test_rapid_upgrades_get_429_with_retry_after() -> None:
         with client(sim.market_data_url), client(sim.feed_url("sip")), \
                 client(sim.feed_url("sip")):
             # The cap is per endpoint: /v2/iex has had one upgrade, /v2/sip two.
-            with pytest.raises(InvalidStatus) as refused:
-                with client(sim.feed_url("sip")):
-                    pass
+            with pytest.raises(InvalidStatus) as refused, client(sim.feed_url("sip")):
+                pass
             assert refused.value.response.status_code == 429
             assert refused.value.response.headers["Retry-After"] == "1"
             with client(sim.market_data_url) as allowed:
