@@ -19,9 +19,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("isolation_latency.py", ["--quick"], "ratio_p99"),
     ("startup.py", ["--quick"], "results"),
     ("memory.py", ["--quick"], "per_idle_lease"),
+    ("reconnect_resume.py", ["--quick"], "results"),
     ("audit_throughput.py", ["--rows", "300", "--sync-appends", "10", "--batched-appends", "50",
                              "--no-pg"], "results"),
 ], ids=["lease_roundtrip", "stream_throughput", "isolation_latency", "startup", "memory",
+        "reconnect_resume",
         "audit_throughput"])
 def test_benchmark_prints_json(script, arguments, key):
     done = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True,
