@@ -417,6 +417,8 @@ class Supervisor:
                                  delay: float) -> None:
         failure = ConnectFailure(failure.cause, self._redact(failure.detail))
         self._connect_failure = failure
+        self._log.warning(events.TRANSPORT_CONNECT_FAILED, attempt=attempt,
+                          delay=round(delay, 3), cause=failure.cause, detail=failure.detail)
         if not self.core.reconnecting:
             return  # a first start: start_timeout bounds it, start_failed names the cause
         pending = self.core.reconnect_failed(attempt, delay, failure.cause, failure.detail)

@@ -29,7 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from streamwarden._signals import signals_set
-from streamwarden.arguments import bounded_number
+from streamwarden.arguments import bounded_number, positive_int
 from streamwarden.simulator._control_command import add_control_commands
 from streamwarden.simulator.faults import FAULT_SYNTAX, Faults
 from streamwarden.simulator.stats import STREAM_KINDS
@@ -94,7 +94,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
                                  "handshake still holds its account's slot: reconnects get "
                                  "error 406 meanwhile, as on Alpaca (default 90; 0 frees it "
                                  "at once)"),
-        parser.add_argument("--connect-rate-limit", type=bounded_number(int), default=None,
+        parser.add_argument("--connect-rate-limit", type=positive_int, default=None,
                             metavar="N",
                             help="answer WebSocket upgrades beyond N per endpoint per second "
                                  "with HTTP 429 and Retry-After (default: no cap)"),
@@ -133,7 +133,8 @@ def _banner(simulator: Simulator, args: argparse.Namespace) -> str:
     return (
         f"streamwarden simulator listening on {simulator.host}:{simulator.port} "
         f"(faults: {simulator.faults.describe()}; quote rate {simulator.quote_rate:g}/s; "
-        f"seed {args.seed})\n"
+        f"seed {args.seed}; reaper window {args.reaper_window:g} s; upgrades per endpoint "
+        f"and second: {args.connect_rate_limit or 'no cap'})\n"
         f"  market data    {market_data}   (any /v2/<feed>)\n"
         f"  trade updates  {trade_updates}\n"
         f"  control        {control}/control/<action>   (HTTP, from loopback only)\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -62,8 +63,9 @@ def reaping_sim() -> Iterator[Simulator]:
 
 
 def test_406s_after_a_drop_within_the_grace_keep_the_lease_and_quotes_resume(
-        reaping_sim, creds, sink):
+        reaping_sim, creds, sink, caplog):
     sim = reaping_sim
+    caplog.set_level(logging.WARNING, logger="streamwarden")
     with sw.ConnectionManager(audit=sink, settings=settings_for(sim)) as manager:
         lease = manager.market_data(creds, symbols=["AAPL"])
         assert quote_arrives(sim, lease, "1.5")
@@ -89,6 +91,10 @@ def test_406s_after_a_drop_within_the_grace_keep_the_lease_and_quotes_resume(
     assert outcomes[0] == "authorized" and outcomes[-1] == "authorized"
     assert outcomes.count("connection_limit") == len(refused)
     assert replay(default_spec(), sink.records()) == []
+    logged = [r.getMessage() for r in caplog.records if "transport.connect_failed" in
+              r.getMessage()]
+    assert len(logged) == len(refused) and "cause='connection_limit'" in logged[0]
+    assert "attempt=1" in logged[0]
 
 
 def test_406s_past_the_grace_revoke_the_leases_with_connection_limit_error(creds, sink):
