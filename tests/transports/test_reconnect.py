@@ -26,6 +26,7 @@ from streamwarden.machine.conformance import replay
 from streamwarden.machine.spec import default_spec
 from streamwarden.simulator import Simulator
 from streamwarden.transports import AlpacaTransportFactory
+from streamwarden.transports import _sdk_adapter as sdk_adapter
 from streamwarden.transports._backoff import Backoff
 from tests.waiting import wait_until
 
@@ -224,11 +225,12 @@ def test_closing_the_socket_under_a_running_transport_reconnects_through_the_bac
                                   transport_factory=factory) as manager:
             lease = manager.market_data(creds, symbols=["AAPL"])
             (connection,) = [c for c in sim.stats().connections if c.is_open]
-            # What a staleness watchdog does: close our side cleanly; the loop reconnects.
-            # (Private access: no public call closes a healthy socket.)
+            # What a staleness watchdog does: close our side cleanly with the adapter's
+            # close_socket; the loop reconnects. (Private access: no public call closes a
+            # healthy socket yet.)
             (supervisor,) = manager._engine._active.values()
-            transport = supervisor.transport
-            manager._engine.run_sync(transport._stream._ws.close(), BOUND)
+            stream = supervisor.transport._stream
+            manager._engine.run_sync(sdk_adapter.close_socket(stream), BOUND)
             assert wait_until(lambda: len(records(sink, "connected")) == 2, timeout=BOUND)
             assert quote_arrives(sim, lease, "4.5")
     assert len(slept) == 1 and 0.1 <= slept[0] <= 0.2  # attempt 1's delay, from initial=0.2
