@@ -220,7 +220,7 @@ def test_nothing_answering_is_a_timeout(creds, sink, servers):
     ("Wed, 21 Oct 2037 07:28:00 GMT", "delay=30.0"),  # not seconds: the backoff's maximum
 ], ids=["seconds", "http-date"])
 def test_a_429_on_the_upgrade_is_rate_limit_and_waits_its_retry_after(
-        retry_after, delay, creds, sink, servers, caplog):
+        retry_after, delay, *, creds, sink, servers, caplog):
     caplog.set_level(logging.WARNING, logger="streamwarden")
     port = servers(http_429(retry_after)).port
     error, record = start_fails(f"ws://127.0.0.1:{port}/v2/iex", "market_data", creds, sink)
