@@ -237,3 +237,17 @@ def test_closing_the_socket_under_a_running_transport_reconnects_through_the_bac
     # A clean close frees the slot at once: no 406 although the reaper window is 90 s.
     assert not records(sink, "reconnect_failed")
     assert connection.id < max(c.id for c in sim.stats().connections)
+
+
+def test_a_lease_with_nothing_subscribed_reconnects_with_an_empty_wire(creds, sink):
+    with (Simulator(port=0, reaper_window=0) as sim,
+          sw.ConnectionManager(audit=sink, settings=settings_for(sim)) as manager):
+        lease = manager.market_data(creds, symbols=["AAPL"])
+        for channel, symbol in sorted(lease.subscriptions):
+            lease.unsubscribe(channel, symbol)
+        assert sim.drop_connections() == 1
+        assert wait_until(lambda: len(records(sink, "connected")) == 2, timeout=BOUND)
+        (connection,) = [c for c in sim.stats().connections if c.is_open]
+        assert not any(connection.subscription.values())  # nothing asked for, nothing sent
+        lease.subscribe_quotes("AAPL")  # and the wire follows again
+        assert quote_arrives(sim, lease, "5.5")
