@@ -17,8 +17,8 @@ from streamwarden.machine.modelcheck import model_check
 from streamwarden.machine.spec import default_spec, load_spec
 from streamwarden.testing import manager_machine, run_properties
 from streamwarden.testing._stateful import ACCOUNTS, evidence_settings
-from tests.waiting import wait_until
 from tests.machine.test_spec import edit_yaml
+from tests.waiting import wait_until
 
 EXAMPLES = int(os.environ.get("STREAMWARDEN_STATEFUL_EXAMPLES",
                               "500" if os.environ.get("CI") else "100"))
