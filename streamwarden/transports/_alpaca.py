@@ -39,8 +39,6 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import websockets
-
 from streamwarden._keys import MARKET_DATA, StreamKey
 from streamwarden._redaction import guard_websockets_logs
 from streamwarden.config import Settings
@@ -195,7 +193,7 @@ class AlpacaTransport:
             await sdk_adapter.open_stream(stream)
         except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
             return self._refused(error_code(str(exc)), str(exc), url), None
-        except sdk_adapter.CONNECT_ERRORS as exc:
+        except Exception as exc:  # a failed connect, or a greeting the SDK could not read
             failure = connect_failure(exc, url)
             if failure.cause == "rate_limit":
                 return failure, self._backoff.rate_limited(retry_after(exc))
@@ -207,7 +205,8 @@ class AlpacaTransport:
         reason = "the stream ended"
         try:
             await sdk_adapter.consume(stream)
-        except websockets.WebSocketException as exc:
+        except Exception as exc:  # closed, failed, or a frame the SDK could not read:
+            # either way this socket is done: reported as lost, then reconnected (not fatal).
             reason = f"{type(exc).__name__}: {exc}"
         self._socket_open = False
         was_usable, self._usable, self._awaiting_ready = self._usable, False, False

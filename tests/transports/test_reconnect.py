@@ -9,17 +9,22 @@ No mock: the SDK's ``StockDataStream`` speaks to :class:`streamwarden.simulator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import msgpack
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection, serve
 
 import streamwarden as sw
 from streamwarden.machine.conformance import replay
@@ -251,3 +256,36 @@ def test_a_lease_with_nothing_subscribed_reconnects_with_an_empty_wire(creds, si
         assert not any(connection.subscription.values())  # nothing asked for, nothing sent
         lease.subscribe_quotes("AAPL")  # and the wire follows again
         assert quote_arrives(sim, lease, "5.5")
+
+
+def test_a_frame_the_sdk_cannot_read_is_a_lost_connection_not_a_fatal_one(creds, sink):
+    connections: list[int] = []
+
+    def peer(connection: ServerConnection) -> None:
+        """Alpaca's market-data handshake; the first connection then sends a frame that is not
+        MessagePack, the next ones stay up."""
+        connections.append(1)
+        connection.send(msgpack.packb([{"T": "success", "msg": "connected"}]))
+        connection.recv(timeout=BOUND)
+        connection.send(msgpack.packb([{"T": "success", "msg": "authenticated"}]))
+        asked = msgpack.unpackb(connection.recv(timeout=BOUND))
+        del asked["action"]
+        connection.send(msgpack.packb([{"T": "subscription", **asked}]))
+        if len(connections) == 1:
+            connection.send(b"\xc1")  # never valid MessagePack
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            connection.recv(timeout=BOUND)
+
+    with serve(peer, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/v2/iex"
+        settings = sw.Settings(market_data_url=url, start_timeout=5.0, stop_timeout=0.5,
+                               reconnect_backoff_initial=0.05, reconnect_backoff_max=0.1)
+        with sw.ConnectionManager(audit=sink, settings=settings) as manager:
+            lease = manager.market_data(creds, symbols=["AAPL"])
+            assert wait_until(lambda: len(records(sink, "connected")) == 2, timeout=BOUND)
+            assert lease.is_live
+        server.shutdown()
+    (lost,) = records(sink, "connection_lost")
+    assert lost.details["reason"].startswith("FormatError: ")
+    assert not records(sink, "start_failed")
