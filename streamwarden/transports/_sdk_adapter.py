@@ -154,12 +154,14 @@ async def open_stream(stream: AdaptedStream) -> None:
     """
     try:
         await stream._start_ws()
+        # Running from here: a subscription change made while the first subscribe is being
+        # sent goes out on its own (a duplicate is harmless; a gap would not be).
+        stream._running = True
         if isinstance(stream, AdaptedStockDataStream) and registered(stream):
             await stream._send_subscribe_msg()
     except BaseException:
         await close(stream)
         raise
-    stream._running = True
 
 
 async def consume(stream: AdaptedStream) -> None:
