@@ -75,7 +75,8 @@ class Settings:
         market_data_url / trade_updates_url / crypto_data_url / option_data_url / news_url:
             endpoint overrides (the simulator's, in tests): ``STREAMWARDEN_MARKET_DATA_URL``,
             ``..._TRADE_UPDATES_URL``, ``..._CRYPTO_DATA_URL``, ``..._OPTION_DATA_URL``,
-            ``..._NEWS_URL``. An option-data override is used for either option feed.
+            ``..._NEWS_URL``. An option-data override serves both option feeds: when its last
+            path segment names one (``.../v1beta1/indicative``), it becomes the lease's feed.
         trading_api_url: the trading REST address (``http(s)://``) whose trade events API
             (``/v2/events/trades``) replays the trade updates a reconnect missed; None means
             Alpaca's, paper or live as the credentials say.
@@ -109,6 +110,16 @@ class Settings:
             ``..._DAILY_BARS=90000``), the channel name in capitals. Only streams whose kind
             has a market session are watched (stock and crypto market data): trade updates
             never are, whatever these settings say.
+        reconnect_backoff_initial / reconnect_backoff_max: seconds of the jittered exponential
+            backoff between connection attempts: attempt n waits a random time in
+            ``[c/2, c]`` with ``c = min(max, initial * 2**(n-1))``; an HTTP 429 waits the
+            answer's ``Retry-After``, else ``reconnect_backoff_max``.
+        reconnect_grace: seconds a reconnect after a drop may take, whatever the cause, before
+            the lifecycle fails and its leases are revoked (first starts keep
+            ``start_timeout``).
+        connection_limit_grace: seconds, from the drop, during which Alpaca's 406 (connection
+            limit exceeded) on a reconnect is transient; a 406 past it fails the lifecycle
+            with ConnectionLimitError.
 
     Raises:
         InvalidInputError: on any out-of-range or ill-typed value; the object is not created.
@@ -139,6 +150,10 @@ class Settings:
     checkpoint_interval: float = 300.0
     stale_after: float = 120.0
     stale_after_channels: Mapping[str, float] = field(default_factory=dict, hash=False)
+    reconnect_backoff_initial: float = 1.0
+    reconnect_backoff_max: float = 30.0
+    reconnect_grace: float = 300.0
+    connection_limit_grace: float = 120.0
 
     def __post_init__(self) -> None:
         check_seconds("start_timeout", self.start_timeout, allow_zero=False)
@@ -172,6 +187,7 @@ class Settings:
         check_seconds("stale_after", self.stale_after, allow_zero=True)
         object.__setattr__(self, "stale_after_channels",
                            _check_stale_channels(self.stale_after_channels))
+        self._check_reconnect()
 
     def stale_after_of(self, channel: str) -> float:
         """Seconds of silence after which ``channel`` is stale; 0.0: never.
@@ -185,6 +201,15 @@ class Settings:
         if override is not None:
             return override
         return 0.0 if channel in STALE_EXEMPT_CHANNELS else self.stale_after
+
+    def _check_reconnect(self) -> None:
+        check_seconds("reconnect_backoff_initial", self.reconnect_backoff_initial,
+                      allow_zero=False)
+        check_seconds("reconnect_backoff_max", self.reconnect_backoff_max, allow_zero=False)
+        if self.reconnect_backoff_max < self.reconnect_backoff_initial:
+            raise InvalidInputError("reconnect_backoff_max must be >= reconnect_backoff_initial")
+        check_seconds("reconnect_grace", self.reconnect_grace, allow_zero=False)
+        check_seconds("connection_limit_grace", self.connection_limit_grace, allow_zero=False)
 
     @property
     def fingerprint_key_bytes(self) -> bytes:

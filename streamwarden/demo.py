@@ -271,7 +271,7 @@ def _endpoints(args: argparse.Namespace,
                settings: Settings) -> tuple[Simulator | None, Credentials, Settings]:
     if args.live_endpoints:
         return None, Credentials.from_env(), settings
-    simulator = Simulator(quote_rate=args.quote_rate).start()
+    simulator = Simulator(quote_rate=args.quote_rate, reaper_window=0).start()
     return simulator, Credentials(DEMO_KEY_ID, f"demo-{new_id()}"), settings.replace(
         market_data_url=simulator.market_data_url, trade_updates_url=simulator.trade_updates_url)
 

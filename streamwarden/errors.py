@@ -31,9 +31,12 @@ from typing import Self
 _CONTEXT_FIELDS = ("operation", "fingerprint", "state", "correlation_id")
 #: Why a connection did not start (:attr:`ConnectionStartError.cause`, and ``details.cause`` of a
 #: ``start_failed`` record): the name lookup failed, the peer refused the TCP connection, the
-#: TLS handshake failed, Alpaca refused the credentials, nothing answered in time, or another
-#: reason (the message says which).
-START_CAUSES = ("dns", "refused", "tls", "auth", "timeout", "other")
+#: TLS handshake failed, Alpaca refused the credentials, nothing answered in time, another
+#: reason (the message says which), Alpaca refused the connection with 406 (connection limit
+#: exceeded: another socket of the account holds the endpoint), or the WebSocket upgrade was
+#: answered HTTP 429 (too many requests).
+START_CAUSES = ("dns", "refused", "tls", "auth", "timeout", "other", "connection_limit",
+                "rate_limit")
 
 
 class StreamwardenError(Exception):
@@ -135,7 +138,10 @@ class AuthenticationError(ConnectionStartError):
 
 
 class ConnectionLimitError(ConnectionStartError):
-    """Alpaca refused a second connection for this account (406)."""
+    """Alpaca refused a second connection for this account and endpoint (406): at a first start
+    at once, on a reconnect after a drop once ``connection_limit_grace`` has run out."""
+
+    default_cause = "connection_limit"
 
 
 class SubscriptionError(ConnectionStartError):

@@ -14,6 +14,8 @@ def test_defaults_match_the_contract():
     assert (settings.start_timeout, settings.stop_timeout, settings.drain_grace) == (10.0, 5.0, 0.0)
     assert settings.feed == "iex"
     assert (settings.audit_durability, settings.audit_failure_policy) == ("sync", "raise")
+    assert (settings.reconnect_backoff_initial, settings.reconnect_backoff_max) == (1.0, 30.0)
+    assert (settings.reconnect_grace, settings.connection_limit_grace) == (300.0, 120.0)
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
@@ -34,6 +36,11 @@ def test_defaults_match_the_contract():
     ("news_url", "x", "news_url must be a ws://"),
     ("fingerprint_key", "", "fingerprint_key"),
     ("debug", "yes", "debug must be a bool"),
+    ("reconnect_backoff_initial", 0, "reconnect_backoff_initial must be > 0"),
+    ("reconnect_backoff_max", math.inf, "reconnect_backoff_max must be a finite"),
+    ("reconnect_backoff_max", 0.5, "reconnect_backoff_max must be >= reconnect_backoff_initial"),
+    ("reconnect_grace", 0, "reconnect_grace must be > 0"),
+    ("connection_limit_grace", -1, "connection_limit_grace must be > 0"),
 ])
 def test_bad_settings_are_refused(field, value, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -121,3 +128,14 @@ def test_staleness_from_env_per_channel():
         Settings.from_env({"STREAMWARDEN_STALE_AFTER_TRADES": "often"})
     with pytest.raises(InvalidInputError, match="'bad-name' is not a channel name"):
         Settings.from_env({"STREAMWARDEN_STALE_AFTER_BAD-NAME": "1"})
+
+
+def test_the_reconnect_settings_come_from_the_environment():
+    env = {"STREAMWARDEN_RECONNECT_BACKOFF_INITIAL": "0.5",
+           "STREAMWARDEN_RECONNECT_BACKOFF_MAX": "10",
+           "STREAMWARDEN_RECONNECT_GRACE": "60", "STREAMWARDEN_CONNECTION_LIMIT_GRACE": "45"}
+    settings = Settings.from_env(env)
+    assert (settings.reconnect_backoff_initial, settings.reconnect_backoff_max,
+            settings.reconnect_grace, settings.connection_limit_grace) == (0.5, 10.0, 60.0, 45.0)
+    with pytest.raises(InvalidInputError, match="STREAMWARDEN_CONNECTION_LIMIT_GRACE"):
+        Settings.from_env({"STREAMWARDEN_CONNECTION_LIMIT_GRACE": "two minutes"})

@@ -128,7 +128,7 @@ def test_no_piece_of_a_secret_in_websockets_debug_log(caplog, creds):
     with the first and last bytes of its payload, which for the auth frames were half the
     secret (trading, JSON) or its last bytes in hex (market data, MessagePack)."""
     caplog.set_level(logging.DEBUG)
-    with Simulator() as sim:
+    with Simulator(reaper_window=0) as sim:
         settings = Settings(market_data_url=sim.market_data_url,
                             trade_updates_url=sim.trade_updates_url)
         with ConnectionManager(audit=InMemoryAuditSink(), settings=settings) as manager, \

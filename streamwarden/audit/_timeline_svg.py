@@ -4,9 +4,9 @@ A chart is 1000 units wide (it scales to the page): owner and connection labels 
 on the left, time running left to right over the plot, a UTC time axis below. A connection's
 row shows its states as coloured bands; a lease is a bar from its acquire to what ended it
 (an open lease runs to the end of the window, dashed, with an arrow); a reconnect
-(``connection_lost`` or ``went_stale``) is an orange triangle and a failure (outcome ``failed`` or ``forced``) a
-red cross, each with a line down through the rows. Every mark carries a ``<title>`` (the
-details on hover, no script needed); :func:`legend` explains the colours.
+(``connection_lost`` or ``went_stale``) is an orange triangle and a failure (outcome ``failed``
+or ``forced``) a red cross, each with a line down through the rows. Every mark carries a
+``<title>`` (the details on hover, no script needed); :func:`legend` explains the colours.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ class OwnerStats:
 
 @dataclass(frozen=True)
 class Marker:
-    """A record marked on a timeline: a reconnect (``connection_lost`` or ``went_stale``) or a failure."""
+    """A record marked on a timeline: a reconnect (``connection_lost`` or ``went_stale``) or a
+    failure."""
 
     at: datetime
     seq: int | None

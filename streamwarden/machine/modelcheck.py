@@ -10,7 +10,10 @@ event sequence. Checked:
 * every ``machine``-scope invariant of ``invariants.yaml`` in every reachable configuration;
 * a final state is reachable from every reachable configuration;
 * each liveness bound with a ``model_check`` section (for example L2: from refs == 0 a final
-  state is reachable without acquire).
+  state is reachable without acquire);
+* with the spec's own lease bound (or a larger one), every transition of the statechart
+  (source, event, target) is taken somewhere (REACHED): a transition no configuration can take
+  is dead spec. (A smaller bound legitimately leaves ``refs > 1`` transitions untaken.)
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class ModelCheckResult:
     properties_checked: tuple[str, ...]
     spec_sha256: str
     violations: tuple[Violation, ...] = field(default=())
+    taken: frozenset[tuple[str, str, str]] = field(default=frozenset())
+    """The (source, event, target) transitions taken during the exploration."""
 
     @property
     def ok(self) -> bool:
@@ -103,6 +108,7 @@ class _Graph:
     rejected: int = 0
     truncated: bool = False
     violating: set[Configuration] = field(default_factory=set)
+    taken: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 def _input_valuations(spec: LifecycleSpec) -> list[tuple[tuple[str, Any], ...]]:
@@ -136,6 +142,7 @@ def _successors(
             if REVOKE_LEASES in taken.effects:
                 leases = 0
             graph.transitions += 1
+            graph.taken.add((taken.from_state, event, taken.to_state))
             notable = tuple(name for name, value in inputs if spec.datamodel.get(name) != value)
             step = Step(event, inputs, notable)
             yield step, Configuration(taken.to_state, taken.refs_after, leases)
@@ -228,6 +235,14 @@ def _check_progress(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iter
                 )
 
 
+def _check_reached(spec: LifecycleSpec, graph: _Graph, max_leases: int) -> Iterator[Violation]:
+    if graph.truncated or max_leases < spec.max_leases:
+        return  # stopped early (BOUNDED reports it), or a smaller world than the spec's
+    declared = {(t.source, t.event, t.target) for t in spec.transitions}
+    for source, event, target in sorted(declared - graph.taken):
+        yield Violation("REACHED", f"{source} --{event}--> {target} is never taken", ())
+
+
 def model_check(
     spec: LifecycleSpec,
     *,
@@ -249,7 +264,8 @@ def model_check(
     if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
         raise InvalidInputError(f"max_leases must be an integer >= 1, got {bound!r}")
     graph = _explore(spec, bound, max_configurations)
-    violations = [*_check_invariants(spec, graph, bound), *_check_progress(spec, graph, bound)]
+    violations = [*_check_invariants(spec, graph, bound), *_check_progress(spec, graph, bound),
+                  *_check_reached(spec, graph, bound)]
     if graph.truncated:
         deepest = max(graph.paths.values(), key=len)
         violations.append(Violation(
@@ -257,7 +273,8 @@ def model_check(
             deepest))
     violations.sort(key=lambda violation: len(violation.path))
     checked = [inv.id for inv in spec.invariants_in("machine")]
-    checked += ["STOPPABLE", "BOUNDED"] + [b.id for b in spec.liveness if b.check_from is not None]
+    checked += ["STOPPABLE", "BOUNDED", "REACHED"]
+    checked += [b.id for b in spec.liveness if b.check_from is not None]
     return ModelCheckResult(
         configurations=len(graph.paths),
         transitions=graph.transitions,
@@ -266,6 +283,7 @@ def model_check(
         properties_checked=tuple(checked),
         spec_sha256=spec.sha256,
         violations=tuple(violations),
+        taken=frozenset(graph.taken),
     )
 
 

@@ -299,7 +299,8 @@ class Engine:
     def _spawn(self, key: StreamKey, credentials: Credentials, correlation_id: str) -> Supervisor:
         lifecycle = Lifecycle(
             lifecycle_id=new_id(), key=key, spec=self._services.spec,
-            timing=Timing(self.settings.start_timeout, self.settings.drain_grace),
+            timing=Timing(self.settings.start_timeout, self.settings.drain_grace,
+                          self.settings.reconnect_grace, self.settings.connection_limit_grace),
             origin_correlation_id=correlation_id,
         )
         transport = self._factory(key, credentials, self.settings)

@@ -160,10 +160,14 @@ def _client_order_id(update: object) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """The lifecycle's time bounds, in seconds."""
+    """The lifecycle's time bounds, in seconds: a first start is bounded by ``start_timeout``,
+    a reconnect after a drop by ``reconnect_grace``, and a reconnect refused with 406 by
+    ``connection_limit_grace`` (from the drop)."""
 
     start_timeout: float
     drain_grace: float
+    reconnect_grace: float
+    connection_limit_grace: float
 
 
 class Lifecycle:
@@ -200,6 +204,9 @@ class Lifecycle:
         self._cause_id: str | None = None
         self._start_deadline = 0.0
         self._drain_deadline = 0.0
+        self._reconnecting = False
+        self._reconnect_started = 0.0
+        self._limit_deadline: float | None = None  # set while the latest attempt got a 406
         self.reconnects = 0
 
     # Views (read by the supervisor, health and invariant checks).
@@ -248,6 +255,16 @@ class Lifecycle:
     def transport_connected(self) -> bool:
         """Whether the transport reported ``connected`` and no loss since."""
         return self._transport_connected
+
+    @property
+    def reconnecting(self) -> bool:
+        """The spec's ``reconnecting`` input: starting again after a drop, not connected since."""
+        return self._reconnecting and self.state == STARTING
+
+    @property
+    def connection_limited(self) -> bool:
+        """Whether the latest attempt of this reconnect was refused with 406."""
+        return self._limit_deadline is not None
 
     def reusable(self, now: float) -> bool:
         """The spec's ``reusable`` input: socket up, no close issued, within the drain grace."""
@@ -332,6 +349,24 @@ class Lifecycle:
                                        None, outcome=outcome, error=error, details=details)
         return self._propose(Pending(draft, transition, revoke_error=revoke_error))
 
+    def reconnect_failed(self, attempt: int, delay: float, cause: str,
+                         detail: str) -> Pending:
+        """Record one failed attempt of a reconnect (``starting -> starting``), with its number,
+        the delay before the next one and its cause. Once committed, a 406 (cause
+        ``connection_limit``) arms the ``connection_limit_grace`` deadline (counted from the
+        drop) and any other cause disarms it.
+
+        Raises:
+            InvalidTransitionError: not reconnecting (a first start, or not starting); nothing
+                changed.
+        """
+        inputs = {"reconnecting": self.reconnecting}
+        details = {"attempt": attempt, "delay": round(delay, 3), "cause": cause,
+                   "cause_detail": detail, "inputs": dict(inputs)}
+        draft, transition = self._fire("reconnect_failed", self.origin_correlation_id, None,
+                                       inputs=inputs, outcome="failed", details=details)
+        return self._propose(Pending(draft, transition))
+
     def rejection(self, event: str, error: InvalidTransitionError,
                   correlation_id: str | None = None) -> Draft:
         """The record of an event the spec refused (it changed nothing)."""
@@ -389,7 +424,9 @@ class Lifecycle:
         """Whether the transport must be stopped now (start failed or timed out, drain over)."""
         state = self.state
         if state == STARTING:
-            return self._failure is not None or now >= self._start_deadline
+            limit = self._limit_deadline
+            return (self._failure is not None or now >= self._start_deadline
+                    or (limit is not None and now >= limit))
         if state == DRAINING:
             return (self._close_now or not self._transport_connected
                     or now >= self._drain_deadline)
@@ -398,7 +435,8 @@ class Lifecycle:
     def next_deadline(self) -> float | None:
         """The monotonic time at which :meth:`due` may become true by itself, if any."""
         if self.state == STARTING:
-            return self._start_deadline
+            limit = self._limit_deadline
+            return self._start_deadline if limit is None else min(limit, self._start_deadline)
         if self.state == DRAINING:
             return self._drain_deadline
         return None
@@ -416,6 +454,8 @@ class Lifecycle:
         transition = pending.transition
         if transition is not None:
             self._entered(transition, record, now)
+            if transition.event == "reconnect_failed":
+                self._refused(pending.draft.details.get("cause"))
         wire_before = self.wire
         ended = pending.remove
         if pending.add is not None:
@@ -480,14 +520,26 @@ class Lifecycle:
         event = transition.event
         if event == "connected":
             self._transport_connected = True
+            self._reconnecting = False
+            self._limit_deadline = None
         elif event in ("connection_lost", "went_stale"):
             self._transport_connected = False
             self._acked = frozenset()
             self.reconnects += 1
+            self._reconnecting = True
+            self._reconnect_started = now
         if changed and transition.to_state == STARTING:
-            self._start_deadline = now + self._timing.start_timeout
+            timing = self._timing
+            bound = timing.reconnect_grace if self._reconnecting else timing.start_timeout
+            self._start_deadline = now + bound
         if changed and transition.to_state == DRAINING:
             self._drain_deadline = now + self._timing.drain_grace
+
+    def _refused(self, cause: object) -> None:
+        if cause != "connection_limit":
+            self._limit_deadline = None
+        elif self._limit_deadline is None:  # Alpaca's reaper counts from the drop
+            self._limit_deadline = self._reconnect_started + self._timing.connection_limit_grace
 
     def _count_in(self, entry: LeaseEntry) -> None:
         self._leases[entry.info.lease_id] = entry

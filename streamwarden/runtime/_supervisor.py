@@ -8,13 +8,13 @@ each, the task asks the core for the pending change, writes its audit record, th
 effects run) or rolls back. Market-data messages do not go through the inbox: the transport hands
 them straight to the leases' queues through the core's immutable routing snapshot.
 
-The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, drain
-grace, or while running the staleness watchdog's next check: a channel silent for
-``stale_after`` while its market is open sends ``went_stale``, whose effect closes the socket so
-that the transport reconnects), and ends the lifecycle when it is due: it stops the transport
-within ``stop_timeout`` (cancelling it past the bound), then records the final event. The final
-record is retried for at most ``stop_timeout`` more; past that the lifecycle still reaches
-``stopped``, and the loss is logged and counted (invariants.yaml, L2).
+The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, reconnect
+grace, connection-limit grace, drain grace, or while running the staleness watchdog's next
+check: a channel silent for ``stale_after`` while its market is open sends ``went_stale``, whose
+effect closes the socket so that the transport reconnects), and ends the lifecycle when it is
+due: it stops the transport within ``stop_timeout`` (cancelling it past the bound), then records
+the final event. The final record is retried for at most ``stop_timeout`` more; past that the
+lifecycle still reaches ``stopped``, and the loss is logged and counted (invariants.yaml, L2).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from streamwarden.clock import Clock
 from streamwarden.config import Settings
 from streamwarden.errors import (
     AuditError,
+    ConnectionLimitError,
     ConnectionStartError,
     InvalidInputError,
     InvalidTransitionError,
@@ -255,8 +256,8 @@ class Supervisor:
     def on_connection_lost(self, reason: str) -> None:
         self._post(lambda: self._on_lost(reason))
 
-    def on_connect_failed(self, failure: ConnectFailure) -> None:
-        self._post(lambda: self._on_connect_failed(failure))
+    def on_connect_failed(self, failure: ConnectFailure, attempt: int, delay: float) -> None:
+        self._post(lambda: self._on_connect_failed(failure, attempt, delay))
 
     def on_fatal_error(self, error: ConnectionStartError) -> None:
         self._post(lambda: self._on_fatal(error))
@@ -435,8 +436,20 @@ class Supervisor:
         self._watchdog.lost()  # a new socket: its acknowledgement starts the count again
         await self._signal("connected")
 
-    async def _on_connect_failed(self, failure: ConnectFailure) -> None:
-        self._connect_failure = ConnectFailure(failure.cause, self._redact(failure.detail))
+    async def _on_connect_failed(self, failure: ConnectFailure, attempt: int,
+                                 delay: float) -> None:
+        failure = ConnectFailure(failure.cause, self._redact(failure.detail))
+        self._connect_failure = failure
+        self._log.warning(events.TRANSPORT_CONNECT_FAILED, attempt=attempt,
+                          delay=round(delay, 3), cause=failure.cause, detail=failure.detail)
+        if not self.core.reconnecting:
+            return  # a first start: start_timeout bounds it, start_failed names the cause
+        pending = self.core.reconnect_failed(attempt, delay, failure.cause, failure.detail)
+        try:
+            await self._apply(pending)
+        except (AuditError, InvalidInputError) as exc:
+            self._log.error(events.AUDIT_WRITE_FAILED, spec_event="reconnect_failed",
+                            error=str(exc))
 
     async def _on_lost(self, reason: str) -> None:
         self.core.disconnected()
@@ -672,11 +685,7 @@ class Supervisor:
     def _final_event(self, clean: bool) -> tuple[str, Any, StreamwardenError | None]:
         core = self.core
         if core.state == STARTING:
-            failure = self._connect_failure
-            error = core.failure or StartTimeoutError(
-                f"not connected within start_timeout={self._settings.start_timeout}s"
-                f"{cause_suffix(failure)}", cause=failure.cause if failure else None,
-                operation="start", fingerprint=core.key.fingerprint, state=STARTING)
+            error = core.failure or self._start_error()
             self._log.warning(events.LIFECYCLE_FAILED, error_type=type(error).__name__,
                               error=error.message)
             return "start_failed", "failed" if clean else "forced", error
@@ -685,6 +694,26 @@ class Supervisor:
         return "close_timeout", "forced", StopTimeoutError(
             f"transport did not stop within stop_timeout={self._settings.stop_timeout}s",
             operation="stop", fingerprint=core.key.fingerprint, state=DRAINING)
+
+    def _start_error(self) -> ConnectionStartError:
+        """Why a (re)start that is due without a fatal error failed: its bound ran out."""
+        core, settings, failure = self.core, self._settings, self._connect_failure
+        context = {"operation": "start", "fingerprint": core.key.fingerprint,
+                   "state": STARTING}
+        if core.reconnecting and core.connection_limited:
+            return ConnectionLimitError(
+                "Alpaca still refused the reconnect with 406 (connection limit exceeded) "
+                f"connection_limit_grace={settings.connection_limit_grace}s after the drop: "
+                f"another connection holds the account's connection for that endpoint"
+                f"{cause_suffix(failure)}", **context)
+        if core.reconnecting:
+            return StartTimeoutError(
+                f"not reconnected within reconnect_grace={settings.reconnect_grace}s"
+                f"{cause_suffix(failure)}", cause=failure.cause if failure else None,
+                **context)
+        return StartTimeoutError(
+            f"not connected within start_timeout={settings.start_timeout}s"
+            f"{cause_suffix(failure)}", cause=failure.cause if failure else None, **context)
 
     async def _write_final(self, record: AuditRecord) -> AuditRecord | None:
         """Write the final record, retrying for at most ``stop_timeout``; None if it is lost.

@@ -15,6 +15,14 @@ named ``streamwarden-simulator``, speaks Alpaca's stream protocols on one port:
 * the trading stream at ``/stream``: ``authenticate``, ``listen`` and ``trade_updates`` events
   whose order parses into alpaca-py's ``TradeUpdate``. See :mod:`streamwarden.simulator.trading`.
 
+As strict as Alpaca about connections, with no fault switched on: one authenticated market-data
+socket per account and endpoint (a second gets error 406 and is closed); a socket that ended
+without a close handshake holds its account's slot for ``reaper_window`` seconds (default 90,
+as Alpaca's reaper), a clean close frees it at once; with ``connect_rate_limit``, upgrades
+beyond that many per endpoint per second get HTTP 429 with ``Retry-After``; a market-data
+client that does not authenticate within ``auth_timeout`` (10 s) gets error 404 and is closed.
+Tests that reconnect right after a drop pass ``reaper_window=0``.
+
 Quick use::
 
     from streamwarden.simulator import Faults, Simulator
@@ -28,7 +36,8 @@ Quick use::
 Public API (every method thread-safe):
 
 ``Simulator(*, host="127.0.0.1", port=0, faults=None, quote_rate=0.0, seed=0, credentials=None,
-auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
+auth_timeout=10.0, reaper_window=90.0, connect_rate_limit=None, trading_frames="text",
+clock=None, history=1000)``
     ``start(timeout=5.0) -> Simulator`` (returns once listening), ``stop(timeout=5.0)``
     (closes every connection, hung ones included, and joins the thread), context manager;
     ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``,
@@ -48,7 +57,8 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
     ``publish_trade_update(event="fill", *, symbol="AAPL", side="buy", qty=1, price=None,
     order_id=None, position_qty=None, client_order_id=None)`` -- each returns how many
     connections (for the burst: messages) it reached and takes ``timeout``;
-    ``drop_connections(kind="market_data") -> int`` (server-side abort now; any kind);
+    ``drop_connections(kind="market_data") -> int`` (server-side abort now; any kind; the
+    market-data slots of the dropped sockets are then held for the reaper window);
     ``stats() -> SimulatorStats``, ``wait_for(predicate, timeout=5.0) -> SimulatorStats``.
 ``Faults`` (frozen): ``auth_failure``, ``connection_limit``, ``symbol_limit``,
     ``insufficient_subscription``, ``drop_after``, ``drop_once``, ``hang_on_close``,

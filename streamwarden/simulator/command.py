@@ -29,7 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from streamwarden._signals import signals_set
-from streamwarden.arguments import bounded_number
+from streamwarden.arguments import bounded_number, positive_int
 from streamwarden.simulator._control_command import add_control_commands
 from streamwarden.simulator.faults import FAULT_SYNTAX, Faults
 from streamwarden.simulator.stats import STREAM_KINDS
@@ -91,6 +91,16 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument("--feed", default="iex", help="feed named in the printed URL (iex)"),
         parser.add_argument("--trading-frames", choices=("text", "binary"), default="text",
                             help="frame type of the trading stream (default text)"),
+        parser.add_argument("--reaper-window", type=bounded_number(float), default=90.0,
+                            metavar="SECONDS",
+                            help="seconds a market-data socket dropped without a close "
+                                 "handshake still holds its account's slot: reconnects get "
+                                 "error 406 meanwhile, as on Alpaca (default 90; 0 frees it "
+                                 "at once)"),
+        parser.add_argument("--connect-rate-limit", type=positive_int, default=None,
+                            metavar="N",
+                            help="answer WebSocket upgrades beyond N per endpoint per second "
+                                 "with HTTP 429 and Retry-After (default: no cap)"),
         parser.add_argument("--duration", type=bounded_number(float), default=None,
                             metavar="SECONDS",
                             help="stop after this many seconds (default: run until Ctrl-C)"),
@@ -126,7 +136,8 @@ def _banner(simulator: Simulator, args: argparse.Namespace) -> str:
     return (
         f"streamwarden simulator listening on {simulator.host}:{simulator.port} "
         f"(faults: {simulator.faults.describe()}; quote rate {simulator.quote_rate:g}/s; "
-        f"seed {args.seed})\n"
+        f"seed {args.seed}; reaper window {args.reaper_window:g} s; upgrades per endpoint "
+        f"and second: {args.connect_rate_limit or 'no cap'})\n"
         f"  market data    {market_data}   (any /v2/<feed>)\n"
         f"  trade updates  {trade_updates}\n"
         f"  crypto         {simulator.crypto_data_url}\n"
@@ -160,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     simulator = Simulator(host=args.host, port=args.port, faults=args.faults,
                           quote_rate=args.quote_rate, seed=args.seed,
+                          reaper_window=args.reaper_window,
+                          connect_rate_limit=args.connect_rate_limit,
                           trading_frames=args.trading_frames)
     stop = threading.Event()
     with signals_set(stop, signal.SIGINT, signal.SIGTERM):

@@ -10,7 +10,7 @@ Which stream each fault applies to:
 fault                         market data (``/v2/<feed>``)     trade updates (``/stream``)
 ============================  ===============================  ===============================
 ``auth_failure``              error 402 ``auth failed``        ``authorization`` unauthorized
-``connection_limit``          error 406 after auth, then close  not applicable (no such error)
+``connection_limit``          406 after every auth, then close  not applicable (no such error)
 ``symbol_limit``              error 405 in reply to subscribe  not applicable
 ``insufficient_subscription`` error 409 in reply to subscribe  not applicable
 ``drop_after=N``              abort after N data messages      abort after N trade updates
@@ -59,7 +59,8 @@ class Faults:
 
     Attributes:
         auth_failure: refuse every authentication, whatever the credentials.
-        connection_limit: answer a valid market-data auth with error 406, then close.
+        connection_limit: answer every valid market-data auth with error 406, then close (a
+            second socket of one account on one endpoint gets 406 without this fault).
         symbol_limit: answer every market-data subscribe with error 405.
         insufficient_subscription: answer every market-data subscribe with error 409.
         drop_after: abort the TCP connection (no close frame) right after it has been sent

@@ -12,8 +12,10 @@ The exchange, as Alpaca documents it::
 
 Errors (``[{"T":"error","code":C,"msg":M}]``): 400 a frame that is not a valid request, 401 a
 request before auth, 402 refused credentials (the client may try again), 403 auth twice, 404 no
-auth within the auth timeout (then close), and, from faults, 405 and 409 in reply to subscribe and
-406 in reply to a valid auth (then close).
+auth within the auth timeout (then close), 406 in reply to a valid auth while another socket of
+the same account holds this endpoint, or a socket of it dropped without a close handshake less
+than the reaper window ago (then close), and, from faults, 405 and 409 in reply to subscribe and
+406 in reply to every valid auth (``connection_limit``).
 """
 
 from __future__ import annotations
@@ -114,9 +116,10 @@ async def _auth(session: Session, request: dict[str, object], ctx: ProtocolConte
                      fault=faults.auth_failure)
         await ctx.outbox.error(session, 402)
         return True
-    if faults.connection_limit:
+    if faults.connection_limit or not ctx.registry.claim(session, str(key_id)):
         ctx.registry.record_auth(session, key_id, "connection_limit")
-        ctx.log.info(FAULT_INJECTED, fault="connection_limit", connection_id=session.id)
+        ctx.log.info(AUTH, kind=session.kind, connection_id=session.id,
+                     outcome="connection_limit", fault=faults.connection_limit)
         await ctx.outbox.error(session, 406)
         return False
     ctx.registry.record_auth(session, key_id, "authorized")

@@ -1,5 +1,10 @@
 """The simulator's shared state: faults, quote rate, sessions, counters, and waiting on them.
 
+It also keeps Alpaca's connection rules: one authenticated market-data socket per account and
+endpoint (a second is refused with 406), a reaper window after an abrupt drop during which the
+dropped socket still holds the slot, and an optional cap on WebSocket upgrades per endpoint per
+second (HTTP 429 beyond it).
+
 Threading model: sessions are created and changed only on the simulator's event loop, always
 through :class:`Registry` methods that hold its lock; other threads only read, through
 :meth:`Registry.snapshot` and :meth:`Registry.wait_for`, under the same lock. Code on the loop may
@@ -31,6 +36,23 @@ from streamwarden.simulator.stats import (
 )
 
 WILDCARD = "*"
+RATE_WINDOW_SECONDS = 1.0
+"""The window of the upgrade cap (``connect_rate_limit`` upgrades per endpoint per window)."""
+
+
+@dataclass(frozen=True)
+class ConnectionRules:
+    """How strict the simulator is about connections, as Alpaca is.
+
+    Attributes:
+        reaper_window: seconds an abruptly dropped market-data socket (no close handshake)
+            still holds its account's slot on that endpoint; 0 frees it at once.
+        connect_rate_limit: WebSocket upgrades per endpoint per second beyond which the
+            upgrade is answered HTTP 429 (with ``Retry-After``); None for no cap.
+    """
+
+    reaper_window: float = 90.0
+    connect_rate_limit: int | None = None
 
 
 @dataclass(eq=False)
@@ -80,8 +102,12 @@ class Registry:
     change sessions are meant for the simulator's loop (see the module docstring).
     """
 
-    def __init__(self, faults: Faults, quote_rate: float, history: int = 1000) -> None:
+    def __init__(self, faults: Faults, quote_rate: float, history: int = 1000,
+                 rules: ConnectionRules | None = None) -> None:
         self._changed = threading.Condition(threading.RLock())
+        self._rules = rules or ConnectionRules()
+        self._held: dict[tuple[str, str], float] = {}  # (path, key id) -> reaped at (monotonic)
+        self._upgrades: dict[str, deque[float]] = {}
         self._faults = faults
         self._drop_spent = False
         self._quote_rate = quote_rate
@@ -138,11 +164,15 @@ class Registry:
             self._changed.notify_all()
             return session
 
-    def close_session(self, session: Session) -> None:
-        """Record that ``session``'s socket is closed (idempotent)."""
+    def close_session(self, session: Session, *, abrupt: bool = False) -> None:
+        """Record that ``session``'s socket is closed (idempotent). ``abrupt``: closed without
+        a close handshake (the client vanished); an authenticated market-data session then
+        holds its slot for the reaper window, as a dropped one does."""
         with self._changed:
             if self._open.pop(session.id, None) is None:
                 return
+            if abrupt or session.dropped:
+                self._hold(session)
             session.is_open = False
             self._closed.append(session.stats())
             self._count(session.kind, open=-1)
@@ -215,6 +245,45 @@ class Registry:
     def _mark_dropped(self, session: Session) -> None:
         session.dropped = True
         self._count(session.kind, drops=1)
+        self._hold(session)
+
+    def _hold(self, session: Session) -> None:
+        if session.authenticated and session.key_id is not None and session.kind == MARKET_DATA:
+            until = time.monotonic() + self._rules.reaper_window
+            slot = (session.path, session.key_id)
+            self._held[slot] = max(until, self._held.get(slot, 0.0))
+
+    def claim(self, session: Session, key_id: str) -> bool:
+        """Whether ``session`` may take its account's market-data slot on its endpoint: no
+        other live authenticated session of that account there, and no dropped one still
+        inside the reaper window. A hung session (``hang_on_close``) does not hold the slot:
+        its client sent its close frame, a clean close. Call before authorising it."""
+        with self._changed:
+            slot = (session.path, key_id)
+            if self._held.get(slot, 0.0) > time.monotonic():
+                return False
+            self._held.pop(slot, None)
+            return not any(
+                other is not session and other.authenticated
+                and not (other.dropped or other.hung)
+                and other.key_id == key_id and other.path == session.path
+                for other in self._open.values())
+
+    def admit_upgrade(self, path: str) -> float | None:
+        """Count a WebSocket upgrade to ``path``; the seconds the client must wait (the
+        ``Retry-After`` of a 429) when it is over the cap, else None."""
+        limit = self._rules.connect_rate_limit
+        if limit is None:
+            return None
+        with self._changed:
+            now = time.monotonic()
+            recent = self._upgrades.setdefault(path, deque())
+            while recent and recent[0] <= now - RATE_WINDOW_SECONDS:
+                recent.popleft()
+            if len(recent) >= limit:
+                return RATE_WINDOW_SECONDS
+            recent.append(now)
+            return None
 
     def mark_dropped(self, session: Session) -> bool:
         """Mark ``session`` as aborted by the server; False when it already was or is closed."""

@@ -8,6 +8,10 @@ trading stream, ``/v1beta3/crypto/<location>``, ``/v1beta1/indicative``, ``/v1be
 published so far as server-sent events (see :mod:`streamwarden.simulator._trade_events`); any
 other path is refused with HTTP 404 during the opening handshake. Market data is MessagePack
 when the client sends ``Content-Type: application/msgpack`` (alpaca-py does), JSON otherwise.
+With a ``connect_rate_limit``, an upgrade to a stream path beyond that many per endpoint per
+second is answered HTTP 429 with ``Retry-After``. A connection that ends without a close
+handshake (dropped by a fault or the ``drop`` control, or a client that vanished) keeps its
+account's market-data slot for the reaper window.
 
 Shutdown: hung connections (``hang_on_close``) are aborted, every other connection gets a
 close frame (1001, going away) and ``CLOSE_TIMEOUT`` seconds to answer, and whatever is still
@@ -17,6 +21,7 @@ open when the grace period ends (handshakes included) is aborted.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Callable
 from http import HTTPStatus
@@ -141,6 +146,12 @@ class SimulatorServer:
             return connection.respond(HTTPStatus.NOT_FOUND, "streamwarden simulator: no such "
                                       "stream; use /v2/<feed>, /stream, /v1beta3/crypto/us, "
                                       "/v1beta1/<indicative|opra> or /v1beta1/news\n")
+        wait = self._ctx.registry.admit_upgrade(urlsplit(request.path).path)
+        if wait is not None:
+            response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS,
+                                          "streamwarden simulator: too many connections\n")
+            response.headers["Retry-After"] = f"{math.ceil(wait)}"
+            return response
         return None
 
     def _codec(self, kind: StreamKind, request: Request) -> Codec:
@@ -165,6 +176,6 @@ class SimulatorServer:
         except ConnectionClosed:
             pass
         finally:
-            registry.close_session(session)
+            registry.close_session(session, abrupt=connection.protocol.close_rcvd is None)
             log.debug(CONNECTION_CLOSED, connection_id=session.id, kind=kind,
                       dropped=session.dropped, hung=session.hung)

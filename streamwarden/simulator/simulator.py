@@ -28,7 +28,7 @@ from streamwarden.simulator.accounts import Accounts
 from streamwarden.simulator.events import STARTED, STOPPED
 from streamwarden.simulator.faults import Faults
 from streamwarden.simulator.publisher import Publisher
-from streamwarden.simulator.registry import Registry
+from streamwarden.simulator.registry import ConnectionRules, Registry
 from streamwarden.simulator.runtime import Runtime, ServerConfig
 from streamwarden.simulator.server import TRADING_PATH
 from streamwarden.simulator.stats import (
@@ -78,6 +78,13 @@ class Simulator(KindPublishing):
         credentials: accepted key id -> secret pairs; by default any non-empty pair. Secrets
             are kept only as salted digests.
         auth_timeout: seconds a market-data client has to authenticate (then error 404).
+        reaper_window: seconds a market-data socket that ended without a close handshake (the
+            ``drop`` control, ``drop_after``, a killed client) still holds its account's slot
+            on that endpoint, as Alpaca's does (about 90 s): a reconnect meanwhile gets error
+            406. 0 frees the slot at once. A second live socket of an account on one endpoint
+            is always refused with 406.
+        connect_rate_limit: WebSocket upgrades per endpoint per second beyond which the
+            upgrade is answered HTTP 429 with ``Retry-After: 1``; None (default) for no cap.
         trading_frames: ``"text"`` or ``"binary"`` frames on the trading stream (Alpaca's
             paper endpoint sends binary frames).
         clock: where message timestamps come from.
@@ -100,6 +107,8 @@ class Simulator(KindPublishing):
         seed: int = 0,
         credentials: Mapping[str, str] | None = None,
         auth_timeout: float = 10.0,
+        reaper_window: float = 90.0,
+        connect_rate_limit: int | None = None,
         trading_frames: Literal["text", "binary"] = "text",
         clock: Clock | None = None,
         history: int = 1000,
@@ -115,8 +124,12 @@ class Simulator(KindPublishing):
             raise InvalidInputError(str(exc)) from None
         self._host = host
         self._requested_port = port
+        rules = ConnectionRules(
+            reaper_window=check_seconds("reaper_window", reaper_window),
+            connect_rate_limit=None if connect_rate_limit is None
+            else check_count("connect_rate_limit", connect_rate_limit))
         self._registry = Registry(faults or Faults(), check_rate(quote_rate),
-                                  history=check_count("history", history))
+                                  history=check_count("history", history), rules=rules)
         self._accounts = accounts
         self._clock = clock or SystemClock()
         self._log = make_logger(SecretRedactor())

@@ -2,8 +2,9 @@
 
 A ``RuleBasedStateMachine`` drives a :class:`~streamwarden.ConnectionManager` (its supervisor
 threads included) over in-memory transports with acquire, release, double release, connected,
-connection lost, fatal error, hung stop (stop timeout), messages, subscription changes, silence
-(the clock jumps past ``stale_after``: running market-data connections go stale and reconnect,
+connection lost, failed (re)connect attempts (406 within or past connection_limit_grace, other
+causes), fatal error, hung stop (stop timeout), messages, subscription changes, silence (the
+clock jumps past ``stale_after``: running market-data connections go stale and reconnect,
 starting ones time out, draining ones close) and close, in random interleavings. After every
 step every invariant of the spec (INV1..INV7) must hold and the audit trail, replayed on the
 spec, must conform and chain.
@@ -59,7 +60,7 @@ from streamwarden.testing._transport import (
     InMemoryTransportFactory,
     TransportOptions,
 )
-from streamwarden.transports import StreamMessage
+from streamwarden.transports import ConnectFailure, StreamMessage
 
 T = TypeVar("T")
 
@@ -168,10 +169,13 @@ class ManagerMachine(RuleBasedStateMachine):
         self.acquires = 0
         self.clock = ShiftedClock(SESSION_OPEN)
 
-    @initialize(drain_grace=st.sampled_from([0.0, 0.0, 30.0]))
-    def start_manager(self, drain_grace: float) -> None:
-        # A long drain grace makes draining -> running reuse reachable between steps.
+    @initialize(drain_grace=st.sampled_from([0.0, 0.0, 30.0]),
+                limit_grace=st.sampled_from([0.01, 30.0]))
+    def start_manager(self, drain_grace: float, limit_grace: float) -> None:
+        # A long drain grace makes draining -> running reuse reachable between steps; a tiny
+        # connection-limit grace makes a reconnect refused with 406 fail at once.
         settings_ = Settings(start_timeout=1.0, stop_timeout=0.02, drain_grace=drain_grace,
+                             reconnect_grace=1.0, connection_limit_grace=limit_grace,
                              debug=True, stale_after=STALE_AFTER_SECONDS)
         kwargs = {"transport_factory": self.factory, "audit": self.sink,
                   "settings": settings_, "spec": self.spec, "clock": self.clock}
@@ -230,6 +234,16 @@ class ManagerMachine(RuleBasedStateMachine):
         transport = self._transport(index)
         if transport is not None:
             transport.emit_connection_lost("peer reset")
+            self._settle()
+
+    @rule(index=st.integers(0, 20), cause=st.sampled_from(["connection_limit", "rate_limit",
+                                                          "refused"]),
+          attempt=st.integers(1, 5))
+    def connect_failed(self, index: int, cause: str, attempt: int) -> None:
+        transport = self._transport(index)
+        if transport is not None:
+            transport.emit_connect_failed(ConnectFailure(cause, f"refused: {cause}"), attempt,
+                                          0.5 * attempt)
             self._settle()
 
     @rule(index=st.integers(0, 20))

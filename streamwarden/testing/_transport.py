@@ -76,7 +76,7 @@ class InMemoryTransport:
         if self.options.fatal_error is not None:
             events.on_fatal_error(self.options.fatal_error)
         elif self.options.connect_failure is not None:
-            events.on_connect_failed(self.options.connect_failure)
+            events.on_connect_failed(self.options.connect_failure, 1, 0.0)
         elif self.options.auto_connect:
             self._connect()
         try:
@@ -170,10 +170,11 @@ class InMemoryTransport:
 
         return self._emit(lose)
 
-    def emit_connect_failed(self, failure: ConnectFailure) -> bool:
-        """Report a failed attempt to connect (the transport would retry). False if not
-        running."""
-        return self._emit(lambda events: events.on_connect_failed(failure))
+    def emit_connect_failed(self, failure: ConnectFailure, attempt: int = 1,
+                            delay: float = 0.0) -> bool:
+        """Report failed attempt number ``attempt`` to connect (the transport would retry after
+        ``delay`` seconds). False if not running."""
+        return self._emit(lambda events: events.on_connect_failed(failure, attempt, delay))
 
     def emit_fatal_error(self, error: ConnectionStartError) -> bool:
         """Report a fatal error. False if not running."""

@@ -1,24 +1,35 @@
 """Transports over the official alpaca-py SDK: ``StockDataStream``, ``CryptoDataStream``,
 ``OptionDataStream``, ``NewsDataStream`` and ``TradingStream``, chosen by the key's kind.
 
-Each :class:`AlpacaTransport` runs the SDK's own connect / reconnect loop as a task on the
-manager's engine loop (no thread of its own) and maps what happens on the wire to events:
+Each :class:`AlpacaTransport` runs its own connect / reconnect loop as a task on the manager's
+engine loop (no thread of its own), one SDK connection at a time (:mod:`._sdk_adapter`), and maps
+what happens on the wire to events:
 
 * authenticated and listening (trade updates) or subscribed (market data) -> ``on_connected``,
-  again after each reconnect of the SDK; every subscription acknowledgement ->
-  ``on_subscribed`` with the pairs the wire carries;
-* socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects); after a
-  trading stream reconnects, the updates it missed are fetched from Alpaca's trade events API
-  and delivered before the live ones (:mod:`streamwarden.transports._replay`) ->
+  again after each reconnect; every subscription acknowledgement -> ``on_subscribed`` with the
+  pairs the wire carries;
+* socket closed or failed while usable -> ``on_connection_lost``, then the loop reconnects;
+* Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 405/409 ->
+  SubscriptionError, 406 at the first start -> ConnectionLimitError naming the likely culprit
+  (another process or connection holds the account's connection for that endpoint): fatal,
+  reported once, and the loop ends so that it does not retry refused credentials forever;
+* a trading stream's reconnect is followed by fetching the updates it missed from Alpaca's
+  trade events API, delivered before the live ones (:mod:`streamwarden.transports._replay`) ->
   ``on_replayed``;
-* ``reconnect`` (a stale socket) closes the socket under the SDK, which reconnects, and that
-  loss is not reported;
-* Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
-  405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
-  does not retry refused credentials forever;
+* ``reconnect`` (a stale socket) closes the socket; the loop reconnects after the backoff's
+  first delay, and that loss is not reported (the lifecycle recorded ``went_stale``);
 * a failed connect (DNS lookup, refused TCP connection, TLS or WebSocket handshake, open
-  timeout) or another Alpaca error before the stream is usable -> ``on_connect_failed`` with
-  its cause; the SDK retries after its backoff, within the lifecycle's ``start_timeout``.
+  timeout, HTTP 429 on the upgrade), a 406 once the stream has been usable (Alpaca holds a
+  dropped socket for about 90 s), or another Alpaca error before the stream is usable ->
+  ``on_connect_failed`` with its cause, the attempt number and the delay before the next
+  attempt; the lifecycle bounds the retries (``start_timeout`` for a first start,
+  ``reconnect_grace`` and ``connection_limit_grace`` for a reconnect).
+
+Between attempts the loop waits a jittered exponential backoff (:class:`~._backoff.Backoff`,
+from ``reconnect_backoff_initial`` to ``reconnect_backoff_max``; after a 429 the answer's
+``Retry-After``, else the max); the attempt count starts again once a connection is usable.
+Closing the socket under a running transport (``sdk_adapter.close``) is a drop like any other:
+it is reported and reconnected through the same loop and backoff.
 
 ``stop`` tells the SDK to stop and closes the socket under it, so a stop does not wait for the
 SDK's 5-second receive poll; the close handshake is bounded by the websocket ``close_timeout``.
@@ -30,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamwarden._keys import (
@@ -38,6 +51,7 @@ from streamwarden._keys import (
     MARKET_DATA,
     NEWS,
     OPTION_DATA,
+    OPTION_FEEDS,
     StreamKey,
 )
 from streamwarden._redaction import guard_websockets_logs
@@ -59,9 +73,24 @@ from streamwarden.marketdata import (
     parse_news,
 )
 from streamwarden.transports import _sdk_adapter as sdk_adapter
-from streamwarden.transports._causes import connect_failure, refusal
-from streamwarden.transports._contract import ReplayReport, StreamMessage, TransportEvents
+from streamwarden.transports._backoff import Backoff
+from streamwarden.transports._causes import (
+    connect_failure,
+    connection_limit,
+    refusal,
+    retry_after,
+)
+from streamwarden.transports._contract import (
+    ConnectFailure,
+    ReplayReport,
+    StreamMessage,
+    TransportEvents,
+)
 from streamwarden.transports._replay import GapReplay, events_fetcher
+from streamwarden.transports._sdk_adapter import error_code
+
+Sleep = Callable[[float], Awaitable[None]]
+"""How the loop waits between attempts (``asyncio.sleep``; tests inject one that records)."""
 
 #: Alpaca's trading REST addresses, whose trade events API replays what a reconnect missed.
 PAPER_API_URL = "https://paper-api.alpaca.markets"
@@ -95,13 +124,35 @@ def fatal_error(code: int | None, message: str) -> ConnectionStartError | None:
     return error_type(f"Alpaca error {code}: {message}")
 
 
+def option_feed_url(override: str | None, feed: str) -> str | None:
+    """The option stream's URL override for ``feed``: one override serves both option feeds,
+    as Alpaca's two URLs differ only in their last path segment, which is set to ``feed`` when
+    it names an option feed.
+
+    >>> option_feed_url("ws://127.0.0.1:8765/v1beta1/indicative", "opra")
+    'ws://127.0.0.1:8765/v1beta1/opra'
+    >>> option_feed_url("ws://proxy:9000/options", "opra"), option_feed_url(None, "opra")
+    ('ws://proxy:9000/options', None)
+    """
+    if override is None:
+        return None
+    base, _, last = override.rpartition("/")
+    return f"{base}/{feed}" if last in OPTION_FEEDS else override
+
+
 class AlpacaTransport:
     """One Alpaca stream connection, driven by alpaca-py on the engine loop.
+
+    Args:
+        rng: the backoff's random source (default: a fresh ``random.Random()``).
+        sleep: how the loop waits between attempts (default ``asyncio.sleep``); a stop
+            interrupts the wait either way.
 
     Thread-safety: not thread-safe; every method is called on the engine loop.
     """
 
-    def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings,
+    def __init__(self, key: StreamKey, credentials: Credentials, settings: Settings, *,
+                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep,
                  clock: Clock | None = None) -> None:
         guard_websockets_logs()  # the SDK's auth frame would show in websockets' DEBUG log
         self._key = key
@@ -111,12 +162,19 @@ class AlpacaTransport:
         self._fatal_reported = False
         self._awaiting_ready = False
         self._usable = False
+        self._ever_usable = False
         self._socket_open = False
+        self._failures = 0  # attempts that failed since the stream was last usable
+        self._restarting = False
         self._wanted: frozenset[Subscription] = frozenset()
         self._resync = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(settings.reconnect_backoff_initial,
+                                settings.reconnect_backoff_max, rng or random.Random())
+        self._sleep = sleep
         self._stream = self._build_stream(credentials, settings)
-        self._replay = (None if key.kind == MARKET_DATA
+        self._replay = (None if key.kind in DATA_KINDS
                         else self._build_replay(credentials, settings, clock or SystemClock()))
 
     def _build_stream(self, credentials: Credentials, settings: Settings) -> Any:
@@ -136,7 +194,8 @@ class AlpacaTransport:
         if kind == OPTION_DATA:
             assert self._key.feed is not None, "option keys carry their feed"
             return sdk_adapter.AdaptedOptionDataStream(
-                key_id, secret, feed=self._key.feed, url=settings.option_data_url,
+                key_id, secret, feed=self._key.feed,
+                url=option_feed_url(settings.option_data_url, self._key.feed),
                 websocket_params=params, events=self)
         if kind == NEWS:
             return sdk_adapter.AdaptedNewsDataStream(
@@ -156,15 +215,15 @@ class AlpacaTransport:
     # Transport protocol.
 
     async def run(self, events: TransportEvents) -> None:
-        """Run the SDK's connect / reconnect loop until :meth:`stop` or a fatal refusal."""
+        """Connect, and reconnect with backoff, until :meth:`stop` or a fatal refusal."""
         self._events = events
         if self._stop_requested:
             return
-        await self._sync()  # the SDK opens its socket once it has a handler
+        await self._sync()  # the first subscribe goes out with the connection
         syncer = asyncio.create_task(self._keep_in_sync(),
                                      name=f"streamwarden-sync-{self._key.fingerprint[:8]}")
         try:
-            await sdk_adapter.run_forever(self._stream)
+            await self._connect_loop(events)
         finally:
             self._closing = True
             self._socket_open = False
@@ -173,27 +232,115 @@ class AlpacaTransport:
                 await syncer
             if self._replay is not None:
                 await self._replay.stop()
-        if not self._stop_requested:
-            self._report_fatal(ConnectionStartError("the alpaca-py stream ended by itself"))
 
     async def stop(self) -> None:
-        """Tell the SDK to stop and close its socket (bounded by the websocket close_timeout)."""
+        """End the loop and close the socket (bounded by the websocket close_timeout)."""
         self._stop_requested = True
         self._closing = True
         self._socket_open = False
+        self._wake.set()
         await sdk_adapter.request_stop(self._stream)
         await sdk_adapter.close_socket(self._stream)
 
     def reconnect(self, reason: str) -> None:
-        """Close the usable socket under the SDK, whose loop then connects again; the loss is
-        not reported (see the contract). The close handshake is bounded by the websocket
-        close_timeout."""
+        """Close the usable socket; the loop connects again after the backoff's first delay,
+        and the loss is not reported (see the contract). The close handshake is bounded by the
+        websocket close_timeout."""
         if self._closing or not self._usable:
             return
+        self._restarting = True
         self._usable = self._awaiting_ready = self._socket_open = False
         self._reconnecting = asyncio.get_running_loop().create_task(
             sdk_adapter.close_socket(self._stream),
             name=f"streamwarden-reconnect-{self._key.fingerprint[:8]}")
+
+    # The connect / reconnect loop.
+
+    async def _connect_loop(self, events: TransportEvents) -> None:
+        while not self._closing:
+            failure, imposed = await self._connection()
+            if self._closing:
+                return
+            if failure is not None:
+                self._failures += 1
+            # After a drop the first wait is attempt 1's; after n failed attempts, attempt n+1's.
+            delay = self._backoff.delay(self._failures + 1) if imposed is None else imposed
+            if failure is not None:
+                events.on_connect_failed(failure, self._failures, delay)
+            await self._pause(delay)
+
+    async def _connection(self) -> tuple[ConnectFailure | None, float | None]:
+        """One connection, from connect to its end. Returns why it failed before it was usable
+        (None after a drop of a usable stream, which is reported as lost) and the delay the
+        peer imposed (a 429's), if any."""
+        stream = self._stream
+        url = sdk_adapter.endpoint(stream)
+        refused = await self._open(url)
+        if refused is not None:
+            return refused
+        self._socket_open = not self._closing
+        self._awaiting_ready = True
+        if self._key.kind in DATA_KINDS and not sdk_adapter.registered(stream):
+            self.on_ready(frozenset())  # nothing to subscribe: the wire carries nothing
+        reason = "the stream ended"
+        try:
+            await sdk_adapter.consume(stream)
+        except Exception as exc:  # closed, failed, or a frame the SDK could not read:
+            # either way this socket is done: reported as lost, then reconnected (not fatal).
+            reason = f"{type(exc).__name__}: {exc}"
+        self._socket_open = False
+        was_usable, self._usable, self._awaiting_ready = self._usable, False, False
+        await sdk_adapter.close(stream)
+        return self._ended(was_usable, reason, url), None
+
+    async def _open(self, url: str) -> tuple[ConnectFailure | None, float | None] | None:
+        """Connect; None once open, else what :meth:`_connection` returns for the attempt."""
+        try:
+            await sdk_adapter.open_stream(self._stream)
+        except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
+            return self._refused(error_code(str(exc)), str(exc), url), None
+        except Exception as exc:  # a failed connect, or a greeting the SDK could not read
+            failure = connect_failure(exc, url)
+            if failure.cause == "rate_limit":
+                return failure, self._backoff.rate_limited(retry_after(exc))
+            return failure, None
+        return None
+
+    def _ended(self, was_usable: bool, reason: str, url: str) -> ConnectFailure | None:
+        """After a connection ended: the failed attempt it counts as, if any."""
+        if self._closing:
+            return None
+        if self._restarting:  # closed on purpose by reconnect(): went_stale said why
+            self._restarting = False
+            return None
+        if was_usable:
+            if self._events is not None:
+                self._events.on_connection_lost(reason)
+            return None
+        return refusal(None, f"closed before it was usable ({reason})", url)
+
+    def _refused(self, code: int | None, message: str, url: str) -> ConnectFailure | None:
+        if code == 406:
+            if self._ever_usable:  # a reconnect: Alpaca may still hold the dropped socket
+                return ConnectFailure("connection_limit",
+                                      connection_limit(url, first_start=False))
+            self._report_fatal(ConnectionLimitError(connection_limit(url, first_start=True)))
+            return None
+        error = fatal_error(code, message)
+        if error is not None:
+            self._report_fatal(error)
+            return None
+        return refusal(code, message, url)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds with the injected sleep, or until :meth:`stop`."""
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     def set_subscriptions(self, pairs: frozenset[Subscription]) -> None:
         """Ask for ``pairs`` on the wire; reconciled by the sync task once running."""
@@ -229,43 +376,24 @@ class AlpacaTransport:
 
     # What the SDK reports (sdk_adapter.StreamEvents), on the loop.
 
-    def on_authenticated(self) -> None:
-        self._socket_open = not self._closing
-        self._awaiting_ready = True
-
     def on_ready(self, pairs: frozenset[Subscription]) -> None:
         if self._closing or self._events is None:
             return
         if self._awaiting_ready:
             self._awaiting_ready = False
-            self._usable = True
+            self._usable = self._ever_usable = True
+            self._failures = 0  # usable again: the next drop starts the backoff afresh
             self._events.on_connected()
             if self._replay is not None:
                 self._replay.connected()
         self._events.on_subscribed(pairs)
 
-    def on_connect_failed(self, error: Exception) -> None:
-        if not self._closing and self._events is not None:
-            url = sdk_adapter.endpoint(self._stream)
-            self._events.on_connect_failed(connect_failure(error, url))
-
     def on_stream_error(self, code: int | None, message: str) -> bool:
         error = fatal_error(code, message)
-        if self._closing:
-            return False
-        if error is None:  # alpaca-py logs it and retries; start_timeout bounds the retries
-            if not self._usable and self._events is not None:
-                url = sdk_adapter.endpoint(self._stream)
-                self._events.on_connect_failed(refusal(code, message, url))
+        if self._closing or error is None:  # the frame alone does not end the connection
             return False
         self._report_fatal(error)
         return True
-
-    def on_socket_lost(self, reason: str) -> None:
-        self._socket_open = False
-        was_usable, self._usable, self._awaiting_ready = self._usable, False, False
-        if not self._closing and was_usable and self._events is not None:
-            self._events.on_connection_lost(reason)
 
     def _report_fatal(self, error: ConnectionStartError) -> None:
         if self._fatal_reported or self._events is None:
@@ -318,10 +446,20 @@ class AlpacaTransportFactory:
     tests), else Alpaca's: market data for the configured feed, crypto v1beta3 ``us``, options
     for the key's feed, news v1beta1, trade updates for paper or live as the credentials say.
 
-    Thread-safety: stateless; called on the engine loop.
+    Args:
+        rng: the random source of every transport's backoff (seed it in tests); default a
+            fresh ``random.Random()`` per transport.
+        sleep: how the transports wait between attempts (default ``asyncio.sleep``).
+
+    Thread-safety: called on the engine loop only (the transports share ``rng``).
     """
+
+    def __init__(self, *, rng: random.Random | None = None,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self._rng = rng
+        self._sleep = sleep
 
     def __call__(
         self, key: StreamKey, credentials: Credentials, settings: Settings
     ) -> AlpacaTransport:
-        return AlpacaTransport(key, credentials, settings)
+        return AlpacaTransport(key, credentials, settings, rng=self._rng, sleep=self._sleep)

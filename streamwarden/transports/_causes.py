@@ -18,6 +18,7 @@ from streamwarden._redaction import redact_text
 from streamwarden.transports._contract import ConnectFailure
 
 _HTTP_AUTH_STATUSES = frozenset({401, 403})
+_TOO_MANY_REQUESTS = 429
 
 
 def _endpoint(url: str) -> tuple[str, str]:
@@ -58,9 +59,15 @@ def _classify(error: BaseException, url: str) -> tuple[str, str]:
     if isinstance(error, TimeoutError):
         return "timeout", f"no answer from {where} in time ({reason})"
     if isinstance(error, websockets.InvalidHandshake):
-        cause = "auth" if _http_status(error) in _HTTP_AUTH_STATUSES else "other"
-        return cause, f"WebSocket handshake with {where} failed ({reason})"
+        return _handshake_failure(_http_status(error), where, reason)
     return "other", f"connecting to {where} failed ({reason})"
+
+
+def _handshake_failure(status: int | None, where: str, reason: str) -> tuple[str, str]:
+    if status == _TOO_MANY_REQUESTS:
+        return "rate_limit", f"{where} answered the WebSocket upgrade with HTTP 429 ({reason})"
+    cause = "auth" if status in _HTTP_AUTH_STATUSES else "other"
+    return cause, f"WebSocket handshake with {where} failed ({reason})"
 
 
 def connect_failure(error: BaseException, url: str) -> ConnectFailure:
@@ -74,6 +81,40 @@ def connect_failure(error: BaseException, url: str) -> ConnectFailure:
     Thread-safety: pure function.
     """
     return ConnectFailure(*_classify(error, url))
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds of the ``Retry-After`` header of an HTTP answer to the upgrade, if it sent
+    one in seconds (an HTTP date is ignored).
+
+    Thread-safety: pure function.
+    """
+    headers = getattr(error, "headers", None)  # websockets' legacy client
+    if headers is None:
+        headers = getattr(getattr(error, "response", None), "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
+
+
+def connection_limit(url: str, *, first_start: bool) -> str:
+    """The one-line description of a 406 (connection limit exceeded) from ``url``.
+
+    >>> connection_limit("wss://stream.data.alpaca.markets/v2/iex", first_start=True)[:60]
+    'Alpaca error 406: connection limit exceeded at stream.data.a'
+
+    Thread-safety: pure function.
+    """
+    parts = urlsplit(url)
+    where = f"{_endpoint(url)[1]}{parts.path}"
+    text = f"Alpaca error 406: connection limit exceeded at {where}"
+    if first_start:
+        return (f"{text}: another process (or connection) holds this account's connection for "
+                "that endpoint; Alpaca allows one per account and endpoint")
+    return f"{text}: the dropped socket may still be held (Alpaca keeps it about 90 s)"
 
 
 def refusal(code: int | None, message: str, url: str) -> ConnectFailure:

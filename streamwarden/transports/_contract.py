@@ -1,10 +1,12 @@
 """The transport contract: what the engine needs from one physical stream connection.
 
 A transport runs as a task on the manager's engine loop: :meth:`Transport.run` connects,
-reconnects after drops, and returns when :meth:`Transport.stop` asks it to or when it meets an
-error retrying cannot fix. It reports what happens through :class:`TransportEvents`, whose
-methods never block and never run consumer code: they only hand the news to the lifecycle that
-owns the transport (connection events) or to the leases' delivery queues (messages).
+reconnects after drops with its own jittered exponential backoff (Settings
+``reconnect_backoff_initial`` .. ``reconnect_backoff_max``), and returns when
+:meth:`Transport.stop` asks it to or when it meets an error retrying cannot fix. It reports
+what happens through :class:`TransportEvents`, whose methods never block and never run
+consumer code: they only hand the news to the lifecycle that owns the transport (connection
+events) or to the leases' delivery queues (messages).
 """
 
 from __future__ import annotations
@@ -109,10 +111,13 @@ class TransportEvents(Protocol):
         """The socket closed or failed while the stream was usable; the transport reconnects."""
         ...
 
-    def on_connect_failed(self, failure: ConnectFailure) -> None:
-        """An attempt to connect failed before the stream was usable, and the transport will
-        try again. The lifecycle keeps the latest as the cause of a start that then fails or
-        times out (in the ``start_failed`` record and the start error)."""
+    def on_connect_failed(self, failure: ConnectFailure, attempt: int, delay: float) -> None:
+        """Attempt number ``attempt`` (1 for the first since the stream was last usable) to
+        connect failed before the stream was usable, and the transport tries again after
+        ``delay`` seconds. The lifecycle keeps the latest as the cause of a start that then
+        fails or times out (in the ``start_failed`` record and the start error); while it
+        reconnects after a drop it audits each as ``reconnect_failed``, and a 406 (cause
+        ``connection_limit``) is transient only within ``connection_limit_grace``."""
         ...
 
     def on_fatal_error(self, error: ConnectionStartError) -> None:

@@ -1,11 +1,15 @@
 """The one place streamwarden reaches into alpaca-py's internals (tested against 0.43-0.44).
 
-alpaca-py's ``StockDataStream`` and ``TradingStream`` expose ``run()``/``stop()`` and handler
-registration, but not what the lifecycle needs: *when* the stream is authenticated and
-subscribed, *why* it failed (the Alpaca error code), a way to stop without waiting for its
-5-second receive poll, and subscription changes that do not block the caller. This module gets
-them by subclassing the streams and overriding their private coroutines (``_start_ws``,
-``_dispatch``, ``_consume``) and by driving ``_run_forever`` and the handler tables directly.
+alpaca-py's streams (``StockDataStream``, ``CryptoDataStream``, ``OptionDataStream``,
+``NewsDataStream``, ``TradingStream``) expose ``run()``/``stop()`` and handler
+registration, but not what the lifecycle needs: our own reconnect policy (the SDK's
+``_run_forever`` paces its retries itself), *when* the stream is subscribed, *why* it failed
+(the Alpaca error code), a way to stop without waiting for its 5-second receive poll, and
+subscription changes that do not block the caller. This module gets them by subclassing the
+streams and overriding ``_dispatch``, and by driving one connection at a time through the
+SDK's own connect / authenticate / subscribe / receive coroutines (:func:`open_stream`,
+:func:`consume`); the reconnect loop is the transport's. Any alpaca-py stream class built on
+the same coroutines (the SDK's ``DataStream`` family) plugs into that loop unchanged.
 Every private name used is listed in :data:`SDK_INTERNALS`;
 ``tests/transports/test_sdk_adapter.py`` fails loudly when an alpaca-py release changes any of
 them.
@@ -33,21 +37,21 @@ SDK_INTERNALS: tuple[tuple[type, str], ...] = (
     (StockDataStream, "_start_ws"),
     (StockDataStream, "_dispatch"),
     (StockDataStream, "_consume"),
-    (StockDataStream, "_run_forever"),
     (StockDataStream, "_send_subscribe_msg"),
     (StockDataStream, "_send_unsubscribe_msg"),
     (StockDataStream, "stop_ws"),
+    (StockDataStream, "close"),
     (TradingStream, "_start_ws"),
     (TradingStream, "_dispatch"),
     (TradingStream, "_consume"),
-    (TradingStream, "_run_forever"),
     (TradingStream, "stop_ws"),
+    (TradingStream, "close"),
     *((cls, name) for cls in (CryptoDataStream, OptionDataStream, NewsDataStream)
-      for name in ("_start_ws", "_dispatch", "_consume", "_run_forever", "_send_subscribe_msg",
-                   "_send_unsubscribe_msg", "stop_ws")),
+      for name in ("_start_ws", "_dispatch", "_consume", "_send_subscribe_msg",
+                   "_send_unsubscribe_msg", "stop_ws", "close")),
 )
 #: Instance attributes read or written (checked on constructed streams by the test).
-SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running", "_should_run",
+SDK_INSTANCE_ATTRIBUTES = ("_handlers", "_ws", "_running",
                            "_trade_updates_handler", "_endpoint")
 #: What connecting can raise besides an Alpaca refusal: a failed name lookup, TCP connect or
 #: TLS handshake (OSError), the open timeout, a refused or broken WebSocket handshake.
@@ -70,23 +74,13 @@ Handler = Callable[[Any], Awaitable[None]]
 class StreamEvents(Protocol):
     """What the adapted streams report, on the stream's loop."""
 
-    def on_authenticated(self) -> None:
-        """Connected and authenticated (again, after a reconnect)."""
-
     def on_ready(self, pairs: frozenset[tuple[str, str]]) -> None:
         """The subscription was acknowledged with the (channel, symbol) ``pairs`` the wire now
         carries (market data), or the listen was confirmed (trading; no pairs)."""
 
-    def on_connect_failed(self, error: Exception) -> None:
-        """Connecting or authenticating failed with ``error`` (one of :data:`CONNECT_ERRORS`);
-        the SDK retries."""
-
     def on_stream_error(self, code: int | None, message: str) -> bool:
-        """Alpaca refused something: an error frame, or a failed connect/auth. Returns True
-        when retrying cannot help: the stream is then stopped instead of reconnecting."""
-
-    def on_socket_lost(self, reason: str) -> None:
-        """The socket closed or failed while the stream was usable."""
+        """Alpaca sent an error frame on an open stream. Returns True when retrying cannot
+        help: the stream is then stopped instead of reconnecting."""
 
 
 _ACK_CHANNELS = ("quotes", "trades", "bars", "news")
@@ -111,33 +105,6 @@ def error_code(message: str) -> int | None:
     return ERROR_TEXT_CODES.get(message.strip().lower())
 
 
-async def _start(start_ws: Callable[[], Awaitable[None]], stop_ws: Callable[[], Awaitable[None]],
-                 events: StreamEvents) -> None:
-    try:
-        await start_ws()
-    except ValueError as exc:  # alpaca-py's way of reporting an Alpaca refusal
-        if events.on_stream_error(error_code(str(exc)), str(exc)):
-            await stop_ws()
-        raise
-    except CONNECT_ERRORS as exc:  # alpaca-py logs it and retries after its backoff
-        events.on_connect_failed(exc)
-        raise
-    events.on_authenticated()
-
-
-async def _consume(stream: AdaptedStream, consume: Callable[[], Awaitable[Any]],
-                   events: StreamEvents) -> Any:
-    try:
-        return await consume()
-    except websockets.WebSocketException as exc:
-        if not stream._should_run:
-            # Our own stop closed the socket under the SDK's receive: end the way the SDK's own
-            # stop does, without its "restarting connection" warning (nothing restarts).
-            return False
-        events.on_socket_lost(f"{type(exc).__name__}: {exc}")
-        raise
-
-
 class AdaptedStockDataStream(StockDataStream):
     """A raw-mode ``StockDataStream`` that reports its connection events."""
 
@@ -149,13 +116,6 @@ class AdaptedStockDataStream(StockDataStream):
         super().__init__(api_key, secret_key, raw_data=True, feed=DataFeed.IEX,
                          url_override=url, websocket_params=websocket_params)
         self._streamwarden_events = events
-
-    async def _start_ws(self) -> None:
-        await _start(super()._start_ws, self.stop_ws, self._streamwarden_events)
-
-    async def _consume(self) -> bool:
-        stale: bool = await _consume(self, super()._consume, self._streamwarden_events)
-        return stale
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
@@ -181,12 +141,6 @@ class AdaptedTradingStream(TradingStream):
         self._streamwarden_events = events
         self.subscribe_trade_updates(on_update)
 
-    async def _start_ws(self) -> None:
-        await _start(super()._start_ws, self.stop_ws, self._streamwarden_events)
-
-    async def _consume(self) -> None:
-        await _consume(self, super()._consume, self._streamwarden_events)
-
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("stream") == "listening":
             self._streamwarden_events.on_ready(frozenset())
@@ -199,15 +153,6 @@ class _AdaptedData:
     before the SDK class, so ``super()`` is the SDK's own method."""
 
     _streamwarden_events: StreamEvents
-    _should_run: bool
-
-    async def _start_ws(self) -> None:
-        await _start(self._sdk()._start_ws, self._sdk().stop_ws, self._streamwarden_events)
-
-    async def _consume(self) -> bool:
-        stale: bool = await _consume(self, self._sdk()._consume,  # type: ignore[arg-type]
-                                     self._streamwarden_events)
-        return stale
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
@@ -276,9 +221,44 @@ AdaptedDataStream = (AdaptedStockDataStream | AdaptedCryptoDataStream | AdaptedO
 AdaptedStream = AdaptedDataStream | AdaptedTradingStream
 
 
-async def run_forever(stream: AdaptedStream) -> None:
-    """The SDK's own connect / reconnect loop; returns when the SDK gives up or is stopped."""
-    await stream._run_forever()
+async def open_stream(stream: AdaptedStream) -> None:
+    """Open one connection: connect, authenticate, and subscribe what has a handler (market
+    data) or listen to trade updates (trading). A half-open socket is closed on failure.
+
+    Raises:
+        ValueError: Alpaca refused (the SDK's way: the error text, see :func:`error_code`).
+        OSError / TimeoutError / websockets.WebSocketException: connecting failed
+            (:data:`CONNECT_ERRORS`).
+    """
+    try:
+        await stream._start_ws()
+        # Running from here: a subscription change made while the first subscribe is being
+        # sent goes out on its own (a duplicate is harmless; a gap would not be).
+        stream._running = True
+        if not isinstance(stream, AdaptedTradingStream) and registered(stream):
+            await stream._send_subscribe_msg()
+    except BaseException:
+        await close(stream)
+        raise
+
+
+async def consume(stream: AdaptedStream) -> None:
+    """Receive and dispatch until the socket closes (raises) or a stop is requested (returns).
+
+    Raises:
+        websockets.WebSocketException: the socket closed or failed.
+    """
+    await stream._consume()
+
+
+async def close(stream: AdaptedStream) -> None:
+    """Close the socket of an ended connection (errors of the close itself are ignored: the
+    socket is gone either way) and mark the stream not running."""
+    try:
+        await stream.close()
+    except (*CONNECT_ERRORS, RuntimeError):
+        stream._ws = None
+        stream._running = False
 
 
 async def request_stop(stream: AdaptedStream) -> None:

@@ -33,7 +33,7 @@ def run_sim_history(sink: AuditSink, creds: Credentials) -> SimHistory:
     """Three owners share market data, one takes trade updates; the market-data socket is
     dropped and comes back; everyone releases; a second trade-updates start is refused
     (AuthenticationError, ``start_failed``); the manager closes, so every lifecycle stops."""
-    with Simulator(port=0) as sim:
+    with Simulator(port=0, reaper_window=0) as sim:
         settings = Settings(market_data_url=sim.market_data_url,
                             trade_updates_url=sim.trade_updates_url, start_timeout=3.0,
                             stop_timeout=1.0)

@@ -22,8 +22,13 @@ def test_the_packaged_spec_satisfies_every_property():
     # idle, starting/running with 1..4 leases, draining, stopped
     assert result.configurations == 11
     assert result.properties_checked == ("INV1", "INV2", "INV3", "INV4", "STOPPABLE", "BOUNDED",
-                                         "L2")
+                                         "REACHED", "L2", "L3")
     assert result.transitions > result.configurations
+    # The reconnect transitions are explored: a drop, then refused attempts, then either way.
+    assert {("running", "connection_lost", "starting"),
+            ("starting", "reconnect_failed", "starting"),
+            ("starting", "connected", "running"),
+            ("starting", "start_failed", "stopped")} <= result.taken
     assert json.loads(json.dumps(describe(result)))["ok"] is True
 
 
@@ -120,3 +125,30 @@ def test_went_stale_is_explored_a_stale_socket_that_drains_breaks_inv3(tmp_path)
     first = result.violations[0]
     assert first.property_id == "INV3"
     assert first.counterexample() == "acquire -> connected -> went_stale"
+
+
+def test_a_transition_no_configuration_can_take_is_reported(tmp_path):
+    spec_dir = copy_spec(tmp_path)
+
+    def edit(document):
+        (retry,) = [t for t in transitions_of(document, "starting")
+                    if t["event"] == "reconnect_failed"]
+        retry["cond"] = "refs < 0"  # dead: refs is never negative
+    edit_yaml(spec_dir / "lifecycle.yaml", edit)
+    result = model_check(load_spec(spec_dir))
+    assert [(v.property_id, v.message) for v in result.violations] == [
+        ("REACHED", "starting --reconnect_failed--> starting is never taken")]
+
+
+def test_a_reconnect_that_can_only_end_by_a_release_breaks_l3(tmp_path):
+    spec_dir = copy_spec(tmp_path)
+
+    def edit(document):
+        document["states"]["starting"]["transitions"] = [
+            t for t in transitions_of(document, "starting")
+            if t["event"] not in ("connected", "start_failed")
+        ]
+    edit_yaml(spec_dir / "lifecycle.yaml", edit)
+    result = model_check(load_spec(spec_dir))
+    l3 = next(v for v in result.violations if v.property_id == "L3")
+    assert l3.counterexample() == "acquire"

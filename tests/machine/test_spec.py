@@ -39,9 +39,10 @@ def test_exactly_the_five_states_and_the_events_of_the_contract():
     assert spec.states == ("idle", "starting", "running", "draining", "stopped")
     assert spec.initial_state == "idle" and spec.final_states == ("stopped",)
     assert set(spec.events) == {"acquire", "release", "connected", "start_failed", "shutdown",
-                                "connection_lost", "closed", "close_timeout", "went_stale"}
+                                "connection_lost", "closed", "close_timeout", "went_stale",
+                                "reconnect_failed"}
     assert [inv.id for inv in spec.invariants] == [f"INV{n}" for n in range(1, 8)]
-    assert [bound.id for bound in spec.liveness] == ["L1", "L2"]
+    assert [bound.id for bound in spec.liveness] == ["L1", "L2", "L3"]
 
 
 @pytest.mark.parametrize(("path", "expected"), [

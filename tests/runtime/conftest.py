@@ -44,7 +44,7 @@ def sim_settings(sim: Simulator, **overrides: object) -> sw.Settings:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator() as simulator:
+    with Simulator(reaper_window=0) as simulator:
         yield simulator
 
 

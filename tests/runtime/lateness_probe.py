@@ -23,7 +23,7 @@ from streamwarden.simulator import Simulator
 BOUND = 5.0
 TICK = 0.010
 """The ticker's period: a task on the caller's loop that should wake every 10 ms."""
-ROUNDS = 3
+ROUNDS = 5
 """Workload rounds under the ticker (each: connect, two market-data leases and a trade-updates
 lease, 20 quotes, a fill, releases, disconnect)."""
 
@@ -102,7 +102,7 @@ async def scenario(sim: Simulator, settings: sw.Settings,
 
 
 def main() -> None:
-    with Simulator(port=0) as sim:
+    with Simulator(port=0, reaper_window=0) as sim:
         settings = sw.Settings(market_data_url=sim.market_data_url,
                                trade_updates_url=sim.trade_updates_url,
                                start_timeout=3.0, stop_timeout=1.0, debug=True)

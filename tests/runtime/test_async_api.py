@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(port=0) as simulator:
+    with Simulator(port=0, reaper_window=0) as simulator:
         yield simulator
 
 

@@ -33,7 +33,8 @@ class Box:
 
 def lifecycle(drain_grace: float = 0.0) -> Lifecycle:
     return Lifecycle(lifecycle_id="L1", key=KEY, spec=default_spec(),
-                     timing=Timing(start_timeout=10.0, drain_grace=drain_grace),
+                     timing=Timing(start_timeout=10.0, drain_grace=drain_grace,
+                                   reconnect_grace=60.0, connection_limit_grace=30.0),
                      origin_correlation_id="run-1")
 
 
@@ -187,7 +188,8 @@ def test_a_draining_lifecycle_is_reused_only_within_its_grace():
 def test_trade_updates_route_unfiltered_leases_as_before_and_record_a_filter():
     key = StreamKey("f" * 24, "trade_updates", True, None)
     core = Lifecycle(lifecycle_id="L2", key=key, spec=default_spec(),
-                     timing=Timing(start_timeout=10.0, drain_grace=0.0),
+                     timing=Timing(start_timeout=10.0, drain_grace=0.0, reconnect_grace=60.0,
+                                   connection_limit_grace=30.0),
                      origin_correlation_id="run-1")
     update = StreamMessage("trade_updates", "AAPL", None)
     plain, own = Box(), Box()
@@ -201,3 +203,40 @@ def test_trade_updates_route_unfiltered_leases_as_before_and_record_a_filter():
     assert pending.draft.details == {"filter": {"client_order_id_prefix": "momentum-"}}
     core.commit(pending, record_of(pending), 0.0)
     assert core.routes.targets(update) == (plain,)  # no order id: not the filtered lease's
+
+
+def _commit(core: Lifecycle, pending: Pending, now: float, event_id: str = "E") -> None:
+    core.commit(pending, record_of(pending, event_id), now)
+
+
+def test_a_reconnect_is_bounded_by_the_reconnect_grace_and_a_first_start_by_start_timeout():
+    core, box = lifecycle(), Box()
+    granted(core, "lease-1", box, now=0.0)
+    assert core.next_deadline() == 10.0 and not core.reconnecting  # start_timeout
+    with pytest.raises(InvalidTransitionError):  # a first start records no reconnect_failed
+        core.reconnect_failed(1, 0.5, "refused", "port shut")
+    _commit(core, core.signal("connected"), 1.0)
+    _commit(core, core.signal("connection_lost"), 100.0)
+    assert core.reconnecting and core.next_deadline() == 160.0  # reconnect_grace=60
+    assert not core.due(159.9) and core.due(160.0)
+
+
+def test_406s_arm_the_connection_limit_grace_from_the_drop_and_other_causes_disarm_it():
+    core, box = lifecycle(), Box()
+    granted(core, "lease-1", box, now=0.0)
+    _commit(core, core.signal("connected"), 1.0)
+    _commit(core, core.signal("connection_lost"), 100.0)
+    pending = core.reconnect_failed(1, 0.7, "connection_limit", "Alpaca error 406")
+    assert pending.draft.details == {"attempt": 1, "delay": 0.7, "cause": "connection_limit",
+                                     "cause_detail": "Alpaca error 406",
+                                     "inputs": {"reconnecting": True}}
+    assert (pending.draft.from_state, pending.draft.to_state) == ("starting", "starting")
+    assert not core.connection_limited  # not before the commit
+    _commit(core, pending, 105.0)
+    assert core.connection_limited and core.next_deadline() == 130.0  # 100 + 30, from the drop
+    assert core.due(130.0) and core.leases  # due, and the lease is still live until the stop
+    _commit(core, core.reconnect_failed(2, 1.4, "refused", "port shut"), 131.0)
+    assert not core.connection_limited and core.next_deadline() == 160.0
+    _commit(core, core.reconnect_failed(3, 2.8, "connection_limit", "406"), 132.0)
+    _commit(core, core.signal("connected"), 133.0)
+    assert not core.reconnecting and not core.connection_limited and core.next_deadline() is None

@@ -84,7 +84,8 @@ def test_the_acquirers_own_timeout_names_the_cause_too(factory, sink, creds):
 
 def test_the_cause_is_forgotten_once_connected(factory, sink, creds):
     factory.options = TransportOptions(auto_connect=False)
-    with ConnectionManager(transport_factory=factory, audit=sink, settings=SETTINGS) as manager:
+    settings = SETTINGS.replace(reconnect_grace=0.3)
+    with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as manager:
         lease = manager.market_data(creds, symbols=["AAPL"], wait=False)
         assert wait_until(lambda: factory.latest().started)
         transport = factory.latest()
@@ -94,11 +95,12 @@ def test_the_cause_is_forgotten_once_connected(factory, sink, creds):
         assert transport.emit_connection_lost("peer went away")  # reconnecting: starting again
         assert wait_until(lambda: lease.status is LeaseStatus.REVOKED)
     assert start_failed(sink).details == {"stop_clean": True, "cause": "timeout"}
+    assert start_failed(sink).error_message == "not reconnected within reconnect_grace=0.3s"
 
 
 @pytest.mark.parametrize(("error", "cause"), [
     (AuthenticationError("Alpaca error 402: auth failed"), "auth"),
-    (ConnectionLimitError("Alpaca error 406: connection limit exceeded"), "other"),
+    (ConnectionLimitError("Alpaca error 406: connection limit exceeded"), "connection_limit"),
     (ConnectionStartError("refused by policy", cause="refused"), "refused"),
 ])
 def test_a_fatal_error_carries_its_cause(factory, sink, creds, error, cause):
@@ -127,7 +129,8 @@ def test_a_connect_failure_is_one_bounded_line_with_a_known_cause():
         ConnectFailure("gremlins", "?")
     with pytest.raises(InvalidInputError, match="detail must be a string"):
         ConnectFailure("dns", None)  # type: ignore[arg-type]
-    assert START_CAUSES == ("dns", "refused", "tls", "auth", "timeout", "other")
+    assert START_CAUSES == ("dns", "refused", "tls", "auth", "timeout", "other",
+                            "connection_limit", "rate_limit")
 
 
 def test_start_errors_carry_their_cause_through_derive():

@@ -31,7 +31,7 @@ def simulator_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator() as simulator:
+    with Simulator(reaper_window=0) as simulator:
         yield simulator
     assert simulator_threads() == []
 
@@ -105,8 +105,11 @@ class SdkRunner:
         self.sim = sim
         self._running: list[tuple[Any, StreamKind, threading.Thread]] = []
 
-    def market_data(self, *, raw_data: bool = False, feed: str = "iex") -> StockDataStream:
-        return StockDataStream(KEY_ID, SECRET, raw_data=raw_data,
+    def market_data(self, *, raw_data: bool = False, feed: str = "iex",
+                    key_id: str = KEY_ID) -> StockDataStream:
+        """A market-data stream; one per ``key_id`` at a time (the simulator refuses a second
+        socket of one account on one endpoint with 406, as Alpaca does)."""
+        return StockDataStream(key_id, SECRET, raw_data=raw_data,
                                url_override=self.sim.feed_url(feed))
 
     def trading(self, *, raw_data: bool = False) -> TradingStream:

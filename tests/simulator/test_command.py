@@ -42,6 +42,8 @@ def test_arguments_build_the_faults() -> None:
     (["--port", "70000"], "must be in 0..65535"),
     (["--port", "x"], "expected a number"),
     (["--quote-rate", "-1"], "must be in 0.."),
+    (["--reaper-window", "-1"], "--reaper-window: must be in 0.."),
+    (["--connect-rate-limit", "0"], "--connect-rate-limit: must be at least 1"),
 ])
 def test_bad_arguments_exit_2_with_one_line(
     argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
@@ -147,3 +149,16 @@ def test_signal_stops_it_cleanly(signum: int) -> None:
     assert process.returncode == 0, err
     assert ("stopped (connections opened: market_data 0, trade_updates 1, crypto_data 0, "
             "option_data 0, news 0)") in out
+
+
+def test_the_connection_rules_reach_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse(["simulator", "--port", "0", "--duration", "0", "--reaper-window", "0.5",
+                   "--connect-rate-limit", "3"])
+    assert (args.reaper_window, args.connect_rate_limit) == (0.5, 3)
+    assert args.handler(args) == 0
+    assert "reaper window 0.5 s; upgrades per endpoint and second: 3)" in capsys.readouterr().out
+    defaults = _parse(["simulator", "--port", "0", "--duration", "0"])
+    assert (defaults.reaper_window, defaults.connect_rate_limit) == (90.0, None)
+    assert defaults.handler(defaults) == 0
+    assert "reaper window 90 s; upgrades per endpoint and second: no cap)" in \
+        capsys.readouterr().out

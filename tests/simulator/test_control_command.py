@@ -115,8 +115,9 @@ def standalone_simulator(*args: str) -> Iterator[Standalone]:
 
 @pytest.fixture(scope="module")
 def standalone() -> Iterator[Standalone]:
-    """One standalone simulator with no flags but the port (so the default quote rate)."""
-    with standalone_simulator() as sim:
+    """One standalone simulator with no flags but the port (so the default quote rate) and
+    ``--reaper-window 0`` (tests reconnect right after the drops of others)."""
+    with standalone_simulator("--reaper-window", "0") as sim:
         yield sim
 
 

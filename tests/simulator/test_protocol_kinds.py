@@ -61,8 +61,12 @@ def test_options_serve_quotes_and_trades_only(sim: Simulator):
 
 def test_news_goes_once_to_a_connection_wanting_any_of_its_symbols(sim: Simulator):
     with client(sim.news_url) as pair, client(sim.news_url) as everything:
+        authenticate(pair)
+        # One news socket per account: the second connection is another account's.
+        assert receive(everything) == [{"T": "success", "msg": "connected"}]
+        send(everything, {"action": "auth", "key": "PKSECONDACCOUNT00001", "secret": "second"})
+        assert receive(everything) == [{"T": "success", "msg": "authenticated"}]
         for ws, symbols in ((pair, ["AAPL", "TSLA"]), (everything, ["*"])):
-            authenticate(ws)
             send(ws, {"action": "subscribe", "news": symbols})
             assert receive(ws) == [{"T": "subscription", "news": sorted(symbols)}]
         assert sim.publish_news("Both", symbols=["AAPL", "TSLA"], article_id=5) == 2

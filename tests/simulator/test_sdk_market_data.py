@@ -130,7 +130,7 @@ def test_set_quote_rate_starts_and_stops_the_generator(sim: Simulator, sdk: SdkR
 
 
 def test_quote_burst_reaches_every_subscriber(sim: Simulator, sdk: SdkRunner) -> None:
-    streams = [sdk.market_data(raw_data=True) for _ in range(2)]
+    streams = [sdk.market_data(raw_data=True, key_id=f"PKBURST{n}") for n in range(2)]
     collectors = [Received() for _ in streams]
     for stream, received in zip(streams, collectors, strict=True):
         stream.subscribe_quotes(received.handle, "SPY")

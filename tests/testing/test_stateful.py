@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from streamwarden import InvalidInputError
+from streamwarden import InvalidInputError, LeaseStatus
 from streamwarden.machine.modelcheck import model_check
 from streamwarden.machine.spec import default_spec, load_spec
 from streamwarden.testing import manager_machine, run_properties
-from streamwarden.testing._stateful import evidence_settings
+from streamwarden.testing._stateful import ACCOUNTS, evidence_settings
 from tests.machine.test_spec import edit_yaml
+from tests.waiting import wait_until
 
 EXAMPLES = int(os.environ.get("STREAMWARDEN_STATEFUL_EXAMPLES",
                               "500" if os.environ.get("CI") else "100"))
@@ -52,3 +53,27 @@ def test_a_runtime_invariant_the_model_check_cannot_see_fails_the_property_run(t
 def test_an_unknown_facade_is_refused():
     with pytest.raises(InvalidInputError, match="facade must be sync or async"):
         manager_machine(default_spec(), facade="threads")
+
+
+def test_the_connect_failed_rule_records_refused_reconnects_and_the_406_grace():
+    # One history, step by step, with the machine's own rules: a drop, then a 406 with a tiny
+    # connection_limit_grace fails the lifecycle; the trail conforms throughout.
+    machine = manager_machine(default_spec())()
+    try:
+        machine.start_manager(drain_grace=0.0, limit_grace=0.01)
+        account = ACCOUNTS[0]
+        lease = machine.acquire(account, market=True, symbols=["AAPL"], auto_connect=True,
+                                hang=False)
+        machine.connection_lost(0)
+        machine.connect_failed(0, "refused", 1)
+        machine.connect_failed(0, "connection_limit", 2)
+        machine.audit_trail_conforms_to_the_spec()
+        assert wait_until(lambda: lease.status is LeaseStatus.REVOKED)
+        refused = [r for r in machine.sink.records() if r.event == "reconnect_failed"]
+        assert [(r.details["attempt"], r.details["cause"]) for r in refused] == [
+            (1, "refused"), (2, "connection_limit")]
+        (failed,) = [r for r in machine.sink.records() if r.event == "start_failed"]
+        assert failed.error_type == "ConnectionLimitError"
+        machine.spec_invariants_hold()
+    finally:
+        machine.teardown()

@@ -41,7 +41,7 @@ def streamwarden_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(port=0) as simulator:
+    with Simulator(port=0, reaper_window=0) as simulator:
         yield simulator
 
 

@@ -27,10 +27,8 @@ TESTED_RANGE = ((0, 43), (0, 44))
 
 
 class _Events:
-    def on_authenticated(self) -> None: ...
     def on_ready(self, pairs: frozenset[tuple[str, str]]) -> None: ...
     def on_stream_error(self, code: int | None, message: str) -> bool: return False
-    def on_socket_lost(self, reason: str) -> None: ...
 
 
 async def _ignore(update: object) -> None:

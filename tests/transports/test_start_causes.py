@@ -73,7 +73,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(port=0) as simulator:
+    with Simulator(port=0, reaper_window=0) as simulator:
         yield simulator
 
 
@@ -110,6 +110,11 @@ def start_fails(url: str, kind: str, creds: sw.Credentials,
 
 HTTP_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 HTTP_401 = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def http_429(retry_after: str) -> bytes:
+    return (f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after}\r\n"
+            "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
 
 
 @pytest.mark.parametrize("kind", ["market_data", "trade_updates"])
@@ -208,3 +213,20 @@ def test_nothing_answering_is_a_timeout(creds, sink, servers):
     assert isinstance(error, sw.StartTimeoutError) and error.cause == "timeout"
     assert f"within start_timeout={START_TIMEOUT}s" in error.message
     assert record.details["cause"] == "timeout"
+
+
+@pytest.mark.parametrize(("retry_after", "delay"), [
+    ("7", "delay=7.0"),
+    ("Wed, 21 Oct 2037 07:28:00 GMT", "delay=30.0"),  # not seconds: the backoff's maximum
+], ids=["seconds", "http-date"])
+def test_a_429_on_the_upgrade_is_rate_limit_and_waits_its_retry_after(
+        retry_after, delay, *, creds, sink, servers, caplog):
+    caplog.set_level(logging.WARNING, logger="streamwarden")
+    port = servers(http_429(retry_after)).port
+    error, record = start_fails(f"ws://127.0.0.1:{port}/v2/iex", "market_data", creds, sink)
+    expected = f"127.0.0.1:{port} answered the WebSocket upgrade with HTTP 429"
+    assert isinstance(error, sw.StartTimeoutError) and error.cause == "rate_limit"
+    assert record.details["cause"] == "rate_limit" and expected in record.details["cause_detail"]
+    (logged,) = [r.getMessage() for r in caplog.records
+                 if "transport.connect_failed" in r.getMessage()]
+    assert "attempt=1" in logged and delay in logged  # one attempt: the wait outlasts the start
