@@ -13,12 +13,15 @@ Alpaca's market-data stream sends quotes, trades and bars as msgpack maps with o
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
+
+from streamwarden.errors import MalformedMessageError
 
 Channel = Literal["quotes", "trades", "bars"]
 CHANNELS: tuple[Channel, ...] = ("quotes", "trades", "bars")
@@ -31,29 +34,69 @@ Subscription = tuple[str, str]
 _DECIMALS: dict[float, Decimal] = {}
 _DECIMALS_KEPT = 4096
 """Decimals of recently seen float prices: a symbol's prices repeat, and Decimal(str(float))
-costs more than the rest of a quote's parse. Cleared when full, so it stays bounded."""
+costs more than the rest of a quote's parse. Cleared when full, so it stays bounded. Only valid
+(finite, non-negative) numbers are kept."""
+
+_INFINITY = float("inf")
+_SHOWN_CHARACTERS = 40
 
 
-def _price(value: object) -> Decimal:
+def _malformed(key: str, reason: str, value: object = None) -> MalformedMessageError:
+    shown = repr(value)
+    if len(shown) > _SHOWN_CHARACTERS:
+        shown = shown[:_SHOWN_CHARACTERS - 3] + "..."
+    detail = "" if reason == "missing" else f": {shown}"
+    return MalformedMessageError(f"market-data field {key!r} is {reason}{detail}",
+                                 field=key, reason=reason)
+
+
+def _number(message: Mapping[str, Any], key: str) -> Decimal:
+    """The price, size or volume under ``key``: a finite, non-negative number, never made up.
+
+    Raises:
+        MalformedMessageError: missing, not a number, not finite or negative.
+    """
+    value = message.get(key)
     # Alpaca sends floats; their shortest repr is the price the exchange quoted.
     if type(value) is float:
-        price = _DECIMALS.get(value)
-        if price is None:
-            price = Decimal(repr(value))
+        number = _DECIMALS.get(value)
+        if number is None:
+            if not 0.0 <= value < _INFINITY:  # false for NaN, the infinities and negatives
+                raise _malformed(key, "negative" if math.isfinite(value) else "not finite", value)
+            number = Decimal(repr(value))
             if value:  # 0.0 and -0.0 are one key but two Decimals: zero is never kept
                 if len(_DECIMALS) >= _DECIMALS_KEPT:
                     _DECIMALS.clear()
-                _DECIMALS[value] = price
-        return price
+                _DECIMALS[value] = number
+        return number
     if type(value) is int:  # sizes: exact, and the same Decimal as from its str
+        if value < 0:
+            raise _malformed(key, "negative", value)
         return Decimal(value)
-    return Decimal(str(value)) if value is not None else Decimal(0)
+    return _other_number(key, value)
+
+
+def _other_number(key: str, value: object) -> Decimal:
+    if value is None:
+        raise _malformed(key, "missing")
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise _malformed(key, "not a number", value)
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        raise _malformed(key, "not a number", value) from None
+    if not number.is_finite():
+        raise _malformed(key, "not finite", value)
+    if number < 0:
+        raise _malformed(key, "negative", value)
+    return number
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _time(value: object) -> datetime:
+    """Raises ValueError, TypeError or ArithmeticError (out of range) when unreadable."""
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     msgpack = sys.modules.get("msgpack")  # loaded if value is one of its Timestamps
@@ -63,10 +106,10 @@ def _time(value: object) -> datetime:
     to_datetime = getattr(value, "to_datetime", None)
     if callable(to_datetime):
         moment = to_datetime()
-        assert isinstance(moment, datetime)
-        return moment
+        if isinstance(moment, datetime):
+            return _time(moment)
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return _time(datetime.fromisoformat(value.replace("Z", "+00:00")))
     raise ValueError(f"unreadable timestamp {value!r}")
 
 
@@ -123,24 +166,33 @@ def channel_of(message: Mapping[str, Any]) -> Channel | None:
 def parse_market_data(message: Mapping[str, Any]) -> MarketData:
     """The typed form of one raw quote, trade or bar message.
 
+    Every price, size and volume must be present, a number, finite and not negative; the symbol
+    a non-empty string; the timestamp readable; a trade's id, when given, an integer. Nothing
+    is made up for what is missing. Thread-safe.
+
     Raises:
-        ValueError: if the message is not a quote, trade or bar, or misses a field.
+        MalformedMessageError: (a ValueError) naming the field at fault and why, or the type
+            when the message is not a quote, trade or bar.
     """
-    channel = channel_of(message)
+    kind = message.get("T")
+    if kind not in _TYPE_CHANNEL:
+        raise MalformedMessageError(f"not a quote, trade or bar: T={kind!r}", field="T",
+                                    reason="unknown type")
+    symbol = message.get("S")
+    if type(symbol) is not str or not symbol:
+        raise _malformed("S", "missing" if symbol is None else "unreadable", symbol)
+    stamp = message.get("t")
     try:
-        symbol = str(message["S"])
-        timestamp = _time(message["t"])
-        if channel == "quotes":
-            return Quote(symbol, _price(message.get("bp")), _price(message.get("bs")),
-                         _price(message.get("ap")), _price(message.get("as")), timestamp)
-        if channel == "trades":
-            trade_id = message.get("i")
-            return Trade(symbol, _price(message.get("p")), _price(message.get("s")), timestamp,
-                         int(trade_id) if trade_id is not None else None)
-        if channel == "bars":
-            return Bar(symbol, _price(message.get("o")), _price(message.get("h")),
-                       _price(message.get("l")), _price(message.get("c")),
-                       _price(message.get("v")), timestamp)
-    except KeyError as exc:
-        raise ValueError(f"market-data message without {exc.args[0]!r}") from None
-    raise ValueError(f"not a quote, trade or bar: T={message.get('T')!r}")
+        timestamp = _time(stamp)
+    except (ArithmeticError, TypeError, ValueError):
+        raise _malformed("t", "missing" if stamp is None else "unreadable", stamp) from None
+    if kind == "q":
+        return Quote(symbol, _number(message, "bp"), _number(message, "bs"),
+                     _number(message, "ap"), _number(message, "as"), timestamp)
+    if kind == "t":
+        trade_id = message.get("i")
+        if trade_id is not None and type(trade_id) is not int:
+            raise _malformed("i", "not an integer", trade_id)
+        return Trade(symbol, _number(message, "p"), _number(message, "s"), timestamp, trade_id)
+    return Bar(symbol, _number(message, "o"), _number(message, "h"), _number(message, "l"),
+               _number(message, "c"), _number(message, "v"), timestamp)
