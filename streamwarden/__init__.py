@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "Quote": "streamwarden.marketdata",
     "Trade": "streamwarden.marketdata",
     "ConnectFailure": "streamwarden.transports",
+    "MalformedMessage": "streamwarden.transports",
+    "MalformedMessageError": "streamwarden.errors",
     "StreamMessage": "streamwarden.transports",
     "Transport": "streamwarden.transports",
     "TransportEvents": "streamwarden.transports",
@@ -81,6 +83,8 @@ __all__ = [
     "LeaseRevokedError",
     "LeaseStatus",
     "LifecycleHealth",
+    "MalformedMessage",
+    "MalformedMessageError",
     "ManagerClosedError",
     "MarketDataLease",
     "Quote",
@@ -137,6 +141,7 @@ if TYPE_CHECKING:
         LeaseError,
         LeaseOverflowError,
         LeaseRevokedError,
+        MalformedMessageError,
         ManagerClosedError,
         ReentrancyError,
         StartTimeoutError,
@@ -162,6 +167,7 @@ if TYPE_CHECKING:
     )
     from streamwarden.transports import (
         ConnectFailure,
+        MalformedMessage,
         StreamMessage,
         Transport,
         TransportEvents,

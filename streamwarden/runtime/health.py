@@ -33,7 +33,10 @@ class LeaseHealth:
 
 @dataclass(frozen=True)
 class LifecycleHealth:
-    """One lifecycle (physical connection). Timestamps are ISO 8601 UTC, or None."""
+    """One lifecycle (physical connection). Timestamps are ISO 8601 UTC, or None.
+    ``malformed_messages`` counts the messages dropped because they could not be read (a
+    missing, non-numeric, non-finite or negative price, size or volume; an unreadable symbol or
+    timestamp)."""
 
     lifecycle_id: str
     fingerprint: str
@@ -50,6 +53,7 @@ class LifecycleHealth:
     reconnects: int
     callback_errors: int
     stop_abandoned: bool
+    malformed_messages: int = 0
 
 
 @dataclass(frozen=True)

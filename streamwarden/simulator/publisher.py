@@ -16,7 +16,7 @@ from streamwarden.simulator.delivery import Batch, Outbox, abort
 from streamwarden.simulator.messages import Message, quote
 from streamwarden.simulator.orders import TRADE_UPDATES
 from streamwarden.simulator.prices import QuoteSource
-from streamwarden.simulator.registry import Registry
+from streamwarden.simulator.registry import Registry, Session
 from streamwarden.simulator.stats import StreamKind
 from streamwarden.simulator.trading import STREAMS_CHANNEL
 
@@ -53,6 +53,18 @@ class Publisher:
         """Send one quote, trade or bar to its subscribers; returns how many received it."""
         sessions = self._registry.subscribers(CHANNELS[message["T"]], message["S"])
         counts = await self._outbox.publish(sessions, Batch([message]))
+        return sum(1 for count in counts if count)
+
+    async def raw(self, batch: list[Message]) -> int:
+        """Send ``batch`` as it is, in one frame, to every connection that subscribes the
+        channel and symbol (``T`` and ``S``) of any of its messages; returns how many."""
+        sessions: dict[int, Session] = {}
+        for message in batch:
+            channel, symbol = CHANNELS.get(str(message.get("T"))), message.get("S")
+            if channel is not None and isinstance(symbol, str):
+                for session in self._registry.subscribers(channel, symbol):
+                    sessions.setdefault(id(session), session)
+        counts = await self._outbox.publish(list(sessions.values()), Batch(batch))
         return sum(1 for count in counts if count)
 
     async def trade_update(self, message: Message) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -39,6 +39,7 @@ from streamwarden.simulator.validation import (
     check_price,
     check_rate,
     check_symbol,
+    raw_batch,
 )
 from streamwarden.validation import check_seconds
 
@@ -324,6 +325,25 @@ class Simulator:
             timestamp=timestamp or self._clock.now().replace(second=0, microsecond=0),
         )
         return self._call("publish_bar", lambda p: p.market_data(message), timeout)
+
+    def publish_raw(self, batch: Sequence[Mapping[str, Any]], *,
+                    timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Send market-data messages exactly as given, unchecked, in ONE frame, to every
+        connection that subscribes the channel and symbol (``T`` and ``S``) of any of them: for
+        testing how a client meets malformed data (``{"T": "q", "bp": "abc", ...}``, NaN, a
+        missing price) between valid messages. Timestamps may be ``datetime`` objects (sent as
+        Alpaca sends them) or any other value.
+
+        Returns:
+            How many connections it was sent to.
+
+        Raises:
+            InvalidInputError: ``batch`` empty, not a sequence of maps with string keys, or
+                holding a value the wire encodings cannot carry.
+            SimulatorError: not running, or not sent within ``timeout`` seconds.
+        """
+        messages_ = raw_batch(batch)
+        return self._call("publish_raw", lambda publisher: publisher.raw(messages_), timeout)
 
     def publish_quotes(
         self, symbol: str, count: int, *, batch_size: int = 1, timeout: float = 30.0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamwarden.transports._contract import (
     ConnectFailure,
+    MalformedMessage,
     StreamMessage,
     Transport,
     TransportEvents,
@@ -25,6 +26,7 @@ __all__ = [
     "AlpacaTransport",
     "AlpacaTransportFactory",
     "ConnectFailure",
+    "MalformedMessage",
     "StreamMessage",
     "Transport",
     "TransportEvents",

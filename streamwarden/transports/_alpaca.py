@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from streamwarden._keys import MARKET_DATA, StreamKey
@@ -34,6 +35,7 @@ from streamwarden.errors import (
     AuthenticationError,
     ConnectionLimitError,
     ConnectionStartError,
+    MalformedMessageError,
     SubscriptionError,
 )
 from streamwarden.marketdata import (
@@ -44,10 +46,12 @@ from streamwarden.marketdata import (
 )
 from streamwarden.transports import _sdk_adapter as sdk_adapter
 from streamwarden.transports._causes import connect_failure, refusal
-from streamwarden.transports._contract import StreamMessage, TransportEvents
+from streamwarden.transports._contract import MalformedMessage, StreamMessage, TransportEvents
 
 #: Seconds the close handshake may take beyond ``stop_timeout``: the websocket's own bound.
 CLOSE_MARGIN_SECONDS = 0.5
+#: Longest symbol of a malformed message that is reported as it is (longer ones are cut).
+MAX_REPORTED_SYMBOL = 32
 
 _FATAL_ERRORS: dict[int, type[ConnectionStartError]] = {
     401: AuthenticationError,
@@ -203,6 +207,18 @@ class AlpacaTransport:
         if not self._closing and was_usable and self._events is not None:
             self._events.on_connection_lost(reason)
 
+    def on_message_failed(self, message: Mapping[str, Any], error: Exception) -> None:
+        if self._events is None:
+            return
+        if isinstance(error, MalformedMessageError):
+            field, reason = error.field, error.reason
+        else:  # what the parser did not foresee is still one unreadable message, not a crash
+            field, reason = "", f"unreadable ({type(error).__name__})"
+        symbol = message.get("S")
+        self._events.on_malformed(MalformedMessage(
+            channel_of(message) or str(message.get("T"))[:MAX_REPORTED_SYMBOL],
+            symbol[:MAX_REPORTED_SYMBOL] if isinstance(symbol, str) else None, field, reason))
+
     def _report_fatal(self, error: ConnectionStartError) -> None:
         if self._fatal_reported or self._events is None:
             return
@@ -214,10 +230,8 @@ class AlpacaTransport:
         channel = channel_of(message)
         if channel is None or self._events is None:
             return
-        try:
-            payload = parse_market_data(message)
-        except ValueError:
-            return  # malformed: nothing a lease could use
+        # Raises MalformedMessageError: the adapter reports it through on_message_failed.
+        payload = parse_market_data(message)
         self._events.on_message(StreamMessage(channel, payload.symbol, payload))
 
     async def _on_trade_update(self, update: Any) -> None:

@@ -38,6 +38,19 @@ class StreamMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class MalformedMessage:
+    """A market-data message dropped because it could not be read: its ``channel``, the
+    ``symbol`` it named (None when that was unreadable), the wire ``field`` at fault and the
+    ``reason`` (see :class:`~streamwarden.errors.MalformedMessageError`). Holds no value from the
+    message beyond the symbol."""
+
+    channel: str
+    symbol: str | None
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectFailure:
     """Why an attempt to connect failed: ``cause`` is one of
     :data:`~streamwarden.errors.START_CAUSES` (``dns``, ``refused``, ``tls``, ``auth``,
@@ -94,6 +107,11 @@ class TransportEvents(Protocol):
 
     def on_message(self, message: StreamMessage) -> None:
         """A message arrived."""
+        ...
+
+    def on_malformed(self, malformed: MalformedMessage) -> None:
+        """A message arrived that could not be read; it was dropped, and the others of its
+        frame are delivered as usual. Counted and logged (throttled) by the lifecycle."""
         ...
 
 

@@ -82,6 +82,10 @@ class StreamEvents(Protocol):
     def on_socket_lost(self, reason: str) -> None:
         """The socket closed or failed while the stream was usable."""
 
+    def on_message_failed(self, message: Mapping[str, Any], error: Exception) -> None:
+        """Handing ``message`` to its handler raised ``error`` (it could not be read); the
+        other messages of its frame are still dispatched."""
+
 
 _ACK_CHANNELS = ("quotes", "trades", "bars")
 
@@ -160,7 +164,12 @@ class AdaptedStockDataStream(StockDataStream):
             if self._streamwarden_events.on_stream_error(
                     code if isinstance(code, int) else None, str(msg.get("msg", ""))):
                 await self.stop_ws()
-        await super()._dispatch(msg)
+        try:
+            await super()._dispatch(msg)
+        except Exception as exc:
+            # The SDK's _consume dispatches a frame's messages in one loop: an exception
+            # escaping here would end that loop and lose every later message of the frame.
+            self._streamwarden_events.on_message_failed(msg, exc)
 
 
 class AdaptedTradingStream(TradingStream):

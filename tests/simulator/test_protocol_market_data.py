@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -13,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from streamwarden.errors import InvalidInputError
 from streamwarden.simulator import MARKET_DATA, Faults, Simulator
 from tests.simulator.conftest import BOUND, KEY_ID, SECRET
 
@@ -184,3 +186,43 @@ def test_slow_start_ends_early_when_the_client_leaves() -> None:
             sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 1, BOUND)
         stats = sim.wait_for(lambda s: s.kind(MARKET_DATA).open == 0, BOUND)
     assert stats.connections[0].control_messages == 0
+
+
+def test_publish_raw_sends_unchecked_messages_in_one_frame_to_their_subscribers(
+        sim: Simulator) -> None:
+    moment = datetime(2026, 11, 23, 15, tzinfo=UTC)
+    batch = [
+        {"T": "q", "S": "AAPL", "bp": 1.5, "bs": 1, "ap": 1.6, "as": 1, "t": moment},
+        {"T": "q", "S": "AAPL", "bp": "abc", "t": "not a time"},
+        {"T": "t", "S": "MSFT", "p": float("nan"), "s": -3, "t": moment},
+        {"T": "q", "bp": 1.0},  # no symbol: selects no connection, sent along all the same
+    ]
+    with client(sim.market_data_url) as ws, client(sim.market_data_url) as other:
+        for connection, subscription in ((ws, {"trades": ["MSFT"]}),
+                                         (other, {"bars": ["AAPL"]})):
+            authenticate(connection)
+            send(connection, {"action": "subscribe", **subscription})
+            receive(connection)
+        assert sim.publish_raw(batch) == 1  # only ws subscribes one of them
+        frame = receive(ws)  # the whole batch, in one frame, as given
+        assert [m.get("bp") for m in frame[:2]] == [1.5, "abc"]
+        assert frame[0]["t"] == msgpack.Timestamp.from_datetime(moment)
+        assert frame[1]["t"] == "not a time" and frame[2]["s"] == -3
+        assert frame[2]["p"] != frame[2]["p"] and frame[3] == {"T": "q", "bp": 1.0}  # NaN
+        with pytest.raises(TimeoutError):
+            other.recv(timeout=0.2)
+
+
+@pytest.mark.parametrize(("batch", "error"), [
+    ([], "non-empty sequence"),
+    ("q", "non-empty sequence"),
+    ([["T", "q"]], "map with string keys"),
+    ([{1: "q"}], "map with string keys"),
+    ([{"T": "q", "t": datetime(2026, 11, 23)}], "cannot be sent as msgpack"),  # naive
+    ([{"T": "q", "x": object()}], "cannot be sent as msgpack"),
+    ([{"T": "q", "x": b"\xff"}], "cannot be sent as json"),
+])
+def test_publish_raw_refuses_what_the_wire_cannot_carry(
+        sim: Simulator, batch: Any, error: str) -> None:
+    with pytest.raises(InvalidInputError, match=error):
+        sim.publish_raw(batch)
