@@ -37,6 +37,8 @@ auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
     ``publish_bar(symbol, *, open_price, high_price, low_price, close_price, volume,
     trade_count=1, vwap=None, timestamp=None)``,
     ``publish_quotes(symbol, count, *, batch_size=1, timeout=30.0)`` (a burst, for benchmarks),
+    ``publish_raw(batch)`` (market-data messages as given, unchecked, in one frame: malformed
+    data for tests),
     ``publish_trade_update(event="fill", *, symbol="AAPL", side="buy", qty=1, price=None,
     order_id=None, position_qty=None, client_order_id=None)`` -- each returns how many
     connections (for the burst: messages) it reached and takes ``timeout``;

@@ -17,7 +17,9 @@ manager's engine loop (no thread of its own) and maps what happens on the wire t
 ``stop`` tells the SDK to stop and closes the socket under it, so a stop does not wait for the
 SDK's 5-second receive poll; the close handshake is bounded by the websocket ``close_timeout``.
 Each message is parsed once, here, and handed to the leases' delivery queues: no consumer code
-runs on the engine loop.
+runs on the engine loop. A message that cannot be parsed (MalformedMessageError) is reported
+through ``on_malformed`` and dropped alone: the adapter catches it per message, so the rest of
+its frame is still dispatched.
 """
 
 from __future__ import annotations

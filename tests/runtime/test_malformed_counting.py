@@ -27,7 +27,8 @@ def test_each_report_is_counted_and_a_flood_is_logged_throttled(manager, factory
         assert factory.latest().emit_malformed(BAD)
     assert manager.health().lifecycles[0].malformed_messages == flood
     lines = [r for r in caplog.records if MALFORMED_MESSAGE in r.getMessage()]
-    assert len(lines) == _supervisor.MALFORMED_LOG_LINES
+    assert len(lines) == _supervisor.MALFORMED_LOG_LINES == 5  # as README and docs promise
+    assert _supervisor.MALFORMED_LOG_WINDOW_SECONDS == 10.0
     assert all(r.levelno == logging.WARNING for r in lines)
     assert "channel='quotes'" in lines[0].getMessage() and "field='bp'" in lines[0].getMessage()
     lease.release()
