@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     "Bar": "streamwarden.marketdata",
     "Quote": "streamwarden.marketdata",
     "Trade": "streamwarden.marketdata",
+    "TradeCancel": "streamwarden.marketdata",
+    "TradeCorrection": "streamwarden.marketdata",
+    "TradingStatus": "streamwarden.marketdata",
     "ConnectFailure": "streamwarden.transports",
     "MalformedMessage": "streamwarden.transports",
     "MalformedMessageError": "streamwarden.errors",
@@ -98,7 +101,10 @@ __all__ = [
     "StreamwardenError",
     "SubscriptionError",
     "Trade",
+    "TradeCancel",
+    "TradeCorrection",
     "TradeUpdatesLease",
+    "TradingStatus",
     "Transport",
     "TransportEvents",
     "TransportFactory",
@@ -150,7 +156,14 @@ if TYPE_CHECKING:
         SubscriptionError,
         WaitTimeoutError,
     )
-    from streamwarden.marketdata import Bar, Quote, Trade
+    from streamwarden.marketdata import (
+        Bar,
+        Quote,
+        Trade,
+        TradeCancel,
+        TradeCorrection,
+        TradingStatus,
+    )
     from streamwarden.runtime import (
         Acquiring,
         AsyncConnectionManager,

@@ -97,7 +97,7 @@ class MalformedMessageError(StreamwardenError, ValueError):
 
     ``field`` is the wire key at fault (``bp``, ``S``, ``t``, ...) and ``reason`` says what is
     wrong with it (``missing``, ``not a number``, ``not finite``, ``negative``, ``unreadable``,
-    ``unknown type``); the message names both.
+    ``not an integer``, ``not text``, ``unknown type``); the message names both.
     """
 
     def __init__(self, message: str, *, field: str = "", reason: str = "",

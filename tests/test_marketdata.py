@@ -9,7 +9,16 @@ import msgpack
 import pytest
 
 from streamwarden.errors import MalformedMessageError
-from streamwarden.marketdata import Bar, Quote, Trade, channel_of, parse_market_data
+from streamwarden.marketdata import (
+    Bar,
+    Quote,
+    Trade,
+    TradeCancel,
+    TradeCorrection,
+    TradingStatus,
+    channel_of,
+    parse_market_data,
+)
 
 MOMENT = datetime(2026, 11, 23, 15, 30, 1, 250000, tzinfo=UTC)
 
@@ -136,3 +145,51 @@ def test_negative_zero_keeps_its_sign_after_zero():
         quote = parse_market_data({"T": "q", "S": "AAPL", "bp": bid, "bs": 0, "ap": 1.0, "as": 1,
                                    "t": stamp})
         assert str(quote.bid_price) == str(Decimal(str(bid)))
+
+
+STATUS = {"T": "s", "S": "AAPL", "sc": "H", "sm": "Trading Halt", "rc": "T12",
+          "rm": "Trading Halted; For information requested by NASDAQ", "z": "C", "t": MOMENT}
+CORRECTION = {"T": "c", "S": "AAPL", "x": "M", "oi": 52983525033527, "op": 46.61, "os": 200,
+              "oc": ["@", "Z"], "ci": 52983525034326, "cp": 46.62, "cs": 100, "cc": ["@"],
+              "z": "B", "t": MOMENT}
+CANCEL = {"T": "x", "S": "AAPL", "i": 354, "x": "V", "p": 386.3, "s": 1, "a": "C", "z": "B",
+          "t": MOMENT}
+
+
+def test_the_further_stock_messages_are_typed_with_decimals_and_their_channels():
+    updated = parse_market_data({**BAR, "T": "u"})
+    daily = parse_market_data({**BAR, "T": "d", "v": 1_000_000})
+    status = parse_market_data(STATUS)
+    correction = parse_market_data(CORRECTION)
+    cancel = parse_market_data(CANCEL)
+    assert updated == parse_market_data(BAR) and isinstance(daily, Bar)
+    assert daily.volume == Decimal(1_000_000)
+    assert status == TradingStatus("AAPL", "H", "Trading Halt", "T12",
+                                   "Trading Halted; For information requested by NASDAQ", MOMENT)
+    assert parse_market_data(_with(_with(STATUS, "sm", None), "rm", None)).reason_message is None
+    assert correction == TradeCorrection("AAPL", 52983525033527, Decimal("46.61"), Decimal(200),
+                                         52983525034326, Decimal("46.62"), Decimal(100), MOMENT)
+    assert cancel == TradeCancel("AAPL", 354, Decimal("386.3"), Decimal(1), "C", MOMENT)
+    assert [channel_of({"T": kind}) for kind in "udscxli"] == [
+        "updated_bars", "daily_bars", "statuses", "trades", "trades", None, None]
+
+
+@pytest.mark.parametrize(("message", "field", "reason"), [
+    (_with(STATUS, "sc", None), "sc", "missing"),
+    (_with(STATUS, "sc", 7), "sc", "not text"),
+    (_with(STATUS, "rm", ["x"]), "rm", "not text"),
+    (_with(CORRECTION, "oi", None), "oi", "missing"),
+    (_with(CORRECTION, "ci", 1.5), "ci", "not an integer"),
+    (_with(CORRECTION, "cp", float("nan")), "cp", "not finite"),
+    (_with(CORRECTION, "os", -200), "os", "negative"),
+    (_with(CANCEL, "i", None), "i", "missing"),
+    (_with(CANCEL, "a", ""), "a", "not text"),
+    (_with(CANCEL, "p", "abc"), "p", "not a number"),
+    ({**BAR, "T": "u", "h": float("inf")}, "h", "not finite"),
+    ({**BAR, "T": "d", "v": None}, "v", "missing"),
+    ({"T": "l", "S": "AAPL", "u": 1.0, "d": 0.5, "t": MOMENT}, "T", "unknown type"),
+])
+def test_the_further_messages_are_rejected_like_quotes(message, field, reason):
+    with pytest.raises(MalformedMessageError) as caught:
+        parse_market_data(message)
+    assert (caught.value.field, caught.value.reason) == (field, reason)

@@ -20,7 +20,12 @@ from streamwarden.simulator.registry import Registry, Session
 from streamwarden.simulator.stats import StreamKind
 from streamwarden.simulator.trading import STREAMS_CHANNEL
 
-CHANNELS = {"q": "quotes", "t": "trades", "b": "bars"}
+CHANNELS = {
+    "q": "quotes", "t": "trades", "b": "bars", "u": "updatedBars", "d": "dailyBars",
+    "s": "statuses", "l": "lulds",
+    "c": "trades", "x": "trades",  # corrections and cancel errors go with a symbol's trades
+    "i": "statuses",  # order imbalances: to status subscribers (no channel of their own here)
+}
 """Market-data message type to the channel its subscribers are on."""
 
 _BEHIND_LIMIT = 1.0

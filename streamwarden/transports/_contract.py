@@ -28,8 +28,8 @@ MAX_DETAIL = 240
 
 @dataclass(frozen=True, slots=True)
 class StreamMessage:
-    """One message from the stream: its channel (quotes, trades, bars, trade_updates), the
-    symbol it concerns (if any) and the payload, parsed once (a Quote, Trade or Bar of
+    """One message from the stream: its channel (one of ``marketdata.CHANNELS``, or
+    trade_updates), the symbol it concerns (if any) and the payload, parsed once (a message of
     :mod:`streamwarden.marketdata`, or alpaca-py's ``TradeUpdate``)."""
 
     channel: str

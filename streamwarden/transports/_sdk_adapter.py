@@ -87,17 +87,25 @@ class StreamEvents(Protocol):
         other messages of its frame are still dispatched."""
 
 
-_ACK_CHANNELS = ("quotes", "trades", "bars")
+#: streamwarden's channel -> the SDK's handler table and Alpaca's subscription key.
+WIRE_CHANNELS: Mapping[str, str] = {
+    "quotes": "quotes", "trades": "trades", "bars": "bars", "updated_bars": "updatedBars",
+    "daily_bars": "dailyBars", "statuses": "statuses",
+}
+_CHANNELS_ON_WIRE = {wire: channel for channel, wire in WIRE_CHANNELS.items()}
+#: The SDK's tables of what Alpaca sends to a symbol's trade subscribers.
+TRADE_FOLLOWERS = ("corrections", "cancelErrors")
 
 
 def acknowledged(message: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
     """The (channel, symbol) pairs a market-data ``subscription`` message says the wire carries.
 
-    >>> sorted(acknowledged({"T": "subscription", "quotes": ["AAPL"], "trades": [], "bars": None}))
-    [('quotes', 'AAPL')]
+    >>> sorted(acknowledged({"T": "subscription", "quotes": ["AAPL"], "trades": [], "bars": None,
+    ...                      "dailyBars": ["SPY"], "corrections": ["MSFT"]}))
+    [('daily_bars', 'SPY'), ('quotes', 'AAPL')]
     """
-    return frozenset((channel, str(symbol)) for channel in _ACK_CHANNELS
-                     for symbol in message.get(channel) or ())
+    return frozenset((channel, str(symbol)) for wire, channel in _CHANNELS_ON_WIRE.items()
+                     for symbol in message.get(wire) or ())
 
 
 def error_code(message: str) -> int | None:
@@ -233,14 +241,19 @@ def is_connected(stream: AdaptedStream) -> bool:
 def registered(stream: AdaptedStockDataStream) -> set[tuple[str, str]]:
     """The (channel, symbol) pairs the stream has a handler for."""
     handlers: dict[str, dict[str, Handler]] = stream._handlers
-    return {(channel, symbol) for channel, table in handlers.items() for symbol in table}
+    return {(_CHANNELS_ON_WIRE[wire], symbol) for wire, table in handlers.items()
+            if wire in _CHANNELS_ON_WIRE for symbol in table}
 
 
 async def subscribe(stream: AdaptedStockDataStream, pairs: AbstractSet[tuple[str, str]],
                     handler: Handler) -> None:
-    """Register ``handler`` for ``pairs`` and, if connected, subscribe them on the wire."""
+    """Register ``handler`` for ``pairs`` (for trades, also for the corrections and cancel
+    errors Alpaca sends with them) and, if connected, subscribe them on the wire."""
     for channel, symbol in sorted(pairs):
-        stream._handlers[channel][symbol] = handler
+        stream._handlers[WIRE_CHANNELS[channel]][symbol] = handler
+        if channel == "trades":
+            for follower in TRADE_FOLLOWERS:
+                stream._handlers[follower][symbol] = handler
     if pairs and is_connected(stream):
         await stream._send_subscribe_msg()
 
@@ -250,8 +263,12 @@ async def unsubscribe(stream: AdaptedStockDataStream,
     """Unregister ``pairs`` and, if connected, unsubscribe them on the wire."""
     by_channel: dict[str, list[str]] = {}
     for channel, symbol in sorted(pairs):
-        stream._handlers[channel].pop(symbol, None)
-        by_channel.setdefault(channel, []).append(symbol)
+        wire = WIRE_CHANNELS[channel]
+        stream._handlers[wire].pop(symbol, None)
+        if channel == "trades":
+            for follower in TRADE_FOLLOWERS:
+                stream._handlers[follower].pop(symbol, None)
+        by_channel.setdefault(wire, []).append(symbol)
     if is_connected(stream):
         for channel, symbols in by_channel.items():
             await stream._send_unsubscribe_msg(channel, symbols)
