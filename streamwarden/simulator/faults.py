@@ -17,6 +17,7 @@ fault                         market data (``/v2/<feed>``)     trade updates (``
 ``drop_once=N``               as drop_after, first drop only   as drop_after, first drop only
 ``hang_on_close``             client's close never answered    client's close never answered
 ``slow_start=S``              S seconds before ``connected``   S seconds before the auth reply
+``insufficient_scope``        error 411 after auth             not applicable
 ============================  ===============================  ===============================
 """
 
@@ -32,6 +33,7 @@ FLAG_FAULTS = (
     "symbol_limit",
     "insufficient_subscription",
     "hang_on_close",
+    "insufficient_scope",
 )
 """Faults named alone on the command line (``--fault auth_failure``)."""
 
@@ -40,7 +42,7 @@ VALUE_FAULTS = ("drop_after", "drop_once", "slow_start")
 
 FAULT_SYNTAX = (
     "auth_failure|connection_limit|symbol_limit|insufficient_subscription|hang_on_close|"
-    "drop_after=N|drop_once=N|slow_start=SECONDS"
+    "drop_after=N|drop_once=N|slow_start=SECONDS|insufficient_scope"
 )
 
 
@@ -61,6 +63,8 @@ class Faults:
             socket and keeps it open until the simulator stops.
         slow_start: seconds to wait before the market-data ``connected`` greeting and before
             the trading stream's authorization reply.
+        insufficient_scope: answer a valid market-data auth with error 411 (credentials
+            without the data scope); the connection stays open, unauthenticated.
 
     Raises (on construction):
         ValueError: ``drop_after`` below 1, ``drop_once`` without ``drop_after``, or
@@ -77,6 +81,7 @@ class Faults:
     drop_once: bool = False
     hang_on_close: bool = False
     slow_start: float = 0.0
+    insufficient_scope: bool = False
 
     def __post_init__(self) -> None:
         if self.drop_after is not None and (

@@ -11,8 +11,10 @@ The exchange, as Alpaca documents it::
 
 Errors (``[{"T":"error","code":C,"msg":M}]``): 400 a frame that is not a valid request, 401 a
 request before auth, 402 refused credentials (the client may try again), 403 auth twice, 404 no
-auth within the auth timeout (then close), and, from faults, 405 and 409 in reply to subscribe and
-406 in reply to a valid auth (then close).
+auth within the auth timeout (then close), 410 a subscribe naming a channel of another stream
+(``news``, ``orderbooks``; nothing changes), and, from faults, 405 and 409 in reply to subscribe,
+406 in reply to a valid auth (then close) and 411 in reply to a valid auth (the credentials lack
+the data scope; the client may try again).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 from streamwarden.simulator.context import ProtocolContext, pause
 from streamwarden.simulator.events import AUTH, FAULT_INJECTED
 from streamwarden.simulator.messages import (
+    OTHER_STREAMS_CHANNELS,
     SUBSCRIBABLE_CHANNELS,
     authenticated,
     connected,
@@ -101,6 +104,11 @@ async def _auth(session: Session, request: dict[str, object], ctx: ProtocolConte
                      fault=faults.auth_failure)
         await ctx.outbox.error(session, 402)
         return True
+    if faults.insufficient_scope:
+        ctx.registry.record_auth(session, key_id, "insufficient_scope")
+        ctx.log.info(FAULT_INJECTED, fault="insufficient_scope", connection_id=session.id)
+        await ctx.outbox.error(session, 411)
+        return True
     if faults.connection_limit:
         ctx.registry.record_auth(session, key_id, "connection_limit")
         ctx.log.info(FAULT_INJECTED, fault="connection_limit", connection_id=session.id)
@@ -129,6 +137,9 @@ def _channels(request: dict[str, object]) -> dict[str, list[str]] | None:
 async def _subscribe(
     session: Session, request: dict[str, object], ctx: ProtocolContext, *, add: bool
 ) -> None:
+    if any(key in OTHER_STREAMS_CHANNELS for key in request):
+        await ctx.outbox.error(session, 410)
+        return
     changes = _channels(request)
     if changes is None:
         await ctx.outbox.error(session, 400)

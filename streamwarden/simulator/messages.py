@@ -35,6 +35,8 @@ ERRORS: Mapping[int, str] = {
     406: "connection limit exceeded",
     407: "slow client",
     409: "insufficient subscription",
+    410: "invalid subscribe action for this feed",
+    411: "insufficient scope",
     500: "internal error",
 }
 """Alpaca's market-data error codes and their messages."""
@@ -43,6 +45,10 @@ SUBSCRIBABLE_CHANNELS = (
     "trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds",
 )
 """Channels a market-data client may name in subscribe and unsubscribe."""
+
+OTHER_STREAMS_CHANNELS = ("news", "orderbooks")
+"""Channels of other Alpaca streams (news; crypto order books): naming one in a stock subscribe
+is answered with error 410."""
 
 TRADE_FOLLOWERS = ("corrections", "cancelErrors")
 """Channels Alpaca subscribes along with ``trades`` (acknowledged, never named by clients)."""

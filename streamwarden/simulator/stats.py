@@ -16,7 +16,7 @@ MARKET_DATA: StreamKind = "market_data"
 TRADE_UPDATES: StreamKind = "trade_updates"
 STREAM_KINDS: tuple[StreamKind, ...] = (MARKET_DATA, TRADE_UPDATES)
 
-AuthOutcome = Literal["authorized", "auth_failed", "connection_limit"]
+AuthOutcome = Literal["authorized", "auth_failed", "connection_limit", "insufficient_scope"]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ manager's engine loop (no thread of its own) and maps what happens on the wire t
   again after each reconnect of the SDK; every subscription acknowledgement ->
   ``on_subscribed`` with the pairs the wire carries;
 * socket closed or failed while usable -> ``on_connection_lost`` (the SDK reconnects);
-* Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
+* Alpaca error 401/402/411 or ``unauthorized`` -> AuthenticationError, 406 -> ConnectionLimitError,
   405/409 -> SubscriptionError: fatal, reported once, and the SDK's loop is ended so that it
   does not retry refused credentials forever;
 * a failed connect (DNS lookup, refused TCP connection, TLS or WebSocket handshake, open
@@ -61,6 +61,7 @@ _FATAL_ERRORS: dict[int, type[ConnectionStartError]] = {
     405: SubscriptionError,
     406: ConnectionLimitError,
     409: SubscriptionError,
+    411: AuthenticationError,  # the credentials lack the market-data scope
 }
 
 

@@ -56,6 +56,7 @@ ERROR_TEXT_CODES: Mapping[str, int] = {
     "symbol limit exceeded": 405,
     "connection limit exceeded": 406,
     "insufficient subscription": 409,
+    "insufficient scope": 411,
 }
 
 Handler = Callable[[Any], Awaitable[None]]

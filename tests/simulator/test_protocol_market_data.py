@@ -78,7 +78,7 @@ def test_errors_before_and_after_auth(sim: Simulator) -> None:
         assert receive(ws)[0]["msg"] == "authenticated"
         send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
         assert receive(ws)[0] == {"T": "error", "code": 403, "msg": "already authenticated"}
-        for bad in ({"action": "dance"}, ["auth"], {"action": "subscribe", "news": ["AAPL"]},
+        for bad in ({"action": "dance"}, ["auth"], {"action": "subscribe", "gossip": ["AAPL"]},
                     {"action": "subscribe", "trades": "AAPL"},
                     {"action": "subscribe", "trades": [""]}):
             ws.send(msgpack.packb(bad))
@@ -87,6 +87,32 @@ def test_errors_before_and_after_auth(sim: Simulator) -> None:
     assert stats.error_codes() == (401, 400, 402, 403, 400, 400, 400, 400, 400)
     assert [a.outcome for a in stats.auth_attempts] == ["auth_failed", "authorized"]
     assert stats.connections[0].path == "/v2/sip"
+
+
+@pytest.mark.parametrize("channel", ["news", "orderbooks"])
+def test_a_channel_of_another_stream_is_an_invalid_subscribe_action_410(
+        sim: Simulator, channel: str) -> None:
+    with client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "trades": ["AAPL"], channel: ["AAPL"]})
+        assert receive(ws) == [{"T": "error", "code": 410,
+                                "msg": "invalid subscribe action for this feed"}]
+        send(ws, {"action": "subscribe", "quotes": ["MSFT"]})  # the socket stays usable
+        (ack,) = receive(ws)
+        assert (ack["quotes"], ack["trades"]) == (["MSFT"], [])  # the refused one changed nothing
+
+
+def test_insufficient_scope_answers_a_valid_auth_with_411(sim: Simulator) -> None:
+    sim.set_faults(Faults(insufficient_scope=True))
+    with client(sim.market_data_url) as ws:
+        assert receive(ws)[0]["msg"] == "connected"
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+        assert receive(ws) == [{"T": "error", "code": 411, "msg": "insufficient scope"}]
+        send(ws, {"action": "subscribe", "quotes": ["MSFT"]})
+        assert receive(ws)[0]["code"] == 401  # not authenticated: the socket stays open
+    assert [a.outcome for a in sim.stats().auth_attempts] == ["insufficient_scope"]
+    assert Faults.parse(["insufficient_scope"]) == Faults(insufficient_scope=True)
+    assert Faults(insufficient_scope=True).describe() == "insufficient_scope"
 
 
 def test_json_codec_without_the_msgpack_header(sim: Simulator) -> None:
