@@ -25,7 +25,7 @@ Quick use::
 Public API (every method thread-safe):
 
 ``Simulator(*, host="127.0.0.1", port=0, faults=None, quote_rate=0.0, seed=0, credentials=None,
-auth_timeout=10.0, trading_frames="text", clock=None, history=1000)``
+auth_timeout=10.0, trading_frames="text", clock=None, history=1000, slow_client_timeout=10.0)``
     ``start(timeout=5.0) -> Simulator`` (returns once listening), ``stop(timeout=5.0)``
     (closes every connection, hung ones included, and joins the thread), context manager;
     ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``,

@@ -14,7 +14,10 @@ request before auth, 402 refused credentials (the client may try again), 403 aut
 auth within the auth timeout (then close), 410 a subscribe naming a channel of another stream
 (``news``, ``orderbooks``; nothing changes), and, from faults, 405 and 409 in reply to subscribe,
 406 in reply to a valid auth (then close) and 411 in reply to a valid auth (the credentials lack
-the data scope; the client may try again).
+the data scope; the client may try again). 407 slow client: a client that reads nothing while a
+data send waits ``slow_client_timeout`` seconds is cut off (the error is recorded; its frame
+cannot reach a client whose buffers are full). Control messages travel one per frame, data in
+batched arrays.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ class ServerConfig:
     clock: Clock
     log: structlog.stdlib.BoundLogger
     control: Control
+    slow_client_timeout: float = 10.0
 
 
 class Runtime:
@@ -135,7 +136,7 @@ class Runtime:
     async def _main(self) -> None:
         config = self._config
         stopping = asyncio.Event()
-        outbox = Outbox(config.registry, config.log)
+        outbox = Outbox(config.registry, config.log, config.slow_client_timeout)
         publisher = Publisher(config.registry, outbox, config.seed, config.clock)
         ctx = ProtocolContext(config.registry, outbox, config.accounts, config.auth_timeout,
                               config.log)

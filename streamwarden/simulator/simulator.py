@@ -68,6 +68,10 @@ class Simulator:
             paper endpoint sends binary frames).
         clock: where message timestamps come from.
         history: how many closed connections, auth attempts and errors stats keep.
+        slow_client_timeout: seconds a market-data send may wait on a client that does not
+            read (its socket's buffers full) before the client is cut off as a slow client:
+            error 407 is recorded and the connection aborted. As Alpaca warns, the 407 frame
+            itself does not reach a client that reads nothing.
 
     Raises:
         InvalidInputError: an argument is out of range (rate, timeout, port, frames, history,
@@ -89,6 +93,7 @@ class Simulator:
         trading_frames: Literal["text", "binary"] = "text",
         clock: Clock | None = None,
         history: int = 1000,
+        slow_client_timeout: float = 10.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be in 0..65535, got {port}")
@@ -112,6 +117,8 @@ class Simulator:
             auth_timeout=check_seconds("auth_timeout", auth_timeout, allow_zero=False),
             trading_codec="json" if trading_frames == "text" else "json-binary",
             seed=seed, clock=self._clock, log=self._log, control=Control(self, self._log),
+            slow_client_timeout=check_seconds("slow_client_timeout", slow_client_timeout,
+                                              allow_zero=False),
         ))
 
     # Lifecycle.

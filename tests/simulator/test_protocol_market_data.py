@@ -252,3 +252,19 @@ def test_publish_raw_refuses_what_the_wire_cannot_carry(
         sim: Simulator, batch: Any, error: str) -> None:
     with pytest.raises(InvalidInputError, match=error):
         sim.publish_raw(batch)
+
+
+def test_a_client_that_reads_nothing_is_cut_off_as_a_slow_client_407() -> None:
+    with Simulator(port=0, slow_client_timeout=0.2) as sim, client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "quotes": ["AAPL"]})
+        receive(ws)
+        # Far more than the socket buffers hold; the client reads none of it.
+        sent = sim.publish_quotes("AAPL", 400_000, batch_size=2000, timeout=30.0)
+        assert 0 < sent < 400_000  # the burst ended when the client was cut off
+        stats = sim.wait_for(lambda s: s.kinds[MARKET_DATA].open == 0, timeout=BOUND)
+        assert stats.error_codes() == (407,)
+        assert stats.errors[-1].message == "slow client"
+        with pytest.raises(ConnectionClosed):  # what was buffered, then the cut
+            while True:
+                ws.recv(timeout=BOUND)
