@@ -181,9 +181,13 @@ def test_a_stalled_sdk_consumer_is_cut_off_as_a_slow_client_and_reconnects() -> 
     stalled = threading.Event()
 
     async def stall_once(quote: object) -> None:
-        if not stalled.is_set():
-            stalled.set()
-            await asyncio.sleep(1.0)  # the SDK reads nothing meanwhile: the server's queue fills
+        if stalled.is_set():
+            return
+        stalled.set()
+        # The SDK reads nothing meanwhile: the server's queue fills until it cuts the client.
+        deadline = time.monotonic() + 20 * BOUND
+        while not sim.stats().error_codes() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     with Simulator(slow_client_timeout=0.2) as sim:
         sdk = SdkRunner(sim)
