@@ -193,3 +193,19 @@ def test_the_further_messages_are_rejected_like_quotes(message, field, reason):
     with pytest.raises(MalformedMessageError) as caught:
         parse_market_data(message)
     assert (caught.value.field, caught.value.reason) == (field, reason)
+
+
+class _Stamp:
+    """A timestamp object of another library: read through its ``to_datetime``."""
+
+    def __init__(self, moment: object) -> None:
+        self._moment = moment
+
+    def to_datetime(self) -> object:
+        return self._moment
+
+
+def test_a_timestamp_object_is_read_through_to_datetime_or_rejected():
+    assert parse_market_data(_with(QUOTE, "t", _Stamp(MOMENT))).timestamp == MOMENT
+    with pytest.raises(MalformedMessageError, match="'t' is unreadable"):
+        parse_market_data(_with(QUOTE, "t", _Stamp("not a datetime")))
