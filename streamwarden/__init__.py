@@ -31,7 +31,12 @@ _EXPORTS: dict[str, str] = {
     "News": "streamwarden.marketdata",
     "Quote": "streamwarden.marketdata",
     "Trade": "streamwarden.marketdata",
+    "TradeCancel": "streamwarden.marketdata",
+    "TradeCorrection": "streamwarden.marketdata",
+    "TradingStatus": "streamwarden.marketdata",
     "ConnectFailure": "streamwarden.transports",
+    "MalformedMessage": "streamwarden.transports",
+    "MalformedMessageError": "streamwarden.errors",
     "StreamMessage": "streamwarden.transports",
     "Transport": "streamwarden.transports",
     "TransportEvents": "streamwarden.transports",
@@ -84,6 +89,8 @@ __all__ = [
     "LeaseRevokedError",
     "LeaseStatus",
     "LifecycleHealth",
+    "MalformedMessage",
+    "MalformedMessageError",
     "ManagerClosedError",
     "MarketDataLease",
     "News",
@@ -100,7 +107,10 @@ __all__ = [
     "StreamwardenError",
     "SubscriptionError",
     "Trade",
+    "TradeCancel",
+    "TradeCorrection",
     "TradeUpdatesLease",
+    "TradingStatus",
     "Transport",
     "TransportEvents",
     "TransportFactory",
@@ -143,6 +153,7 @@ if TYPE_CHECKING:
         LeaseError,
         LeaseOverflowError,
         LeaseRevokedError,
+        MalformedMessageError,
         ManagerClosedError,
         ReentrancyError,
         ReplayError,
@@ -152,7 +163,15 @@ if TYPE_CHECKING:
         SubscriptionError,
         WaitTimeoutError,
     )
-    from streamwarden.marketdata import Bar, News, Quote, Trade
+    from streamwarden.marketdata import (
+        Bar,
+        News,
+        Quote,
+        Trade,
+        TradeCancel,
+        TradeCorrection,
+        TradingStatus,
+    )
     from streamwarden.runtime import (
         Acquiring,
         AsyncConnectionManager,
@@ -171,6 +190,7 @@ if TYPE_CHECKING:
     )
     from streamwarden.transports import (
         ConnectFailure,
+        MalformedMessage,
         StreamMessage,
         Transport,
         TransportEvents,

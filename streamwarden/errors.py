@@ -9,6 +9,7 @@ Hierarchy (the contract in ARCHITECTURE.md)::
 
     StreamwardenError
       InvalidInputError (also ValueError)
+      MalformedMessageError (also ValueError)
       InvalidTransitionError
       ManagerClosedError
       ConnectionStartError
@@ -90,6 +91,31 @@ class StreamwardenError(Exception):
 
 class InvalidInputError(StreamwardenError, ValueError):
     """Bad credentials, correlation id, symbol, timeout or setting; nothing was changed."""
+
+
+class MalformedMessageError(StreamwardenError, ValueError):
+    """A market-data message that cannot be read: a price, size or volume missing, not a
+    number, not finite or negative; an unreadable symbol, timestamp or trade id; or a type that
+    is not market data. Nothing is made up in its place: the message is dropped.
+
+    ``field`` is the wire key at fault (``bp``, ``S``, ``t``, ...) and ``reason`` says what is
+    wrong with it (``missing``, ``not a number``, ``not finite``, ``negative``, ``unreadable``,
+    ``not an integer``, ``not text``, ``unknown type``); the message names both.
+    """
+
+    def __init__(self, message: str, *, field: str = "", reason: str = "",
+                 operation: str | None = None, fingerprint: str | None = None,
+                 state: str | None = None, correlation_id: str | None = None) -> None:
+        super().__init__(message, operation=operation, fingerprint=fingerprint, state=state,
+                         correlation_id=correlation_id)
+        self.field = field
+        self.reason = reason
+
+    def derive(self, **overrides: str | None) -> Self:
+        """As :meth:`StreamwardenError.derive`, keeping ``field`` and ``reason``."""
+        derived = super().derive(**overrides)
+        derived.field, derived.reason = self.field, self.reason
+        return derived
 
 
 class InvalidTransitionError(StreamwardenError):

@@ -5,7 +5,8 @@ waits: a mailbox is bounded, and its overflow policy decides what a slow consume
 
 * quotes conflate per symbol: a newer quote replaces the queued one (the newest wins), and the
   replaced one is counted as dropped;
-* trades and bars keep the newest ``capacity`` messages; older ones are dropped and counted;
+* trades, bars and the other market-data channels keep the newest ``capacity`` messages;
+  older ones are dropped and counted;
 * trade updates are never dropped: an overflow calls ``on_overflow`` (the lease is revoked).
 
 Consumers take messages either through callbacks, run on a small :class:`CallbackPool` with at
@@ -31,8 +32,16 @@ import structlog
 
 from streamwarden import logging as events
 from streamwarden.errors import LeaseRevokedError, StreamwardenError, WaitTimeoutError
-from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
+from streamwarden.marketdata import (
+    TRADE_UPDATES_CHANNEL,
+    Subscription,
+    TradeCancel,
+    TradeCorrection,
+)
 from streamwarden.transports._contract import StreamMessage
+
+#: What the trades channel delivers beside trades: never a lease's latest trade.
+_NOT_TRADES = frozenset({TradeCorrection, TradeCancel})
 
 Callback = Callable[[Any], object]
 """Receives each parsed message of a channel: a Quote, Trade, Bar or alpaca-py's TradeUpdate."""
@@ -164,7 +173,7 @@ class Mailbox:
         with self._lock:
             if self._closed:
                 return
-            if channel == "trades":
+            if channel == "trades" and type(message.payload) not in _NOT_TRADES:
                 if self._latest_trades is None:
                     self._latest_trades = {}
                 self._latest_trades[message.symbol or ""] = message.payload

@@ -65,10 +65,12 @@ from streamwarden.runtime._lifecycle import (
     Pending,
 )
 from streamwarden.runtime._recording import AuditWriter
+from streamwarden.runtime._throttle import LogThrottle
 from streamwarden.runtime._watchdog import Watchdog
 from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
 from streamwarden.transports._contract import (
     ConnectFailure,
+    MalformedMessage,
     ReplayReport,
     StreamMessage,
     Transport,
@@ -79,6 +81,10 @@ from streamwarden.transports._contract import (
 CANCEL_GRACE_SECONDS = 0.5
 #: Seconds between attempts to write a lifecycle's final record while the sink fails.
 AUDIT_RETRY_SECONDS = 0.2
+#: At most this many ``transport.malformed_message`` lines per lifecycle per window of
+#: :data:`MALFORMED_LOG_WINDOW_SECONDS`; the next line let through counts those held back.
+MALFORMED_LOG_LINES = 5
+MALFORMED_LOG_WINDOW_SECONDS = 10.0
 
 
 class Retry:
@@ -166,6 +172,9 @@ class Supervisor:
         self.finished = asyncio.Event()
         self.stop_abandoned = False
         self.messages = 0
+        self.malformed_messages = 0
+        self._malformed_log = LogThrottle(self._clock.monotonic, per_window=MALFORMED_LOG_LINES,
+                                          window=MALFORMED_LOG_WINDOW_SECONDS)
         self.created_at: datetime = self._clock.now()
         self.started_at: datetime | None = None
         self.last_transition_at: datetime = self.created_at
@@ -278,6 +287,16 @@ class Supervisor:
             now = time.monotonic()  # one reading per message, shared by every lease it goes to
             for delivery in targets:
                 delivery.put(message, now)
+
+    def on_malformed(self, malformed: MalformedMessage) -> None:
+        if self._retired:
+            return
+        self.malformed_messages += 1
+        held_back = self._malformed_log.admit()
+        if held_back is not None:
+            self._log.warning(events.MALFORMED_MESSAGE, channel=malformed.channel,
+                              symbol=malformed.symbol, field=malformed.field,
+                              reason=malformed.reason, suppressed=held_back)
 
     def _post(self, run: Callable[[], Awaitable[None]]) -> None:
         if self._retired:
@@ -805,7 +824,7 @@ class Supervisor:
             last_transition_at=_iso(self.last_transition_at), messages=self.messages,
             reconnects=core.reconnects,
             callback_errors=sum(lease.callback_errors for lease in leases),
-            stop_abandoned=self.stop_abandoned,
+            stop_abandoned=self.stop_abandoned, malformed_messages=self.malformed_messages,
             message_ages=self._watchdog.ages({channel for channel, _ in core.wire},
                                              self._clock.monotonic()),
         )

@@ -37,7 +37,10 @@ class LifecycleHealth:
     """One lifecycle (physical connection). Timestamps are ISO 8601 UTC, or None.
     ``message_ages``: seconds since the last message of each channel the wire carries or
     that carried a message, by channel (None: no message yet); the staleness watchdog
-    reconnects a channel whose silence reaches ``stale_after`` while its market is open."""
+    reconnects a channel whose silence reaches ``stale_after`` while its market is open.
+    ``malformed_messages`` counts the messages dropped because they could not be read (a
+    missing, non-numeric, non-finite or negative price, size or volume; an unreadable symbol or
+    timestamp)."""
 
     lifecycle_id: str
     fingerprint: str
@@ -55,6 +58,7 @@ class LifecycleHealth:
     callback_errors: int
     stop_abandoned: bool
     message_ages: Mapping[str, float | None] = field(default_factory=dict)
+    malformed_messages: int = 0
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ from streamwarden.marketdata import (
     News,
     Quote,
     Trade,
+    TradeMessage,
+    TradingStatus,
 )
 from streamwarden.runtime._delivery import MailboxClosedError
 from streamwarden.runtime._engine import raise_unless_live
@@ -294,8 +296,22 @@ class MarketDataLease(_MarketData, _SyncLease):
         """Receive minute bars of ``symbols`` too. Raises like :meth:`subscribe_quotes`."""
         self._change("bars", symbols, subscribe=True)
 
+    def subscribe_updated_bars(self, *symbols: str) -> None:
+        """Receive updated minute bars (corrected by late trades) of ``symbols`` too. Raises
+        like :meth:`subscribe_quotes`."""
+        self._change("updated_bars", symbols, subscribe=True)
+
+    def subscribe_daily_bars(self, *symbols: str) -> None:
+        """Receive daily bars of ``symbols`` too. Raises like :meth:`subscribe_quotes`."""
+        self._change("daily_bars", symbols, subscribe=True)
+
+    def subscribe_statuses(self, *symbols: str) -> None:
+        """Receive trading statuses (halts, resumptions) of ``symbols`` too. Raises like
+        :meth:`subscribe_quotes`."""
+        self._change("statuses", symbols, subscribe=True)
+
     def unsubscribe(self, channel: Channel, *symbols: str) -> None:
-        """Stop receiving ``channel`` (quotes, trades or bars) of ``symbols``."""
+        """Stop receiving ``channel`` (one of ``marketdata.CHANNELS``) of ``symbols``."""
         self._change(channel, symbols, subscribe=False)
 
     def _change(self, channel: object, symbols: object, *, subscribe: bool) -> None:
@@ -334,13 +350,26 @@ class MarketDataLease(_MarketData, _SyncLease):
         """
         return self._iterate("quotes", timeout)
 
-    def trades(self, timeout: float | None = None) -> Iterator[Trade]:
-        """Every trade of the lease's subscriptions. As :meth:`quotes`."""
+    def trades(self, timeout: float | None = None) -> Iterator[TradeMessage]:
+        """Every trade of the lease's subscriptions, and the corrections and cancels of those
+        symbols' trades, in order. As :meth:`quotes`."""
         return self._iterate("trades", timeout)
 
     def bars(self, timeout: float | None = None) -> Iterator[Bar]:
         """Every bar of the lease's subscriptions. As :meth:`quotes`."""
         return self._iterate("bars", timeout)
+
+    def updated_bars(self, timeout: float | None = None) -> Iterator[Bar]:
+        """Every updated bar of the lease's subscriptions. As :meth:`quotes`."""
+        return self._iterate("updated_bars", timeout)
+
+    def daily_bars(self, timeout: float | None = None) -> Iterator[Bar]:
+        """Every daily bar of the lease's subscriptions. As :meth:`quotes`."""
+        return self._iterate("daily_bars", timeout)
+
+    def statuses(self, timeout: float | None = None) -> Iterator[TradingStatus]:
+        """Every trading status of the lease's subscriptions. As :meth:`quotes`."""
+        return self._iterate("statuses", timeout)
 
     def _iterate(self, channel: str, timeout: float | None) -> Iterator[Any]:
         self._pull(channel)
@@ -424,6 +453,18 @@ class AsyncMarketDataLease(_MarketData, _AsyncLease):
         """As :meth:`MarketDataLease.subscribe_bars`."""
         await self._change("bars", symbols, subscribe=True)
 
+    async def subscribe_updated_bars(self, *symbols: str) -> None:
+        """As :meth:`MarketDataLease.subscribe_updated_bars`."""
+        await self._change("updated_bars", symbols, subscribe=True)
+
+    async def subscribe_daily_bars(self, *symbols: str) -> None:
+        """As :meth:`MarketDataLease.subscribe_daily_bars`."""
+        await self._change("daily_bars", symbols, subscribe=True)
+
+    async def subscribe_statuses(self, *symbols: str) -> None:
+        """As :meth:`MarketDataLease.subscribe_statuses`."""
+        await self._change("statuses", symbols, subscribe=True)
+
     async def unsubscribe(self, channel: Channel, *symbols: str) -> None:
         """As :meth:`MarketDataLease.unsubscribe`."""
         await self._change(channel, symbols, subscribe=False)
@@ -447,13 +488,25 @@ class AsyncMarketDataLease(_MarketData, _AsyncLease):
         """``async for quote in lease.quotes()``: as :meth:`MarketDataLease.quotes`."""
         return self._aiterate("quotes", timeout)
 
-    def trades(self, timeout: float | None = None) -> AsyncIterator[Trade]:
+    def trades(self, timeout: float | None = None) -> AsyncIterator[TradeMessage]:
         """As :meth:`MarketDataLease.trades`."""
         return self._aiterate("trades", timeout)
 
     def bars(self, timeout: float | None = None) -> AsyncIterator[Bar]:
         """As :meth:`MarketDataLease.bars`."""
         return self._aiterate("bars", timeout)
+
+    def updated_bars(self, timeout: float | None = None) -> AsyncIterator[Bar]:
+        """As :meth:`MarketDataLease.updated_bars`."""
+        return self._aiterate("updated_bars", timeout)
+
+    def daily_bars(self, timeout: float | None = None) -> AsyncIterator[Bar]:
+        """As :meth:`MarketDataLease.daily_bars`."""
+        return self._aiterate("daily_bars", timeout)
+
+    def statuses(self, timeout: float | None = None) -> AsyncIterator[TradingStatus]:
+        """As :meth:`MarketDataLease.statuses`."""
+        return self._aiterate("statuses", timeout)
 
     def _aiterate(self, channel: str, timeout: float | None) -> AsyncIterator[Any]:
         self._pull(channel)

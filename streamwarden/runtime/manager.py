@@ -264,6 +264,9 @@ class ConnectionManager(_Manager):
         on_quote: Callback | None = None,
         on_trade: Callback | None = None,
         on_bar: Callback | None = None,
+        on_updated_bar: Callback | None = None,
+        on_daily_bar: Callback | None = None,
+        on_status: Callback | None = None,
         correlation_id: str | None = None,
         owner: str | None = None,
         wait: bool = True,
@@ -271,10 +274,13 @@ class ConnectionManager(_Manager):
         """A lease on the account's shared market-data connection (the configured feed).
 
         The lease subscribes quotes and trades of ``symbols`` (at least one: the SDK opens its
-        socket on the first subscription) and may add more, and bars, later. With callbacks,
-        each parsed Quote, Trade or Bar of the lease's subscriptions goes to ``on_quote``,
-        ``on_trade``, ``on_bar`` on a callback worker (one that raises is logged and counted);
-        without, read them with ``quotes()``, ``trades()``, ``bars()``. With ``wait``
+        socket on the first subscription) and may add more, and bars, updated bars, daily bars
+        and trading statuses, later. With callbacks, each parsed message of the lease's
+        subscriptions goes to ``on_quote``, ``on_trade`` (trades, and the TradeCorrection and
+        TradeCancel of the symbols whose trades it subscribes), ``on_bar``, ``on_updated_bar``,
+        ``on_daily_bar``, ``on_status`` on a callback worker (one that raises is logged and
+        counted); without, read them with ``quotes()``, ``trades()``, ``bars()``,
+        ``updated_bars()``, ``daily_bars()``, ``statuses()``. With ``wait``
         (default) the call returns once the connection is running and the lease's
         subscriptions are acknowledged on the wire, so no first message is lost.
 
@@ -286,7 +292,9 @@ class ConnectionManager(_Manager):
             ManagerClosedError: the manager was closed.
             AuditError: the acquire could not be recorded; nothing changed.
         """
-        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar,
+                                     updated_bars=on_updated_bar, daily_bars=on_daily_bar,
+                                     statuses=on_status)
         key, checked, request = self._market_request(credentials, symbols, owner,
                                                      correlation_id, callbacks)
         handle = self._acquire(key, checked, request, wait)
@@ -500,6 +508,9 @@ class AsyncConnectionManager(_Manager):
         on_quote: Callback | None = None,
         on_trade: Callback | None = None,
         on_bar: Callback | None = None,
+        on_updated_bar: Callback | None = None,
+        on_daily_bar: Callback | None = None,
+        on_status: Callback | None = None,
         correlation_id: str | None = None,
         owner: str | None = None,
         wait: bool = True,
@@ -510,7 +521,9 @@ class AsyncConnectionManager(_Manager):
         Raises:
             InvalidInputError: at once, before anything is awaited; the rest when awaited.
         """
-        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar)
+        callbacks = _check_callbacks(quotes=on_quote, trades=on_trade, bars=on_bar,
+                                     updated_bars=on_updated_bar, daily_bars=on_daily_bar,
+                                     statuses=on_status)
         key, checked, request = self._market_request(credentials, symbols, owner,
                                                      correlation_id, callbacks)
 

@@ -37,7 +37,7 @@ Public API (every method thread-safe):
 
 ``Simulator(*, host="127.0.0.1", port=0, faults=None, quote_rate=0.0, seed=0, credentials=None,
 auth_timeout=10.0, reaper_window=90.0, connect_rate_limit=None, trading_frames="text",
-clock=None, history=1000)``
+clock=None, history=1000, slow_client_timeout=10.0)``
     ``start(timeout=5.0) -> Simulator`` (returns once listening), ``stop(timeout=5.0)``
     (closes every connection, hung ones included, and joins the thread), context manager;
     ``host``, ``port``, ``market_data_url`` (IEX), ``feed_url(feed)``, ``trade_updates_url``,
@@ -54,6 +54,8 @@ clock=None, history=1000)``
     ``publish_crypto_quote``, ``publish_crypto_trade``, ``publish_crypto_bar``,
     ``publish_option_quote``, ``publish_option_trade``, ``publish_news(headline, *, symbols=(),
     ...)`` (see :mod:`._kind_publishing`),
+    ``publish_raw(batch)`` (market-data messages as given, unchecked, in one frame: malformed
+    data for tests),
     ``publish_trade_update(event="fill", *, symbol="AAPL", side="buy", qty=1, price=None,
     order_id=None, position_qty=None, client_order_id=None)`` -- each returns how many
     connections (for the burst: messages) it reached and takes ``timeout``;

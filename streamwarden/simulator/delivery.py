@@ -14,7 +14,7 @@ import structlog
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from streamwarden.simulator.events import FAULT_INJECTED
+from streamwarden.simulator.events import FAULT_INJECTED, SLOW_CLIENT
 from streamwarden.simulator.messages import ERRORS, Codec, Message, encode, error
 from streamwarden.simulator.orders import stream_error
 from streamwarden.simulator.registry import Registry, Session
@@ -58,9 +58,11 @@ class Outbox:
     Thread-safety: used on the simulator's loop only.
     """
 
-    def __init__(self, registry: Registry, log: structlog.stdlib.BoundLogger) -> None:
+    def __init__(self, registry: Registry, log: structlog.stdlib.BoundLogger,
+                 slow_client_timeout: float) -> None:
         self._registry = registry
         self._log = log
+        self._slow_client_timeout = slow_client_timeout
 
     async def control(self, session: Session, *messages: Message) -> bool:
         """Send control messages; False when the connection is closing or closed."""
@@ -103,14 +105,27 @@ class Outbox:
         if allowed:
             try:
                 for frame in batch.frames(session, allowed):
-                    await session.connection.send(frame)
+                    await self._send_data(session, frame)
             except ConnectionClosed:
                 sent = 0
+            except TimeoutError:  # a slow client: Alpaca's 407, then the connection is cut
+                self._registry.record_error(session, 407, ERRORS[407])
+                self._log.info(SLOW_CLIENT, connection_id=session.id,
+                               seconds=self._slow_client_timeout)
+                abort(session)
+                return 0
         if drop:
             self._log.info(FAULT_INJECTED, fault="drop_after", connection_id=session.id,
                            kind=session.kind, messages=session.data_messages)
             abort(session)
         return sent
+
+    async def _send_data(self, session: Session, frame: Frame) -> None:
+        if session.kind == TRADE_UPDATES:
+            await session.connection.send(frame)
+            return
+        async with asyncio.timeout(self._slow_client_timeout):
+            await session.connection.send(frame)
 
     async def publish(self, sessions: Sequence[Session], batch: Batch) -> list[int]:
         """Send ``batch`` to every session concurrently; returns the counts sent to each."""

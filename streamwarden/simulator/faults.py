@@ -18,6 +18,7 @@ fault                         market data (``/v2/<feed>``)     trade updates (``
 ``hang_on_close``             client's close never answered    client's close never answered
 ``slow_start=S``              S seconds before ``connected``   S seconds before the auth reply
 ``mute``                      no data (quotes, trades, bars)   no trade updates
+``insufficient_scope``        error 411 after auth             not applicable
 ============================  ===============================  ===============================
 
 ``mute`` is the connected-but-silent socket of alpaca-py issue 740: connections stay open,
@@ -41,6 +42,7 @@ FLAG_FAULTS = (
     "insufficient_subscription",
     "hang_on_close",
     "mute",
+    "insufficient_scope",
 )
 """Faults named alone on the command line (``--fault auth_failure``)."""
 
@@ -49,7 +51,7 @@ VALUE_FAULTS = ("drop_after", "drop_once", "slow_start")
 
 FAULT_SYNTAX = (
     "auth_failure|connection_limit|symbol_limit|insufficient_subscription|hang_on_close|mute|"
-    "drop_after=N|drop_once=N|slow_start=SECONDS"
+    "drop_after=N|drop_once=N|slow_start=SECONDS|insufficient_scope"
 )
 
 
@@ -73,6 +75,8 @@ class Faults:
             the trading stream's authorization reply.
         mute: send no data message (dropped, not held back) while sockets stay open and
             every control reply is still sent.
+        insufficient_scope: answer a valid market-data auth with error 411 (credentials
+            without the data scope); the connection stays open, unauthenticated.
 
     Raises (on construction):
         ValueError: ``drop_after`` below 1, ``drop_once`` without ``drop_after``, or
@@ -90,6 +94,7 @@ class Faults:
     hang_on_close: bool = False
     slow_start: float = 0.0
     mute: bool = False
+    insufficient_scope: bool = False
 
     def __post_init__(self) -> None:
         if self.drop_after is not None and (

@@ -47,6 +47,9 @@ CHANNELS: Mapping[StreamKind, tuple[str, ...]] = {
     NEWS: ("news",),
 }
 """The channels a client of each data kind may name in subscribe and unsubscribe."""
+KNOWN_CHANNELS = frozenset(channel for channels in CHANNELS.values() for channel in channels)
+"""Every data stream's channels: one a stream does not carry gets error 410 there (news on
+stocks), any other unknown key error 400."""
 
 OPTION_EXCHANGE = "C"
 

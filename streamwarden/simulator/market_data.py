@@ -14,8 +14,13 @@ Errors (``[{"T":"error","code":C,"msg":M}]``): 400 a frame that is not a valid r
 request before auth, 402 refused credentials (the client may try again), 403 auth twice, 404 no
 auth within the auth timeout (then close), 406 in reply to a valid auth while another socket of
 the same account holds this endpoint, or a socket of it dropped without a close handshake less
-than the reaper window ago (then close), and, from faults, 405 and 409 in reply to subscribe and
-406 in reply to every valid auth (``connection_limit``).
+than the reaper window ago (then close), 410 a subscribe naming a channel of another stream
+(``news`` or ``orderbooks`` on stocks; nothing changes), and, from faults, 405 and 409 in reply
+to subscribe, 406 in reply to every valid auth (``connection_limit``) and 411 in reply to a valid
+auth (the credentials lack the data scope; the client may try again). 407 slow client: a client
+that reads nothing while a data send waits ``slow_client_timeout`` seconds is cut off (the error
+is recorded; its frame cannot reach a client whose buffers are full). Control messages travel
+one per frame, data in batched arrays.
 """
 
 from __future__ import annotations
@@ -116,6 +121,11 @@ async def _auth(session: Session, request: dict[str, object], ctx: ProtocolConte
                      fault=faults.auth_failure)
         await ctx.outbox.error(session, 402)
         return True
+    if faults.insufficient_scope:
+        ctx.registry.record_auth(session, key_id, "insufficient_scope")
+        ctx.log.info(FAULT_INJECTED, fault="insufficient_scope", connection_id=session.id)
+        await ctx.outbox.error(session, 411)
+        return True
     if faults.connection_limit or not ctx.registry.claim(session, str(key_id)):
         ctx.registry.record_auth(session, key_id, "connection_limit")
         ctx.log.info(AUTH, kind=session.kind, connection_id=session.id,
@@ -146,7 +156,11 @@ def _channels(request: dict[str, object],
 async def _subscribe(
     session: Session, request: dict[str, object], ctx: ProtocolContext, *, add: bool
 ) -> None:
-    changes = _channels(request, kinds.CHANNELS[session.kind])
+    subscribable = kinds.CHANNELS[session.kind]
+    if any(key in kinds.KNOWN_CHANNELS and key not in subscribable for key in request):
+        await ctx.outbox.error(session, 410)
+        return
+    changes = _channels(request, subscribable)
     if changes is None:
         await ctx.outbox.error(session, 400)
         return

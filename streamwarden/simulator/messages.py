@@ -35,6 +35,8 @@ ERRORS: Mapping[int, str] = {
     406: "connection limit exceeded",
     407: "slow client",
     409: "insufficient subscription",
+    410: "invalid subscribe action for this feed",
+    411: "insufficient scope",
     500: "internal error",
 }
 """Alpaca's market-data error codes and their messages."""

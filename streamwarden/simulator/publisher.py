@@ -16,11 +16,16 @@ from streamwarden.simulator.delivery import Batch, Outbox, abort
 from streamwarden.simulator.messages import Message, quote
 from streamwarden.simulator.orders import TRADE_UPDATES
 from streamwarden.simulator.prices import QuoteSource
-from streamwarden.simulator.registry import Registry
+from streamwarden.simulator.registry import Registry, Session
 from streamwarden.simulator.stats import MARKET_DATA, NEWS, StreamKind
 from streamwarden.simulator.trading import STREAMS_CHANNEL
 
-CHANNELS = {"q": "quotes", "t": "trades", "b": "bars"}
+CHANNELS = {
+    "q": "quotes", "t": "trades", "b": "bars", "u": "updatedBars", "d": "dailyBars",
+    "s": "statuses", "l": "lulds",
+    "c": "trades", "x": "trades",  # corrections and cancel errors go with a symbol's trades
+    "i": "statuses",  # order imbalances: to status subscribers (no channel of their own here)
+}
 """Market-data message type to the channel its subscribers are on."""
 
 _BEHIND_LIMIT = 1.0
@@ -66,6 +71,18 @@ class Publisher:
             sessions = self._registry.data_subscribers(kind, CHANNELS[message["T"]],
                                                        [message["S"]])
         counts = await self._outbox.publish(sessions, Batch([message]))
+        return sum(1 for count in counts if count)
+
+    async def raw(self, batch: list[Message]) -> int:
+        """Send ``batch`` as it is, in one frame, to every connection that subscribes the
+        channel and symbol (``T`` and ``S``) of any of its messages; returns how many."""
+        sessions: dict[int, Session] = {}
+        for message in batch:
+            channel, symbol = CHANNELS.get(str(message.get("T"))), message.get("S")
+            if channel is not None and isinstance(symbol, str):
+                for session in self._registry.subscribers(channel, symbol):
+                    sessions.setdefault(id(session), session)
+        counts = await self._outbox.publish(list(sessions.values()), Batch(batch))
         return sum(1 for count in counts if count)
 
     async def trade_update(self, message: Message) -> int:

@@ -48,6 +48,7 @@ class ServerConfig:
     log: structlog.stdlib.BoundLogger
     control: Control
     trade_events: TradeEventLog
+    slow_client_timeout: float = 10.0
 
 
 class Runtime:
@@ -137,7 +138,7 @@ class Runtime:
     async def _main(self) -> None:
         config = self._config
         stopping = asyncio.Event()
-        outbox = Outbox(config.registry, config.log)
+        outbox = Outbox(config.registry, config.log, config.slow_client_timeout)
         publisher = Publisher(config.registry, outbox, config.seed, config.clock)
         ctx = ProtocolContext(config.registry, outbox, config.accounts, config.auth_timeout,
                               config.log)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +48,7 @@ from streamwarden.simulator.validation import (
     check_price,
     check_rate,
     check_symbol,
+    raw_batch,
 )
 from streamwarden.validation import check_seconds
 
@@ -89,6 +90,10 @@ class Simulator(KindPublishing):
             paper endpoint sends binary frames).
         clock: where message timestamps come from.
         history: how many closed connections, auth attempts and errors stats keep.
+        slow_client_timeout: seconds a market-data send may wait on a client that does not
+            read (its socket's buffers full) before the client is cut off as a slow client:
+            error 407 is recorded and the connection aborted. As Alpaca warns, the 407 frame
+            itself does not reach a client that reads nothing.
 
     Raises:
         InvalidInputError: an argument is out of range (rate, timeout, port, frames, history,
@@ -112,6 +117,7 @@ class Simulator(KindPublishing):
         trading_frames: Literal["text", "binary"] = "text",
         clock: Clock | None = None,
         history: int = 1000,
+        slow_client_timeout: float = 10.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be in 0..65535, got {port}")
@@ -142,6 +148,8 @@ class Simulator(KindPublishing):
             trading_codec="json" if trading_frames == "text" else "json-binary",
             seed=seed, clock=self._clock, log=self._log, control=Control(self, self._log),
             trade_events=self._trade_events,
+            slow_client_timeout=check_seconds("slow_client_timeout", slow_client_timeout,
+                                              allow_zero=False),
         ))
 
     # Lifecycle.
@@ -377,6 +385,25 @@ class Simulator(KindPublishing):
             timestamp=timestamp or self._clock.now().replace(second=0, microsecond=0),
         )
         return self._call("publish_bar", lambda p: p.market_data(message), timeout)
+
+    def publish_raw(self, batch: Sequence[Mapping[str, Any]], *,
+                    timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Send market-data messages exactly as given, unchecked, in ONE frame, to every
+        connection that subscribes the channel and symbol (``T`` and ``S``) of any of them: for
+        testing how a client meets malformed data (``{"T": "q", "bp": "abc", ...}``, NaN, a
+        missing price) between valid messages. Timestamps may be ``datetime`` objects (sent as
+        Alpaca sends them) or any other value.
+
+        Returns:
+            How many connections it was sent to.
+
+        Raises:
+            InvalidInputError: ``batch`` empty, not a sequence of maps with string keys, or
+                holding a value the wire encodings cannot carry.
+            SimulatorError: not running, or not sent within ``timeout`` seconds.
+        """
+        messages_ = raw_batch(batch)
+        return self._call("publish_raw", lambda publisher: publisher.raw(messages_), timeout)
 
     def publish_quotes(
         self, symbol: str, count: int, *, batch_size: int = 1, timeout: float = 30.0,

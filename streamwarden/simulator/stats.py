@@ -20,7 +20,7 @@ NEWS: StreamKind = "news"
 STREAM_KINDS: tuple[StreamKind, ...] = (MARKET_DATA, TRADE_UPDATES, CRYPTO_DATA, OPTION_DATA,
                                         NEWS)
 
-AuthOutcome = Literal["authorized", "auth_failed", "connection_limit"]
+AuthOutcome = Literal["authorized", "auth_failed", "connection_limit", "insufficient_scope"]
 
 
 @dataclass(frozen=True)

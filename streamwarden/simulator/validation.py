@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from streamwarden.errors import InvalidInputError
+from streamwarden.simulator.messages import Message, encode, wire_time
 
 Number = Decimal | float | int | str
 """A price or quantity as callers may give it."""
@@ -110,3 +113,27 @@ def check_client_order_id(value: object) -> str | None:
             f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} printable characters, "
             f"got {value!r}")
     return value
+
+
+def raw_batch(batch: object) -> list[Message]:
+    """``batch`` as messages to send unchecked: aware datetimes become Alpaca's wire time.
+
+    Raises:
+        InvalidInputError: ``batch`` is empty or not a sequence of maps with string keys, or
+            holds a value MessagePack or JSON cannot carry (a naive datetime, an object).
+    """
+    if isinstance(batch, str | bytes) or not isinstance(batch, Sequence) or not batch:
+        raise InvalidInputError("batch must be a non-empty sequence of messages")
+    messages: list[Message] = []
+    for message in batch:
+        if not isinstance(message, Mapping) or not all(isinstance(k, str) for k in message):
+            raise InvalidInputError("each message of a batch must be a map with string keys")
+        messages.append({key: wire_time(value) if isinstance(value, datetime)
+                         and value.tzinfo is not None else value
+                         for key, value in message.items()})
+    for codec in ("msgpack", "json"):
+        try:
+            encode(messages, codec)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInputError(f"the batch cannot be sent as {codec}: {exc}") from None
+    return messages

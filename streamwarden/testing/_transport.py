@@ -19,7 +19,12 @@ from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
 from streamwarden.errors import ConnectionStartError
 from streamwarden.marketdata import Subscription
-from streamwarden.transports._contract import ConnectFailure, StreamMessage, TransportEvents
+from streamwarden.transports._contract import (
+    ConnectFailure,
+    MalformedMessage,
+    StreamMessage,
+    TransportEvents,
+)
 
 #: Seconds an ``emit_*`` call waits for the engine loop to take its event.
 EMIT_TIMEOUT_SECONDS = 5.0
@@ -188,6 +193,10 @@ class InMemoryTransport:
     def emit_message(self, message: StreamMessage) -> bool:
         """Deliver a message. False if not running."""
         return self._emit(lambda events: events.on_message(message))
+
+    def emit_malformed(self, malformed: MalformedMessage) -> bool:
+        """Report a message dropped unread. False if not running."""
+        return self._emit(lambda events: events.on_malformed(malformed))
 
 
 class InMemoryTransportFactory:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamwarden.transports._contract import (
     ConnectFailure,
+    MalformedMessage,
     ReplayReport,
     StreamMessage,
     Transport,
@@ -26,6 +27,7 @@ __all__ = [
     "AlpacaTransport",
     "AlpacaTransportFactory",
     "ConnectFailure",
+    "MalformedMessage",
     "ReplayReport",
     "StreamMessage",
     "Transport",

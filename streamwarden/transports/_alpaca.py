@@ -9,7 +9,7 @@ what happens on the wire to events:
   again after each reconnect; every subscription acknowledgement -> ``on_subscribed`` with the
   pairs the wire carries;
 * socket closed or failed while usable -> ``on_connection_lost``, then the loop reconnects;
-* Alpaca error 401/402 or ``unauthorized`` -> AuthenticationError, 405/409 ->
+* Alpaca error 401/402/411 or ``unauthorized`` -> AuthenticationError, 405/409 ->
   SubscriptionError, 406 at the first start -> ConnectionLimitError naming the likely culprit
   (another process or connection holds the account's connection for that endpoint): fatal,
   reported once, and the loop ends so that it does not retry refused credentials forever;
@@ -34,7 +34,9 @@ it is reported and reconnected through the same loop and backoff.
 ``stop`` tells the SDK to stop and closes the socket under it, so a stop does not wait for the
 SDK's 5-second receive poll; the close handshake is bounded by the websocket ``close_timeout``.
 Each message is parsed once, here, and handed to the leases' delivery queues: no consumer code
-runs on the engine loop.
+runs on the engine loop. A message that cannot be parsed (MalformedMessageError) is reported
+through ``on_malformed`` and dropped alone: the adapter catches it per message, so the rest of
+its frame is still dispatched.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from streamwarden._keys import (
@@ -62,6 +64,7 @@ from streamwarden.errors import (
     AuthenticationError,
     ConnectionLimitError,
     ConnectionStartError,
+    MalformedMessageError,
     SubscriptionError,
 )
 from streamwarden.marketdata import (
@@ -82,6 +85,7 @@ from streamwarden.transports._causes import (
 )
 from streamwarden.transports._contract import (
     ConnectFailure,
+    MalformedMessage,
     ReplayReport,
     StreamMessage,
     TransportEvents,
@@ -100,6 +104,8 @@ SECRET_HEADER = "APCA-API-SECRET-KEY"
 
 #: Seconds the close handshake may take beyond ``stop_timeout``: the websocket's own bound.
 CLOSE_MARGIN_SECONDS = 0.5
+#: Longest symbol of a malformed message that is reported as it is (longer ones are cut).
+MAX_REPORTED_SYMBOL = 32
 
 _FATAL_ERRORS: dict[int, type[ConnectionStartError]] = {
     401: AuthenticationError,
@@ -107,6 +113,7 @@ _FATAL_ERRORS: dict[int, type[ConnectionStartError]] = {
     405: SubscriptionError,
     406: ConnectionLimitError,
     409: SubscriptionError,
+    411: AuthenticationError,  # the credentials lack the market-data scope
 }
 
 
@@ -395,6 +402,18 @@ class AlpacaTransport:
         self._report_fatal(error)
         return True
 
+    def on_message_failed(self, message: Mapping[str, Any], error: Exception) -> None:
+        if self._events is None:
+            return
+        if isinstance(error, MalformedMessageError):
+            field, reason = error.field, error.reason
+        else:  # what the parser did not foresee is still one unreadable message, not a crash
+            field, reason = "", f"unreadable ({type(error).__name__})"
+        symbol = message.get("S")
+        self._events.on_malformed(MalformedMessage(
+            channel_of(message) or str(message.get("T"))[:MAX_REPORTED_SYMBOL],
+            symbol[:MAX_REPORTED_SYMBOL] if isinstance(symbol, str) else None, field, reason))
+
     def _report_fatal(self, error: ConnectionStartError) -> None:
         if self._fatal_reported or self._events is None:
             return
@@ -406,10 +425,8 @@ class AlpacaTransport:
         channel = channel_of(message)
         if channel is None or self._events is None:
             return
-        try:
-            payload = parse_market_data(message)
-        except ValueError:
-            return  # malformed: nothing a lease could use
+        # Raises MalformedMessageError: the adapter reports it through on_message_failed.
+        payload = parse_market_data(message)
         self._events.on_message(StreamMessage(channel, payload.symbol, payload))
 
     async def _on_news(self, message: dict[str, Any]) -> None:

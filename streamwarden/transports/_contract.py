@@ -31,14 +31,27 @@ MAX_DETAIL = 240
 
 @dataclass(frozen=True, slots=True)
 class StreamMessage:
-    """One message from the stream: its channel (quotes, trades, bars, news, trade_updates),
-    the symbol it concerns (if any; None for news, whose article names its symbols) and the
-    payload, parsed once (a Quote, Trade, Bar or News of :mod:`streamwarden.marketdata`, or
+    """One message from the stream: its channel (one of ``marketdata.CHANNELS``, news, or
+    trade_updates), the symbol it concerns (if any; None for news, whose article names its
+    symbols) and the payload, parsed once (a message of :mod:`streamwarden.marketdata`, or
     alpaca-py's ``TradeUpdate``)."""
 
     channel: str
     symbol: str | None
     payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedMessage:
+    """A market-data message dropped because it could not be read: its ``channel``, the
+    ``symbol`` it named (None when that was unreadable), the wire ``field`` at fault and the
+    ``reason`` (see :class:`~streamwarden.errors.MalformedMessageError`). Holds no value from the
+    message beyond the symbol."""
+
+    channel: str
+    symbol: str | None
+    field: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,11 @@ class TransportEvents(Protocol):
 
     def on_replayed(self, report: ReplayReport) -> None:
         """A trading stream fetched and delivered what its reconnect missed (or failed to)."""
+        ...
+
+    def on_malformed(self, malformed: MalformedMessage) -> None:
+        """A message arrived that could not be read; it was dropped, and the others of its
+        frame are delivered as usual. Counted and logged (throttled) by the lifecycle."""
         ...
 
 

@@ -66,6 +66,7 @@ ERROR_TEXT_CODES: Mapping[str, int] = {
     "symbol limit exceeded": 405,
     "connection limit exceeded": 406,
     "insufficient subscription": 409,
+    "insufficient scope": 411,
 }
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -82,18 +83,30 @@ class StreamEvents(Protocol):
         """Alpaca sent an error frame on an open stream. Returns True when retrying cannot
         help: the stream is then stopped instead of reconnecting."""
 
+    def on_message_failed(self, message: Mapping[str, Any], error: Exception) -> None:
+        """Handing ``message`` to its handler raised ``error`` (it could not be read); the
+        other messages of its frame are still dispatched."""
 
-_ACK_CHANNELS = ("quotes", "trades", "bars", "news")
+
+#: streamwarden's channel -> the SDK's handler table and Alpaca's subscription key.
+WIRE_CHANNELS: Mapping[str, str] = {
+    "quotes": "quotes", "trades": "trades", "bars": "bars", "updated_bars": "updatedBars",
+    "daily_bars": "dailyBars", "statuses": "statuses", "news": "news",
+}
+_CHANNELS_ON_WIRE = {wire: channel for channel, wire in WIRE_CHANNELS.items()}
+#: The SDK's tables of what Alpaca sends to a symbol's trade subscribers.
+TRADE_FOLLOWERS = ("corrections", "cancelErrors")
 
 
 def acknowledged(message: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
     """The (channel, symbol) pairs a market-data ``subscription`` message says the wire carries.
 
-    >>> sorted(acknowledged({"T": "subscription", "quotes": ["AAPL"], "trades": [], "bars": None}))
-    [('quotes', 'AAPL')]
+    >>> sorted(acknowledged({"T": "subscription", "quotes": ["AAPL"], "trades": [], "bars": None,
+    ...                      "dailyBars": ["SPY"], "corrections": ["MSFT"]}))
+    [('daily_bars', 'SPY'), ('quotes', 'AAPL')]
     """
-    return frozenset((channel, str(symbol)) for channel in _ACK_CHANNELS
-                     for symbol in message.get(channel) or ())
+    return frozenset((channel, str(symbol)) for wire, channel in _CHANNELS_ON_WIRE.items()
+                     for symbol in message.get(wire) or ())
 
 
 def error_code(message: str) -> int | None:
@@ -103,30 +116,6 @@ def error_code(message: str) -> int | None:
     (406, None)
     """
     return ERROR_TEXT_CODES.get(message.strip().lower())
-
-
-class AdaptedStockDataStream(StockDataStream):
-    """A raw-mode ``StockDataStream`` that reports its connection events."""
-
-    def __init__(self, api_key: str, secret_key: str, *, feed: str, url: str | None,
-                 websocket_params: dict[str, Any], events: StreamEvents) -> None:
-        if url is None:
-            url = f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{feed}"
-        # The feed only selects the URL, which is given; IEX satisfies the SDK's own check.
-        super().__init__(api_key, secret_key, raw_data=True, feed=DataFeed.IEX,
-                         url_override=url, websocket_params=websocket_params)
-        self._streamwarden_events = events
-
-    async def _dispatch(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("T")
-        if kind == "subscription":
-            self._streamwarden_events.on_ready(acknowledged(msg))
-        elif kind == "error":
-            code = msg.get("code")
-            if self._streamwarden_events.on_stream_error(
-                    code if isinstance(code, int) else None, str(msg.get("msg", ""))):
-                await self.stop_ws()
-        await super()._dispatch(msg)
 
 
 class AdaptedTradingStream(TradingStream):
@@ -148,9 +137,9 @@ class AdaptedTradingStream(TradingStream):
 
 
 class _AdaptedData:
-    """What the adapted crypto, option and news streams add to alpaca-py's ``DataStream``:
-    connection events reported as :class:`AdaptedStockDataStream` reports them. Mixed in
-    before the SDK class, so ``super()`` is the SDK's own method."""
+    """What the adapted data streams (stock, crypto, option, news) add to alpaca-py's
+    ``DataStream``: connection events reported, and each message dispatched on its own. Mixed
+    in before the SDK class, so ``super()`` is the SDK's own method."""
 
     _streamwarden_events: StreamEvents
 
@@ -163,12 +152,33 @@ class _AdaptedData:
             if self._streamwarden_events.on_stream_error(
                     code if isinstance(code, int) else None, str(msg.get("msg", ""))):
                 await self._sdk().stop_ws()
+        try:
+            await self._deliver(msg)
+        except Exception as exc:
+            # The SDK's _consume dispatches a frame's messages in one loop: an exception
+            # escaping here would end that loop and lose every later message of the frame.
+            self._streamwarden_events.on_message_failed(msg, exc)
+
+    async def _deliver(self, msg: dict[str, Any]) -> None:
+        """Hand ``msg`` to its handler: the SDK's own dispatch."""
         await self._sdk()._dispatch(msg)
 
     def _sdk(self) -> Any:
         """The SDK class's own methods (the next class after this mixin)."""
         return super()
 
+
+class AdaptedStockDataStream(_AdaptedData, StockDataStream):
+    """A raw-mode ``StockDataStream`` that reports its connection events."""
+
+    def __init__(self, api_key: str, secret_key: str, *, feed: str, url: str | None,
+                 websocket_params: dict[str, Any], events: StreamEvents) -> None:
+        if url is None:
+            url = f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{feed}"
+        # The feed only selects the URL, which is given; IEX satisfies the SDK's own check.
+        super().__init__(api_key, secret_key, raw_data=True, feed=DataFeed.IEX,
+                         url_override=url, websocket_params=websocket_params)
+        self._streamwarden_events = events
 
 class AdaptedCryptoDataStream(_AdaptedData, CryptoDataStream):
     """A raw-mode ``CryptoDataStream`` (v1beta3, location ``us``) that reports its connection
@@ -207,13 +217,13 @@ class AdaptedNewsDataStream(_AdaptedData, NewsDataStream):
                          websocket_params=websocket_params)
         self._streamwarden_events = events
 
-    async def _dispatch(self, msg: dict[str, Any]) -> None:
+    async def _deliver(self, msg: dict[str, Any]) -> None:
         if msg.get("T") == "n":
             handler = next(iter(self._handlers["news"].values()), None)
             if handler is not None:
                 await handler(msg)
             return
-        await super()._dispatch(msg)
+        await super()._deliver(msg)
 
 
 AdaptedDataStream = (AdaptedStockDataStream | AdaptedCryptoDataStream | AdaptedOptionDataStream
@@ -290,14 +300,26 @@ def is_connected(stream: AdaptedStream) -> bool:
 def registered(stream: AdaptedDataStream) -> set[tuple[str, str]]:
     """The (channel, symbol) pairs the stream has a handler for."""
     handlers: dict[str, dict[str, Handler]] = stream._handlers
-    return {(channel, symbol) for channel, table in handlers.items() for symbol in table}
+    return {(_CHANNELS_ON_WIRE[wire], symbol) for wire, table in handlers.items()
+            if wire in _CHANNELS_ON_WIRE for symbol in table}
+
+
+def _followers(stream: AdaptedDataStream) -> list[dict[str, Handler]]:
+    """The handler tables of what Alpaca sends with a symbol's trades, where the stream has
+    them (stocks: corrections and cancel errors; crypto and options: none)."""
+    handlers: dict[str, dict[str, Handler]] = stream._handlers
+    return [handlers[name] for name in TRADE_FOLLOWERS if name in handlers]
 
 
 async def subscribe(stream: AdaptedDataStream, pairs: AbstractSet[tuple[str, str]],
                     handler: Handler) -> None:
-    """Register ``handler`` for ``pairs`` and, if connected, subscribe them on the wire."""
+    """Register ``handler`` for ``pairs`` (for trades, also for the corrections and cancel
+    errors Alpaca sends with them) and, if connected, subscribe them on the wire."""
     for channel, symbol in sorted(pairs):
-        stream._handlers[channel][symbol] = handler
+        stream._handlers[WIRE_CHANNELS[channel]][symbol] = handler
+        if channel == "trades":
+            for follower in _followers(stream):
+                follower[symbol] = handler
     if pairs and is_connected(stream):
         await stream._send_subscribe_msg()
 
@@ -307,8 +329,12 @@ async def unsubscribe(stream: AdaptedDataStream,
     """Unregister ``pairs`` and, if connected, unsubscribe them on the wire."""
     by_channel: dict[str, list[str]] = {}
     for channel, symbol in sorted(pairs):
-        stream._handlers[channel].pop(symbol, None)
-        by_channel.setdefault(channel, []).append(symbol)
+        wire = WIRE_CHANNELS[channel]
+        stream._handlers[wire].pop(symbol, None)
+        if channel == "trades":
+            for follower in _followers(stream):
+                follower.pop(symbol, None)
+        by_channel.setdefault(wire, []).append(symbol)
     if is_connected(stream):
         for channel, symbols in by_channel.items():
             await stream._send_unsubscribe_msg(channel, symbols)

@@ -24,8 +24,8 @@ def test_crypto_acknowledges_its_own_channels_and_publishes_fractional_sizes(sim
         assert ack == {"T": "subscription", "trades": ["BTC/USD"], "quotes": ["BTC/USD"],
                        "bars": [], "updatedBars": [], "dailyBars": [],
                        "orderbooks": ["ETH/USD"]}
-        send(ws, {"action": "subscribe", "news": ["AAPL"]})  # not a crypto channel
-        assert receive(ws)[0]["code"] == 400
+        send(ws, {"action": "subscribe", "news": ["AAPL"]})  # another stream's channel
+        assert receive(ws)[0]["code"] == 410
         assert sim.publish_crypto_quote("BTC/USD", bid_price=1, ask_price=2,
                                         bid_size="0.25") == 1
         (quote,) = receive(ws)
@@ -49,8 +49,8 @@ def test_options_refuse_a_json_client_with_412(sim: Simulator):
 def test_options_serve_quotes_and_trades_only(sim: Simulator):
     with client(sim.option_data_url()) as ws:
         authenticate(ws)
-        send(ws, {"action": "subscribe", "bars": [CALL]})
-        assert receive(ws)[0]["code"] == 400
+        send(ws, {"action": "subscribe", "bars": [CALL]})  # Alpaca's own example of a 410
+        assert receive(ws)[0]["code"] == 410
         send(ws, {"action": "subscribe", "quotes": [CALL], "trades": [CALL]})
         assert receive(ws) == [{"T": "subscription", "trades": [CALL], "quotes": [CALL]}]
         assert sim.publish_option_trade(CALL, price="1.5", size=3) == 1
@@ -62,10 +62,7 @@ def test_options_serve_quotes_and_trades_only(sim: Simulator):
 def test_news_goes_once_to_a_connection_wanting_any_of_its_symbols(sim: Simulator):
     with client(sim.news_url) as pair, client(sim.news_url) as everything:
         authenticate(pair)
-        # One news socket per account: the second connection is another account's.
-        assert receive(everything) == [{"T": "success", "msg": "connected"}]
-        send(everything, {"action": "auth", "key": "PKSECONDACCOUNT00001", "secret": "second"})
-        assert receive(everything) == [{"T": "success", "msg": "authenticated"}]
+        authenticate(everything, key_id="PKSECONDACCOUNT00001")  # one socket per account
         for ws, symbols in ((pair, ["AAPL", "TSLA"]), (everything, ["*"])):
             send(ws, {"action": "subscribe", "news": symbols})
             assert receive(ws) == [{"T": "subscription", "news": sorted(symbols)}]

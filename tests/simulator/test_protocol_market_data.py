@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -13,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from streamwarden.errors import InvalidInputError
 from streamwarden.simulator import MARKET_DATA, Faults, Simulator
 from tests.simulator.conftest import BOUND, KEY_ID, SECRET
 
@@ -38,9 +40,9 @@ def receive(connection: ClientConnection) -> list[dict[str, Any]]:
     return decoded
 
 
-def authenticate(connection: ClientConnection) -> None:
+def authenticate(connection: ClientConnection, key_id: str = KEY_ID) -> None:
     assert receive(connection) == [{"T": "success", "msg": "connected"}]
-    send(connection, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+    send(connection, {"action": "auth", "key": key_id, "secret": SECRET})
     assert receive(connection) == [{"T": "success", "msg": "authenticated"}]
 
 
@@ -76,7 +78,7 @@ def test_errors_before_and_after_auth(sim: Simulator) -> None:
         assert receive(ws)[0]["msg"] == "authenticated"
         send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
         assert receive(ws)[0] == {"T": "error", "code": 403, "msg": "already authenticated"}
-        for bad in ({"action": "dance"}, ["auth"], {"action": "subscribe", "news": ["AAPL"]},
+        for bad in ({"action": "dance"}, ["auth"], {"action": "subscribe", "gossip": ["AAPL"]},
                     {"action": "subscribe", "trades": "AAPL"},
                     {"action": "subscribe", "trades": [""]}):
             ws.send(msgpack.packb(bad))
@@ -85,6 +87,32 @@ def test_errors_before_and_after_auth(sim: Simulator) -> None:
     assert stats.error_codes() == (401, 400, 402, 403, 400, 400, 400, 400, 400)
     assert [a.outcome for a in stats.auth_attempts] == ["auth_failed", "authorized"]
     assert stats.connections[0].path == "/v2/sip"
+
+
+@pytest.mark.parametrize("channel", ["news", "orderbooks"])
+def test_a_channel_of_another_stream_is_an_invalid_subscribe_action_410(
+        sim: Simulator, channel: str) -> None:
+    with client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "trades": ["AAPL"], channel: ["AAPL"]})
+        assert receive(ws) == [{"T": "error", "code": 410,
+                                "msg": "invalid subscribe action for this feed"}]
+        send(ws, {"action": "subscribe", "quotes": ["MSFT"]})  # the socket stays usable
+        (ack,) = receive(ws)
+        assert (ack["quotes"], ack["trades"]) == (["MSFT"], [])  # the refused one changed nothing
+
+
+def test_insufficient_scope_answers_a_valid_auth_with_411(sim: Simulator) -> None:
+    sim.set_faults(Faults(insufficient_scope=True))
+    with client(sim.market_data_url) as ws:
+        assert receive(ws)[0]["msg"] == "connected"
+        send(ws, {"action": "auth", "key": KEY_ID, "secret": SECRET})
+        assert receive(ws) == [{"T": "error", "code": 411, "msg": "insufficient scope"}]
+        send(ws, {"action": "subscribe", "quotes": ["MSFT"]})
+        assert receive(ws)[0]["code"] == 401  # not authenticated: the socket stays open
+    assert [a.outcome for a in sim.stats().auth_attempts] == ["insufficient_scope"]
+    assert Faults.parse(["insufficient_scope"]) == Faults(insufficient_scope=True)
+    assert Faults(insufficient_scope=True).describe() == "insufficient_scope"
 
 
 def test_json_codec_without_the_msgpack_header(sim: Simulator) -> None:
@@ -217,3 +245,60 @@ def test_mute_from_the_command_line_and_the_fault_flag() -> None:
         assert sim.publish_quote("AAPL", bid_price=1, ask_price=2) == 0
         assert sim.unmute() is False
         assert sim.publish_quote("AAPL", bid_price=1, ask_price=2) == 1
+
+
+def test_publish_raw_sends_unchecked_messages_in_one_frame_to_their_subscribers(
+        sim: Simulator) -> None:
+    moment = datetime(2026, 11, 23, 15, tzinfo=UTC)
+    batch = [
+        {"T": "q", "S": "AAPL", "bp": 1.5, "bs": 1, "ap": 1.6, "as": 1, "t": moment},
+        {"T": "q", "S": "AAPL", "bp": "abc", "t": "not a time"},
+        {"T": "t", "S": "MSFT", "p": float("nan"), "s": -3, "t": moment},
+        {"T": "q", "bp": 1.0},  # no symbol: selects no connection, sent along all the same
+    ]
+    with client(sim.market_data_url) as ws, client(sim.market_data_url) as other:
+        authenticate(ws)
+        authenticate(other, key_id="PKSECONDACCOUNT00001")  # one socket per account
+        for connection, subscription in ((ws, {"trades": ["MSFT"]}),
+                                         (other, {"bars": ["AAPL"]})):
+            send(connection, {"action": "subscribe", **subscription})
+            receive(connection)
+        assert sim.publish_raw(batch) == 1  # only ws subscribes one of them
+        frame = receive(ws)  # the whole batch, in one frame, as given
+        assert [m.get("bp") for m in frame[:2]] == [1.5, "abc"]
+        assert frame[0]["t"] == msgpack.Timestamp.from_datetime(moment)
+        assert frame[1]["t"] == "not a time" and frame[2]["s"] == -3
+        assert frame[2]["p"] != frame[2]["p"] and frame[3] == {"T": "q", "bp": 1.0}  # NaN
+        with pytest.raises(TimeoutError):
+            other.recv(timeout=0.2)
+
+
+@pytest.mark.parametrize(("batch", "error"), [
+    ([], "non-empty sequence"),
+    ("q", "non-empty sequence"),
+    ([["T", "q"]], "map with string keys"),
+    ([{1: "q"}], "map with string keys"),
+    ([{"T": "q", "t": datetime(2026, 11, 23)}], "cannot be sent as msgpack"),  # naive
+    ([{"T": "q", "x": object()}], "cannot be sent as msgpack"),
+    ([{"T": "q", "x": b"\xff"}], "cannot be sent as json"),
+])
+def test_publish_raw_refuses_what_the_wire_cannot_carry(
+        sim: Simulator, batch: Any, error: str) -> None:
+    with pytest.raises(InvalidInputError, match=error):
+        sim.publish_raw(batch)
+
+
+def test_a_client_that_reads_nothing_is_cut_off_as_a_slow_client_407() -> None:
+    with Simulator(port=0, slow_client_timeout=0.2) as sim, client(sim.market_data_url) as ws:
+        authenticate(ws)
+        send(ws, {"action": "subscribe", "quotes": ["AAPL"]})
+        receive(ws)
+        # Far more than the socket buffers hold; the client reads none of it.
+        sent = sim.publish_quotes("AAPL", 400_000, batch_size=2000, timeout=30.0)
+        assert 0 < sent < 400_000  # the burst ended when the client was cut off
+        stats = sim.wait_for(lambda s: s.kinds[MARKET_DATA].open == 0, timeout=BOUND)
+        assert stats.error_codes() == (407,)
+        assert stats.errors[-1].message == "slow client"
+        with pytest.raises(ConnectionClosed):  # what was buffered, then the cut
+            while True:
+                ws.recv(timeout=BOUND)

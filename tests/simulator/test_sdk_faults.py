@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 
 import pytest
@@ -173,3 +175,32 @@ def test_sdk_logs_never_show_the_secret(
 
     assert SECRET not in caplog.text
     assert SECRET not in repr(sim.stats()) and SECRET not in repr(sim)
+
+
+def test_a_stalled_sdk_consumer_is_cut_off_as_a_slow_client_and_reconnects() -> None:
+    stalled = threading.Event()
+
+    async def stall_once(quote: object) -> None:
+        if stalled.is_set():
+            return
+        stalled.set()
+        # The SDK reads nothing meanwhile: the server's queue fills until it cuts the client.
+        deadline = time.monotonic() + 20 * BOUND
+        while not sim.stats().error_codes() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    with Simulator(slow_client_timeout=0.2) as sim:
+        sdk = SdkRunner(sim)
+        stream = sdk.market_data(raw_data=True)
+        stream.subscribe_quotes(stall_once, "AAPL")
+        sdk.run(stream)
+        try:
+            wait_connected(sim, MARKET_DATA, channel="quotes")
+            # Small frames: the SDK's websocket queues up to 1024 frames before it stops reading.
+            sent = sim.publish_quotes("AAPL", 400_000, batch_size=100, timeout=30.0)
+            assert 0 < sent < 400_000
+            stats = sim.wait_for(lambda s: s.kind(MARKET_DATA).opened == 2 and
+                                 s.kind(MARKET_DATA).open == 1, timeout=BOUND)
+            assert stats.error_codes() == (407,)  # then the SDK reconnected by itself
+        finally:
+            sdk.stop_all()

@@ -167,7 +167,9 @@ def test_drop_after_n_messages_reconnects(live, sim, creds, sink):
     (Faults(connection_limit=True), sw.ConnectionLimitError, "market_data"),
     (Faults(symbol_limit=True), sw.SubscriptionError, "market_data"),
     (Faults(insufficient_subscription=True), sw.SubscriptionError, "market_data"),
-], ids=["auth-402", "auth-unauthorized", "limit-406", "symbols-405", "subscription-409"])
+    (Faults(insufficient_scope=True), sw.AuthenticationError, "market_data"),
+], ids=["auth-402", "auth-unauthorized", "limit-406", "symbols-405", "subscription-409",
+        "scope-411"])
 def test_a_refusal_ends_the_lifecycle_with_its_typed_error(  # noqa: PLR0917
         live, sim, creds, sink, faults, error, kind):
     sim.set_faults(faults)

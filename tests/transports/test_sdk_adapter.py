@@ -79,7 +79,8 @@ def test_the_sdk_error_texts_map_to_alpaca_codes_and_typed_errors():
 def test_a_subscription_message_names_the_pairs_the_wire_carries():
     message = {"T": "subscription", "trades": ["AAPL"], "quotes": ["AAPL", "MSFT"],
                "bars": [], "updatedBars": ["SPY"], "dailyBars": None}
-    assert acknowledged(message) == {("quotes", "AAPL"), ("quotes", "MSFT"), ("trades", "AAPL")}
+    assert acknowledged(message) == {("quotes", "AAPL"), ("quotes", "MSFT"), ("trades", "AAPL"),
+                                     ("updated_bars", "SPY")}
     assert acknowledged({"T": "subscription"}) == frozenset()
 
 
