@@ -466,7 +466,8 @@ class Engine:
                 StreamTotals(fingerprint=key.fingerprint, kind=key.kind, feed=key.feed,
                              messages=dict(c.messages), transitions=dict(c.transitions),
                              connect_failures=dict(c.connect_failures), errors=dict(c.errors),
-                             reconnects=c.reconnects, dropped=c.dropped, malformed=c.malformed)
+                             reconnects=c.reconnects, dropped=c.dropped, malformed=c.malformed,
+                             connected=c.connected)
                 for key, c in self._counters.items()),
             callback_durations=HistogramSnapshot.merge(w.durations.snapshot() for w in workers),
             callback_errors=sum(w.errors for w in workers),

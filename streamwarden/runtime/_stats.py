@@ -73,14 +73,17 @@ class StreamCounters:
     ``messages`` by channel, spec ``transitions`` by event, ``reconnects`` (``connection_lost``
     and ``went_stale`` taken), failed connection attempts by cause (``connect_failures``),
     audited errors by error type (``errors``), messages ``dropped`` by the leases' queues
-    (conflated quotes, the oldest bars and trades), ``malformed`` messages.
+    (conflated quotes, the oldest bars and trades), ``malformed`` messages; and whether the
+    key's upstream is ``connected``: True since its latest ``connected``, False since a
+    ``connection_lost``, ``went_stale``, ``reconnect_failed`` or ``start_failed``, None (idle,
+    nothing wanted) before the first and since a lifecycle ``closed``.
 
     Thread-safety: written and read on the engine loop only (mailboxes count drops in
     ``put``, which runs there).
     """
 
-    __slots__ = ("connect_failures", "dropped", "errors", "malformed", "messages", "reconnects",
-                 "transitions")
+    __slots__ = ("connect_failures", "connected", "dropped", "errors", "malformed", "messages",
+                 "reconnects", "transitions")
 
     def __init__(self) -> None:
         self.messages: dict[str, int] = {}
@@ -90,6 +93,20 @@ class StreamCounters:
         self.reconnects = 0
         self.dropped = 0
         self.malformed = 0
+        self.connected: bool | None = None
+
+    def entered(self, event: str) -> None:
+        """Count a spec transition taken on ``event``, and note what it says of the upstream."""
+        bump(self.transitions, event)
+        if event in _UPSTREAM:
+            self.connected = _UPSTREAM[event]
+
+
+#: What taking each of these events says of a stream key's upstream connection.
+_UPSTREAM: dict[str, bool | None] = {
+    "connected": True, "connection_lost": False, "went_stale": False,
+    "reconnect_failed": False, "start_failed": False, "closed": None, "close_timeout": None,
+}
 
 
 def bump(counts: dict[str, int], name: str) -> None:
@@ -124,6 +141,7 @@ class StreamTotals:
     reconnects: int
     dropped: int
     malformed: int
+    connected: bool | None
 
 
 @dataclass(frozen=True, slots=True)

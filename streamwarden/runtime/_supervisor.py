@@ -613,7 +613,7 @@ class Supervisor:
         transition = pending.transition
         if transition is None:
             return
-        bump(self._counters.transitions, pending.draft.event)
+        self._counters.entered(pending.draft.event)
         self.last_transition_at = record.occurred_at if record else self._clock.now()
         if transition.to_state == RUNNING and self.started_at is None:
             self.started_at = self.last_transition_at
