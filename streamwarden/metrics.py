@@ -398,11 +398,11 @@ class ProbeServer:
 
     def __init__(self, server: _Server) -> None:
         self._server = server
+        self._closed = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="streamwarden-probes", daemon=True)
         self._thread.start()
-        self._closed = False
-        self._lock = threading.Lock()
 
     @property
     def host(self) -> str:

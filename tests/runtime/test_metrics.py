@@ -281,16 +281,17 @@ class WedgingSink(sw.InMemoryAuditSink):
 def test_liveness_fails_while_the_engine_is_wedged_and_busy_answers_are_bounded(sim):
     sink = WedgingSink()
     with sw.ConnectionManager(audit=sink, settings=fast_settings(sim)) as manager, \
-            serve_probes(manager, timeout=0.5) as probes, ThreadPoolExecutor(12) as pool:
+            serve_probes(manager, timeout=1.5) as probes, ThreadPoolExecutor(12) as pool:
         assert get(f"{probes.url}/healthz") == (200, "ok\n")
         sink.wedged.set()
         acquiring = pool.submit(manager.market_data, account(6), symbols=["AAPL"])
         try:
             assert sink.entered.wait(BOUND)
             assert get(f"{probes.url}/healthz") == (
-                503, "engine not answering within 0.5s (or manager closed)\n")
+                503, "engine not answering within 1.5s (or manager closed)\n")
             assert get(f"{probes.url}/readyz")[0] == 503
             assert get(f"{probes.url}/metrics")[0] == 500
+            # Each waits 1.5 s for the wedged engine: enough for all of them to overlap.
             waiting = [pool.submit(get, f"{probes.url}/healthz")
                        for _ in range(MAX_CONCURRENT_REQUESTS + 2)]
             answers = [future.result() for future in waiting]
@@ -353,6 +354,12 @@ def test_bad_arguments_are_refused():
         for port in (-1, 70000, "80", True):
             with pytest.raises(sw.InvalidInputError, match="port"):
                 serve_probes(manager, port=port)  # type: ignore[arg-type]
+        probes = serve_probes(manager, registry=CollectorRegistry())  # serves that registry
+        assert get(f"{probes.url}/metrics") == (200, "")
+        probes.close()
+        probes.close()  # idempotent
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"{probes.url}/healthz", timeout=BOUND)
 
 
 def test_import_streamwarden_does_not_import_prometheus_client():
