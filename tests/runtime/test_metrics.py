@@ -222,6 +222,8 @@ def test_readiness_follows_the_upstream(sim):
             assert get(f"{probes.url}/readyz") == (200, "ready\n")
             sim.stop()
             assert wait_until(lambda: get(f"{probes.url}/readyz")[0] == 503, BOUND)
+        # Released while reconnecting: the lifecycle closes, and an idle stream counts as up.
+        assert wait_until(lambda: get(f"{probes.url}/readyz") == (200, "ready\n"), BOUND)
         assert get(f"{probes.url}/nothing")[0] == 404
     status, body = _closed_probe(manager)
     assert status == 503 and body.startswith("not ready: manager closed")
