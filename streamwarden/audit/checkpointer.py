@@ -14,6 +14,7 @@ and counted, and retried at the next interval; no record is lost by it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from streamwarden._redaction import SecretRedactor
@@ -52,6 +53,7 @@ class Checkpointer:
         self._stopping = False
         self._failures = 0
         self._written = 0
+        self._written_at: float | None = None
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
@@ -66,6 +68,12 @@ class Checkpointer:
         """How many checkpoints were written."""
         with self._lock:
             return self._written
+
+    @property
+    def written_at(self) -> float | None:
+        """When the newest checkpoint was written, in seconds since the epoch (None: none yet)."""
+        with self._lock:
+            return self._written_at
 
     def committed(self, records: Sequence[AuditRecord]) -> None:
         """Count ``records`` (sealed, just committed); wake the thread when ``every`` are due.
@@ -98,6 +106,7 @@ class Checkpointer:
             with self._lock:
                 self._pending -= covered
                 self._written += 1
+                self._written_at = time.time()
         _log.info(AUDIT_CHECKPOINT_WRITTEN, size=signed.checkpoint.size,
                   directory=str(self._writer.directory), file=signed.checkpoint.file_name)
         return signed

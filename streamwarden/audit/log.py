@@ -529,6 +529,12 @@ class AuditLog:
         """How many checkpoints the background writer could not write (0 without one)."""
         return 0 if self._checkpointer is None else self._checkpointer.failures
 
+    @property
+    def checkpoint_written_at(self) -> float | None:
+        """When the background writer last wrote a checkpoint, in seconds since the epoch
+        (None: none yet in this process, or the log was opened without checkpoints)."""
+        return None if self._checkpointer is None else self._checkpointer.written_at
+
     def write_checkpoint(self, writer: CheckpointWriter | None = None) -> SignedCheckpoint:
         """Sign the chain's current head into the checkpoint directory now: with ``writer``
         (e.g. a second party's directory, or old and new key at a rotation), else with the

@@ -38,6 +38,7 @@ from streamwarden.marketdata import (
     TradeCancel,
     TradeCorrection,
 )
+from streamwarden.runtime._stats import CallbackStats, StreamCounters
 from streamwarden.transports._contract import StreamMessage
 
 #: What the trades channel delivers beside trades: never a lease's latest trade.
@@ -77,10 +78,10 @@ class Mailbox:
     """
 
     __slots__ = ("_async_waiters", "_callback_quotes", "_callbacks", "_capacity", "_closed",
-                 "_cond", "_error", "_lanes", "_latest_quotes", "_latest_trades", "_lock", "_log",
-                 "_on_overflow", "_overflowed", "_pool", "_queues_quotes", "_quotes",
-                 "_running_since", "_scheduled", "_seq", "_sync_waiters", "callback_errors",
-                 "delivered", "dropped", "lease_id", "owner")
+                 "_cond", "_counters", "_error", "_lanes", "_latest_quotes", "_latest_trades",
+                 "_lock", "_log", "_on_overflow", "_overflowed", "_pool", "_queues_quotes",
+                 "_quotes", "_running_since", "_scheduled", "_seq", "_sync_waiters",
+                 "callback_errors", "delivered", "dropped", "lease_id", "owner")
 
     def __init__(
         self,
@@ -92,8 +93,10 @@ class Mailbox:
         pool: CallbackPool | None,
         on_overflow: Callable[[Mailbox], None],
         log: structlog.stdlib.BoundLogger,
+        counters: StreamCounters,
     ) -> None:
         self.lease_id = lease_id
+        self._counters = counters  # its stream key's: drops are counted there too
         self.owner = owner
         self._capacity = capacity
         self._callbacks = dict(callbacks)
@@ -154,6 +157,7 @@ class Mailbox:
                 if queued is not None:  # conflate: the newest wins, and keeps the queued place
                     queued[2] = payload
                     self.dropped += 1
+                    self._counters.dropped += 1
                 else:
                     self._quotes[symbol] = [next(self._seq),
                                             time.monotonic() if now is None else now, payload]
@@ -203,6 +207,7 @@ class Mailbox:
                 return False
             lane.popleft()
             self.dropped += 1
+            self._counters.dropped += 1
         lane.append(entry)
         return True
 
@@ -387,8 +392,9 @@ class Mailbox:
 
     # Callbacks (worker threads).
 
-    def run_callbacks(self) -> bool:
-        """Deliver queued messages to the callbacks, one at a time, in order.
+    def run_callbacks(self, stats: CallbackStats) -> bool:
+        """Deliver queued messages to the callbacks, one at a time, in order, counting their
+        durations and failures in the calling worker's ``stats``.
 
         Returns:
             True if messages are left (the pool schedules this mailbox again).
@@ -400,17 +406,19 @@ class Mailbox:
                 if item is None:
                     self._scheduled = False
                     return False
-                self._running_since = clock()
+                started = self._running_since = clock()
             channel, payload = item
             try:
                 callbacks[channel](payload)
             except Exception:
-                self._failed(channel, payload)
+                self._failed(channel, payload, stats)
             finally:
                 self._running_since = None
+                stats.durations.observe(clock() - started)
         return True
 
-    def _failed(self, channel: str, payload: Any) -> None:
+    def _failed(self, channel: str, payload: Any, stats: CallbackStats) -> None:
+        stats.errors += 1
         with self._lock:
             self.callback_errors += 1
         self._log.exception(events.CALLBACK_FAILED, lease_id=self.lease_id, owner=self.owner,
@@ -466,6 +474,7 @@ class CallbackPool:
         self._queue: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._stats: list[CallbackStats] = []
         self._closed = False
 
     def submit(self, mailbox: Mailbox) -> None:
@@ -479,23 +488,30 @@ class CallbackPool:
             if self._threads or self._closed:
                 return
             for index in range(self._size):
-                thread = threading.Thread(target=self._work, daemon=True,
+                stats = CallbackStats()
+                self._stats.append(stats)
+                thread = threading.Thread(target=self._work, args=(stats,), daemon=True,
                                           name=f"{self._name}-callback-{index}")
                 thread.start()
                 self._threads.append(thread)
 
-    def _work(self) -> None:
+    def _work(self, stats: CallbackStats) -> None:
         while True:
             mailbox = self._queue.get()
             if mailbox is None:
                 return
-            if mailbox.run_callbacks():
+            if mailbox.run_callbacks(stats):
                 self._queue.put(mailbox)
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
         """The worker threads started so far."""
         return tuple(self._threads)
+
+    @property
+    def stats(self) -> tuple[CallbackStats, ...]:
+        """The figures of each worker started so far (each written by its own worker)."""
+        return tuple(self._stats)
 
     def shutdown(self, timeout: float) -> int:
         """Stop the workers, waiting up to ``timeout`` seconds in all.

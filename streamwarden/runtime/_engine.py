@@ -49,6 +49,12 @@ from streamwarden.runtime._delivery import CallbackPool
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
 from streamwarden.runtime._lifecycle import RUNNING, STARTING, STOPPED, Lifecycle, Timing
 from streamwarden.runtime._recording import AuditWriter
+from streamwarden.runtime._stats import (
+    HistogramSnapshot,
+    RuntimeStats,
+    StreamCounters,
+    StreamTotals,
+)
 from streamwarden.runtime._supervisor import (
     AcquireRequest,
     Services,
@@ -101,6 +107,7 @@ class Engine:
         self._services = Services(spec=spec, settings=settings, clock=clock,
                                   writer=self._writer, pool=self._pool, log=log)
         self._by_key: dict[StreamKey, Supervisor] = {}
+        self._counters: dict[StreamKey, StreamCounters] = {}  # every key ever served
         self._active: dict[str, Supervisor] = {}
         self._recent: deque[Supervisor] = deque(maxlen=RECENTLY_STOPPED)
         self._closed = False
@@ -161,8 +168,9 @@ class Engine:
             raise ReentrancyError("a blocking streamwarden call was made on the manager's own "
                                   "engine thread; use the AsyncConnectionManager there")
 
-    def inspect(self, view: Callable[[], T]) -> T:
-        """Compute ``view`` on the engine loop (directly once the engine has stopped).
+    def inspect(self, view: Callable[[], T], timeout: float = THREAD_BOUND_SECONDS) -> T:
+        """Compute ``view`` on the engine loop (directly once the engine has stopped), waiting
+        at most ``timeout`` seconds.
 
         Raises:
             ReentrancyError / WaitTimeoutError: as :meth:`run_sync`.
@@ -173,7 +181,7 @@ class Engine:
         async def run() -> T:
             return view()
 
-        return self.run_sync(run(), THREAD_BOUND_SECONDS)
+        return self.run_sync(run(), timeout)
 
     async def ainspect(self, view: Callable[[], T]) -> T:
         """:meth:`inspect` for a coroutine on another loop."""
@@ -304,8 +312,11 @@ class Engine:
             origin_correlation_id=correlation_id,
         )
         transport = self._factory(key, credentials, self.settings)
+        counters = self._counters.get(key)
+        if counters is None:
+            counters = self._counters[key] = StreamCounters()
         supervisor = Supervisor(lifecycle=lifecycle, transport=transport,
-                                services=self._services)
+                                services=self._services, counters=counters)
         self._by_key[key] = supervisor
         self._active[supervisor.lifecycle_id] = supervisor
         assert self._group is not None
@@ -441,6 +452,27 @@ class Engine:
             final_records_lost=counters.get("final_records_lost", 0),
             threads=len(self.threads()),
             lifecycles=tuple(s.health() for s in self._active.values()),
+        )
+
+    def stats(self) -> RuntimeStats:
+        """The health report and the cumulative counts, for metrics. Call through
+        :meth:`inspect`."""
+        workers = self._pool.stats
+        writer = self._writer
+        return RuntimeStats(
+            health=self.health(),
+            states=self._services.spec.states,
+            streams=tuple(
+                StreamTotals(fingerprint=key.fingerprint, kind=key.kind, feed=key.feed,
+                             messages=dict(c.messages), transitions=dict(c.transitions),
+                             connect_failures=dict(c.connect_failures), errors=dict(c.errors),
+                             reconnects=c.reconnects, dropped=c.dropped, malformed=c.malformed,
+                             connected=c.connected)
+                for key, c in self._counters.items()),
+            callback_durations=HistogramSnapshot.merge(w.durations.snapshot() for w in workers),
+            callback_errors=sum(w.errors for w in workers),
+            audit_append_durations=writer.append_durations.snapshot(),
+            audit_append_failed=writer.append_failed,
         )
 
     def violations(self, spec: LifecycleSpec) -> list[str]:

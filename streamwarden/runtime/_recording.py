@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from streamwarden._keys import StreamKey
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.records import AuditRecord, AuditSink
 from streamwarden.clock import Clock
-from streamwarden.errors import AuditUnavailableError, StreamwardenError
+from streamwarden.errors import AuditError, AuditUnavailableError, StreamwardenError
 from streamwarden.ids import new_id
 from streamwarden.runtime._lifecycle import Draft
+from streamwarden.runtime._stats import Histogram
 
 
 class AuditWriter:
     """Builds records (event id, time, host, pid, redacted error) and appends them to a sink.
 
     Thread-safety: :meth:`build` may be called from any thread; :meth:`write` on the engine loop.
+    ``append_durations`` and ``append_failed`` are written by the one thread that appends (the
+    writer thread, or the engine loop for a sink that never blocks) and may be read from any.
     """
 
     def __init__(self, sink: AuditSink, clock: Clock, redactor: SecretRedactor, *,
@@ -35,6 +39,11 @@ class AuditWriter:
         self._redactor = redactor
         self._host = socket.gethostname()
         self._pid = os.getpid()
+        #: How long each append to the sink took, in seconds (failed ones included).
+        self.append_durations = Histogram()
+        #: Whether the latest append failed for want of the sink (an AuditError; False before
+        #: the first append).
+        self.append_failed = False
         self._executor: ThreadPoolExecutor | None = None
         if not getattr(sink, "nonblocking", False):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
@@ -83,16 +92,25 @@ class AuditWriter:
         return await loop.run_in_executor(self._executor, self._append, record)
 
     def _append(self, record: AuditRecord) -> AuditRecord:
+        started = time.monotonic()
         try:
-            return self.sink.append(record)
-        except StreamwardenError:
+            stored = self.sink.append(record)
+        except AuditError:
+            self.append_failed = True
+            raise
+        except StreamwardenError:  # the record, not the sink (InvalidInputError)
             raise
         except Exception as exc:
+            self.append_failed = True
             message = self._redactor.redact_text(f"{type(exc).__name__}: {exc}")
             raise AuditUnavailableError(
                 f"audit sink failed: {message}", operation=record.event,
                 fingerprint=record.fingerprint, correlation_id=record.correlation_id,
             ) from None
+        finally:
+            self.append_durations.observe(time.monotonic() - started)
+        self.append_failed = False
+        return stored
 
     def redact(self, text: str) -> str:
         """``text`` with every known sensitive string removed."""

@@ -65,6 +65,7 @@ from streamwarden.runtime._lifecycle import (
     Pending,
 )
 from streamwarden.runtime._recording import AuditWriter
+from streamwarden.runtime._stats import StreamCounters, bump
 from streamwarden.runtime._throttle import LogThrottle
 from streamwarden.runtime._watchdog import Watchdog
 from streamwarden.runtime.health import LeaseHealth, LifecycleHealth
@@ -148,8 +149,10 @@ class Supervisor:
     methods ``on_*``.
     """
 
-    def __init__(self, *, lifecycle: Lifecycle, transport: Transport, services: Services) -> None:
+    def __init__(self, *, lifecycle: Lifecycle, transport: Transport, services: Services,
+                 counters: StreamCounters) -> None:
         self.core = lifecycle
+        self._counters = counters  # its stream key's, shared with the key's other lifecycles
         self.transport = transport
         self._services = services
         self._clock = services.clock
@@ -281,7 +284,10 @@ class Supervisor:
         if self._retired:
             return
         self.messages += 1
-        self._watchdog.message(message.channel, self._clock.monotonic())
+        channel = message.channel
+        counts = self._counters.messages
+        counts[channel] = counts.get(channel, 0) + 1
+        self._watchdog.message(channel, self._clock.monotonic())
         targets = self.core.routes.targets(message)
         if targets:
             now = time.monotonic()  # one reading per message, shared by every lease it goes to
@@ -292,6 +298,7 @@ class Supervisor:
         if self._retired:
             return
         self.malformed_messages += 1
+        self._counters.malformed += 1
         held_back = self._malformed_log.admit()
         if held_back is not None:
             self._log.warning(events.MALFORMED_MESSAGE, channel=malformed.channel,
@@ -407,7 +414,8 @@ class Supervisor:
         mailbox = Mailbox(lease_id=info.lease_id, owner=info.owner,
                           capacity=self._settings.lease_queue_size,
                           callbacks=request.callbacks, pool=self._services.pool,
-                          on_overflow=self._overflowed, log=self._log)
+                          on_overflow=self._overflowed, log=self._log,
+                          counters=self._counters)
         try:
             pending = core.acquire(info, request.subscriptions, mailbox,
                                    self._clock.monotonic())
@@ -459,6 +467,7 @@ class Supervisor:
                                  delay: float) -> None:
         failure = ConnectFailure(failure.cause, self._redact(failure.detail))
         self._connect_failure = failure
+        bump(self._counters.connect_failures, failure.cause)
         self._log.warning(events.TRANSPORT_CONNECT_FAILED, attempt=attempt,
                           delay=round(delay, 3), cause=failure.cause, detail=failure.detail)
         if not self.core.reconnecting:
@@ -554,7 +563,7 @@ class Supervisor:
 
     async def _apply(self, pending: Pending) -> Effects:
         core = self.core
-        record = self._services.writer.build(core.lifecycle_id, core.key, pending.draft)
+        record = self._build(pending.draft)
         try:
             stored = await self._services.writer.write(record)
         except BaseException:
@@ -562,8 +571,16 @@ class Supervisor:
             raise
         return await self._commit(pending, stored)
 
+    def _build(self, draft: Draft) -> AuditRecord:
+        """The audit record of ``draft``; an error it carries is counted by type."""
+        if draft.error is not None:
+            bump(self._counters.errors, type(draft.error).__name__)
+        return self._services.writer.build(self.core.lifecycle_id, self.core.key, draft)
+
     async def _commit(self, pending: Pending, record: AuditRecord | None) -> Effects:
+        reconnects = self.core.reconnects
         effects = self.core.commit(pending, record, self._clock.monotonic())
+        self._counters.reconnects += self.core.reconnects - reconnects
         self._entered(pending, record)
         if effects.wire is not None:
             self.transport.set_subscriptions(effects.wire)
@@ -596,6 +613,7 @@ class Supervisor:
         transition = pending.transition
         if transition is None:
             return
+        self._counters.entered(pending.draft.event)
         self.last_transition_at = record.occurred_at if record else self._clock.now()
         if transition.to_state == RUNNING and self.started_at is None:
             self.started_at = self.last_transition_at
@@ -622,7 +640,7 @@ class Supervisor:
 
     async def _record_quietly(self, draft: Draft) -> None:
         """Record an event that changes nothing; a failure is logged, not raised."""
-        record = self._services.writer.build(self.core.lifecycle_id, self.core.key, draft)
+        record = self._build(draft)
         try:
             await self._services.writer.write(record)
         except (AuditError, InvalidInputError) as exc:
@@ -695,8 +713,7 @@ class Supervisor:
             details.update(cause_details(self.start_failure()))
         pending = self.core.signal(event, outcome=outcome, error=error,
                                    details=details, revoke_error=error)
-        record = self._services.writer.build(self.core.lifecycle_id, self.core.key,
-                                             pending.draft)
+        record = self._build(pending.draft)
         stored = await self._write_final(record)
         with contextlib.suppress(InvariantViolationError):  # debug mode: logged, took effect
             await self._commit(pending, stored)

@@ -33,7 +33,12 @@ from streamwarden.audit.records import AuditSink
 from streamwarden.clock import Clock, SystemClock
 from streamwarden.config import Settings
 from streamwarden.credentials import Credentials
-from streamwarden.errors import InvalidInputError, StopTimeoutError
+from streamwarden.errors import (
+    InvalidInputError,
+    ManagerClosedError,
+    StopTimeoutError,
+    WaitTimeoutError,
+)
 from streamwarden.ids import new_id, resolve_correlation_id
 from streamwarden.logging import make_logger
 from streamwarden.machine.spec import LifecycleSpec, default_spec
@@ -41,6 +46,7 @@ from streamwarden.marketdata import NEWS_CHANNEL, TRADE_UPDATES_CHANNEL
 from streamwarden.runtime._delivery import Callback
 from streamwarden.runtime._engine import CLOSE_SLACK_SECONDS, Engine
 from streamwarden.runtime._handle import LeaseHandle
+from streamwarden.runtime._stats import RuntimeStats
 from streamwarden.runtime._supervisor import AcquireRequest
 from streamwarden.runtime.health import HealthReport
 from streamwarden.runtime.leases import (
@@ -77,6 +83,10 @@ def _check_callbacks(**by_channel: object) -> dict[str, Callback]:
                                     operation="acquire")
         callbacks[channel] = callback
     return callbacks
+
+
+async def _noop() -> None:
+    return None
 
 
 def _import_alpaca() -> None:
@@ -214,6 +224,30 @@ class _Manager:
         return self._request(credentials, TRADE_UPDATES, owner=owner,
                              correlation_id=correlation_id, subscriptions=frozenset(),
                              callbacks=callbacks, client_order_id_prefix=prefix)
+
+    # For streamwarden.metrics: blocking reads, from any thread but the engine's (a scrape runs
+    # on its own thread, whichever facade the manager is).
+
+    def _runtime_stats(self, timeout: float) -> RuntimeStats:
+        """The health report and cumulative counts, read on the engine loop.
+
+        Raises:
+            WaitTimeoutError: the engine did not answer within ``timeout`` seconds.
+            ReentrancyError: called on the engine thread.
+        """
+        return self._engine.inspect(self._engine.stats, timeout)
+
+    def _engine_answers(self, timeout: float) -> bool:
+        """Whether the engine loop runs a no-op within ``timeout`` seconds (False once closed).
+
+        Raises:
+            ReentrancyError: called on the engine thread.
+        """
+        try:
+            self._engine.run_sync(_noop(), timeout)
+        except (WaitTimeoutError, ManagerClosedError):
+            return False
+        return True
 
     def _close_bound(self, timeout: float | None) -> float:
         return (self._settings.stop_timeout + CLOSE_SLACK_SECONDS if timeout is None

@@ -8,12 +8,14 @@ import time
 import structlog
 
 from streamwarden.runtime._delivery import Mailbox
+from streamwarden.runtime._stats import CallbackStats, StreamCounters
 from streamwarden.transports._contract import StreamMessage
 
 
 def mailbox(callbacks: dict[str, object] | None = None) -> Mailbox:
     return Mailbox(lease_id="L1", owner=None, capacity=4, callbacks=callbacks or {}, pool=None,
-                   on_overflow=lambda _: None, log=structlog.get_logger())
+                   on_overflow=lambda _: None, log=structlog.get_logger(),
+                   counters=StreamCounters())
 
 
 def quote(symbol: str, value: int) -> StreamMessage:
@@ -75,8 +77,10 @@ def test_callbacks_run_in_order_and_a_closed_mailbox_takes_nothing():
     box.put(quote("AAPL", 1))
     box.put(StreamMessage("trades", "AAPL", "t1"))
     box.put(quote("MSFT", 1))
-    assert box.run_callbacks() is False
+    stats = CallbackStats()
+    assert box.run_callbacks(stats) is False
     assert seen == [("AAPL", 1), "t1", ("MSFT", 1)]
+    assert stats.durations.snapshot().count == 3
     assert box.delivered == 3
     box.close(None)
     box.put(quote("AAPL", 2))
