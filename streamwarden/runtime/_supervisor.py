@@ -407,7 +407,8 @@ class Supervisor:
         mailbox = Mailbox(lease_id=info.lease_id, owner=info.owner,
                           capacity=self._settings.lease_queue_size,
                           callbacks=request.callbacks, pool=self._services.pool,
-                          on_overflow=self._overflowed, log=self._log)
+                          on_overflow=self._overflowed, log=self._log,
+                          conflate_quotes=self._settings.conflate_quotes)
         try:
             pending = core.acquire(info, request.subscriptions, mailbox,
                                    self._clock.monotonic())
