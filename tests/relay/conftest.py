@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 
 from streamwarden.relay._auth import token_digest
 from streamwarden.simulator import Simulator
+from tests.waiting import wait_until
 
 UPSTREAM_KEY = "PKRELAYUPSTREAM00001"
 UPSTREAM_SECRET = "sk-RELAY-UPSTREAM-CANARY-0123456789"
@@ -115,12 +117,24 @@ class Relay:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
+    def stderr_wait(self, text: str, timeout: float = BOUND) -> None:
+        """Until the relay's standard error holds ``text``."""
+        if not wait_until(lambda: text in self.stderr, timeout):
+            raise AssertionError(f"{text!r} not in the relay's stderr within {timeout} s")
+
     def terminate(self) -> tuple[int, float]:
         """SIGTERM; the exit status and the seconds it took."""
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         status = self.process.wait(BOUND)
         return status, time.monotonic() - started
+
+
+def audit_rows(relay: Relay) -> list[dict[str, Any]]:
+    """The relay's audit trail, oldest first."""
+    with sqlite3.connect(relay.db) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM lifecycle_audit ORDER BY seq")]
 
 
 def base_env(sim: Simulator) -> dict[str, str]:

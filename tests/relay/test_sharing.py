@@ -5,7 +5,6 @@ the clients' names; refused credentials get 402 and an audit record without the 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.relay.conftest import (
     UPSTREAM_SECRET,
     Client,
     Relay,
+    audit_rows,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.timeout(90)
 
 def wire_has(sim: Simulator, *symbols: str) -> None:
     sim.wait_for(lambda s: set(symbols) <= set(s.wire_subscription("quotes")), BOUND)
-
-
-def audit_rows(relay: Relay) -> list[dict[str, Any]]:
-    with sqlite3.connect(relay.db) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM lifecycle_audit ORDER BY seq")]
 
 
 def test_two_clients_share_one_upstream_and_get_only_their_symbols(
