@@ -78,8 +78,8 @@ class Mailbox:
     """
 
     __slots__ = ("_async_waiters", "_callback_quotes", "_callbacks", "_capacity", "_closed",
-                 "_conflate",
-                 "_cond", "_error", "_lanes", "_latest_quotes", "_latest_trades", "_lock", "_log",
+                 "_cond", "_conflate", "_error", "_lanes", "_latest_quotes", "_latest_trades",
+                 "_lock", "_log",
                  "_on_overflow", "_overflowed", "_pool", "_queues_quotes", "_quotes",
                  "_running_since", "_scheduled", "_seq", "_sync_waiters", "callback_errors",
                  "delivered", "dropped", "lease_id", "owner")

@@ -66,7 +66,7 @@ class Lines:
 class Client:
     """An alpaca-py client process (see :mod:`tests.relay.sdk_client`)."""
 
-    def __init__(self, kind: str, url: str, key: str, secret: str, symbols: list[str],
+    def __init__(self, kind: str, url: str, key: str, secret: str, symbols: list[str], *,
                  env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.relay.sdk_client", kind, url, key, secret, *symbols],
@@ -175,7 +175,7 @@ def clients(relay: Relay) -> Iterator[Callable[..., Client]]:
 
     def start(kind: str, path: str, *symbols: str, key: str = UPSTREAM_KEY,
               secret: str = UPSTREAM_SECRET) -> Client:
-        client = Client(kind, relay.url + path, key, secret, list(symbols), relay.env)
+        client = Client(kind, relay.url + path, key, secret, list(symbols), env=relay.env)
         started.append(client)
         return client
 

@@ -37,7 +37,7 @@ def test_slow_client_is_cut_with_407_while_a_fast_one_keeps_up(sim: Simulator,
                                                                  tmp_path: Path) -> None:
     relay = Relay(sim, tmp_path, "--queue-size", str(QUEUE))
     fast = Client("stocks", relay.url + "/v2/iex", UPSTREAM_KEY, UPSTREAM_SECRET, ["AAPL"],
-                  relay.env)
+                  env=relay.env)
     # The slow client reads nothing once subscribed, through a small receive buffer.
     sock = socket.create_connection(("127.0.0.1", int(relay.url.rsplit(":", 1)[1])))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
