@@ -276,7 +276,8 @@ class _Client:
         try:
             await self._apply()
         except StreamwardenError as exc:
-            self.wanted = before
+            self.wanted.clear()  # in place: the readers hold this dict
+            self.wanted.update(before)
             self.server._log.warning("relay.subscribe_failed", owner=self.owner,
                                      error=exc.message)
             self.queue.control([wire.error(400)])
@@ -360,6 +361,8 @@ class _Client:
                     return
                 symbols = wanted.get(channel, ())
                 symbol = getattr(payload, "symbol", None)
+                if queue.closing:
+                    return
                 if symbol is None or symbol in symbols or "*" in symbols:
                     queue.data(encoder.element(payload, channel, codec))
                     if queue.cut:
@@ -440,6 +443,8 @@ class _Client:
     async def _forward_updates(self, lease: Any) -> None:
         try:
             async for update in lease.updates():
+                if self.queue.closing:
+                    return
                 self.queue.frame(wire.trade_update_frame(update))
                 if self.queue.cut:
                     self.server.cut(self, "its send queue was full")

@@ -32,8 +32,9 @@ MSGPACK = {"Content-Type": "application/msgpack"}
 Body = Callable[[str, InMemoryAuditSink], Awaitable[None]]
 
 
-def run_relay(sim: Simulator, body: Body, *, queue_size: int = 1000) -> InMemoryAuditSink:
-    settings = Settings(
+def run_relay(sim: Simulator, body: Body, *, queue_size: int = 1000,
+              **overrides: Any) -> InMemoryAuditSink:
+    settings = Settings(**overrides,
         market_data_url=sim.market_data_url, trade_updates_url=sim.trade_updates_url,
         crypto_data_url=sim.crypto_data_url, option_data_url=sim.option_data_url(),
         news_url=sim.news_url, trading_api_url=sim.trading_api_url, stop_timeout=1.0,
@@ -226,3 +227,27 @@ def test_options_need_msgpack(sim: Simulator) -> None:
                 await receive(ws)
 
     run_relay(sim, body)
+
+
+def test_upstream_reconnects_keep_clients_and_a_failed_upstream_closes_them(
+        sim: Simulator) -> None:
+    async def body(url: str, sink: InMemoryAuditSink) -> None:
+        async with connect(url + "/v2/iex") as ws:
+            await login(ws)
+            await send(ws, {"action": "subscribe", "quotes": ["AAPL"]})
+            await receive(ws)
+            await publish(sim.drop_connections)  # the manager reconnects
+            await publish(lambda: sim.wait_for(
+                lambda stats: stats.kind("market_data").opened == 2
+                and "AAPL" in stats.wire_subscription("quotes"), BOUND))
+            await publish(lambda: sim.publish_quote("AAPL", bid_price=5, ask_price=6))
+            assert (await receive(ws))[0]["bp"] == 5  # the client's socket stayed open
+            await publish(lambda: sim.update_faults(auth_failure=True))
+            await publish(sim.drop_connections)  # now the upstream cannot come back
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive(ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert any(record.error_type == "AuthenticationError" for record in sink.records())
+
+    run_relay(sim, body, reconnect_grace=1.0, reconnect_backoff_initial=0.1,
+              reconnect_backoff_max=0.2)
