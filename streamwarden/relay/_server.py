@@ -46,6 +46,9 @@ from streamwarden.runtime.manager import AsyncConnectionManager
 RELAY_CLIENT_CUT = "relay.client_cut"
 RELAY_AUTH_REFUSED_LOG = "relay.auth_refused"
 Frame = bytes | str
+_TURN = 256
+"""Messages a reader forwards before it lets the other clients' readers and writers run (so
+that they read a message's shared encoding while it is still cached)."""
 
 
 @dataclass(frozen=True)
@@ -354,8 +357,12 @@ class _Client:
         lease, queue, encoder, codec = self.lease, self.queue, self.server._encoder, self.codec
         wanted = self.wanted
         dropped = lease.dropped
+        turn = 0
         try:
             async for payload in messages:
+                turn += 1
+                if turn % _TURN == 0:  # a backlog is read without suspending: let others run
+                    await asyncio.sleep(0)
                 if lease.dropped != dropped:
                     self._cut("the relay's lease queue overflowed")
                     return
