@@ -60,6 +60,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "simulator": ("streamwarden.simulator.command", "the Alpaca protocol simulator, standalone"),
     "demo": ("streamwarden.demo",
              "three strategies sharing connections, on the simulator (no credentials)"),
+    "relay": ("streamwarden.relay.command",
+              "serve Alpaca's stream protocols to the account's own processes"),
 }
 
 

@@ -88,6 +88,9 @@ class Settings:
         lease_queue_size: messages a lease's delivery queue holds per channel before its
             overflow policy applies (quotes conflate, trades and bars drop the oldest, trade
             updates revoke the lease).
+        conflate_quotes: whether a lease's queued quotes conflate per symbol (default); off,
+            quotes queue like trades (the oldest dropped beyond ``lease_queue_size``, counted):
+            for a consumer that must see every quote or know it lost one (the relay).
         callback_workers: threads that run lease callbacks (at most one call per lease at a
             time); a callback that never returns holds one of them.
         checkpoint_dir / checkpoint_key: where :class:`AuditLog` writes signed checkpoints and
@@ -154,6 +157,7 @@ class Settings:
     reconnect_backoff_max: float = 30.0
     reconnect_grace: float = 300.0
     connection_limit_grace: float = 120.0
+    conflate_quotes: bool = True
 
     def __post_init__(self) -> None:
         check_seconds("start_timeout", self.start_timeout, allow_zero=False)
@@ -176,6 +180,8 @@ class Settings:
         _check_count("callback_workers", self.callback_workers)
         if not isinstance(self.debug, bool):
             raise InvalidInputError("debug must be a bool")
+        if not isinstance(self.conflate_quotes, bool):
+            raise InvalidInputError("conflate_quotes must be a bool")
         for name in ("checkpoint_dir", "checkpoint_key"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):

@@ -23,10 +23,11 @@ BENCH = ROOT / "bench"
     ("startup.py", ["--quick"], "results"),
     ("memory.py", ["--quick"], "per_idle_lease"),
     ("reconnect_resume.py", ["--quick"], "results"),
+    ("relay_throughput.py", ["--quick"], "results"),
     ("audit_throughput.py", ["--rows", "300", "--sync-appends", "10", "--batched-appends", "50",
                              "--no-pg"], "results"),
 ], ids=["lease_roundtrip", "stream_throughput", "isolation_latency", "kinds_throughput",
-        "startup", "memory", "reconnect_resume", "audit_throughput"])
+        "startup", "memory", "reconnect_resume", "relay_throughput", "audit_throughput"])
 def test_benchmark_prints_json(script, arguments, key):
     # The scripts import the package of this checkout, not whichever one is installed.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -21,8 +21,10 @@ LEASE_UNSUBSCRIBED = "lease_unsubscribed"
 LEASE_EVENTS: tuple[str, ...] = (LEASE_SUBSCRIBED, LEASE_UNSUBSCRIBED, LEASE_REVOKED)
 # Stream events recorded besides the transitions of the spec: they change no state.
 TRADE_UPDATES_REPLAYED = "trade_updates_replayed"
+#: A relay refused a client's credentials (``streamwarden relay``): no lease, no state change.
+RELAY_AUTH_REFUSED = "relay_auth_refused"
 #: Every stream event.
-STREAM_EVENTS: tuple[str, ...] = (TRADE_UPDATES_REPLAYED,)
+STREAM_EVENTS: tuple[str, ...] = (TRADE_UPDATES_REPLAYED, RELAY_AUTH_REFUSED)
 
 
 @dataclass(frozen=True)

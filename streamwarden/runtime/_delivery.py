@@ -4,7 +4,8 @@ The engine loop puts each message into the mailbox of every lease that wants it 
 waits: a mailbox is bounded, and its overflow policy decides what a slow consumer loses
 
 * quotes conflate per symbol: a newer quote replaces the queued one (the newest wins), and the
-  replaced one is counted as dropped;
+  replaced one is counted as dropped (unless ``conflate_quotes`` is off: then quotes queue
+  like trades);
 * trades, bars and the other market-data channels keep the newest ``capacity`` messages;
   older ones are dropped and counted;
 * trade updates are never dropped: an overflow calls ``on_overflow`` (the lease is revoked).
@@ -78,10 +79,10 @@ class Mailbox:
     """
 
     __slots__ = ("_async_waiters", "_callback_quotes", "_callbacks", "_capacity", "_closed",
-                 "_cond", "_counters", "_error", "_lanes", "_latest_quotes", "_latest_trades",
-                 "_lock", "_log", "_on_overflow", "_overflowed", "_pool", "_queues_quotes",
-                 "_quotes", "_running_since", "_scheduled", "_seq", "_sync_waiters",
-                 "callback_errors", "delivered", "dropped", "lease_id", "owner")
+                 "_cond", "_conflate", "_counters", "_error", "_lanes", "_latest_quotes",
+                 "_latest_trades", "_lock", "_log", "_on_overflow", "_overflowed", "_pool",
+                 "_queues_quotes", "_quotes", "_running_since", "_scheduled", "_seq",
+                 "_sync_waiters", "callback_errors", "delivered", "dropped", "lease_id", "owner")
 
     def __init__(
         self,
@@ -94,9 +95,11 @@ class Mailbox:
         on_overflow: Callable[[Mailbox], None],
         log: structlog.stdlib.BoundLogger,
         counters: StreamCounters,
+        conflate_quotes: bool = True,
     ) -> None:
         self.lease_id = lease_id
         self._counters = counters  # its stream key's: drops are counted there too
+        self._conflate = conflate_quotes
         self.owner = owner
         self._capacity = capacity
         self._callbacks = dict(callbacks)
@@ -141,7 +144,7 @@ class Mailbox:
         ``now`` is the ``time.monotonic()`` reading of the message's arrival, taken once by the
         router for every lease it goes to (read here if not given); health ages count from it.
         """
-        if message.channel != "quotes":
+        if message.channel != "quotes" or not self._conflate:
             self._put_other(message, now)
             return
         symbol = message.symbol or ""
@@ -177,7 +180,9 @@ class Mailbox:
         with self._lock:
             if self._closed:
                 return
-            if channel == "trades" and type(message.payload) not in _NOT_TRADES:
+            if channel == "quotes":  # not conflated: queued below, like trades
+                self._latest_quotes[message.symbol or ""] = message.payload
+            elif channel == "trades" and type(message.payload) not in _NOT_TRADES:
                 if self._latest_trades is None:
                     self._latest_trades = {}
                 self._latest_trades[message.symbol or ""] = message.payload
@@ -367,11 +372,9 @@ class Mailbox:
         return remaining
 
     def _take(self, channel: str) -> tuple[bool, Any]:
-        if channel == "quotes":
-            if self._quotes:
-                self.delivered += 1
-                return True, self._quotes.popitem(last=False)[1][2]
-            return False, None
+        if channel == "quotes" and self._quotes:
+            self.delivered += 1
+            return True, self._quotes.popitem(last=False)[1][2]
         lane = self._lanes.get(channel)
         if lane:
             self.delivered += 1

@@ -138,7 +138,11 @@ class Routes:
                                          if order_id.startswith(prefix))
         if channel == NEWS_CHANNEL:
             return self._news_targets(message.payload)
-        return self.by_pair.get((channel, message.symbol or ""), ())
+        targets = self.by_pair.get((channel, message.symbol or ""), ())
+        everything = self.by_pair.get((channel, "*"))  # "*": every symbol of the channel
+        if everything is None:
+            return targets
+        return targets + tuple(delivery for delivery in everything if delivery not in targets)
 
     def _news_targets(self, article: Any) -> tuple[Delivery, ...]:
         targets: dict[int, Delivery] = {}

@@ -415,7 +415,8 @@ class Supervisor:
                           capacity=self._settings.lease_queue_size,
                           callbacks=request.callbacks, pool=self._services.pool,
                           on_overflow=self._overflowed, log=self._log,
-                          counters=self._counters)
+                          counters=self._counters,
+                          conflate_quotes=self._settings.conflate_quotes)
         try:
             pending = core.acquire(info, request.subscriptions, mailbox,
                                    self._clock.monotonic())

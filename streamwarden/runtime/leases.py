@@ -106,6 +106,12 @@ class _Lease:
         return self._handle.status
 
     @property
+    def dropped(self) -> int:
+        """Messages the lease's queue has lost so far to its overflow policy (quotes conflated,
+        oldest trades, bars or news dropped): a reader that must lose none watches it."""
+        return self._handle.mailbox.dropped
+
+    @property
     def is_live(self) -> bool:
         """Neither released nor revoked."""
         return self._handle.status is LeaseStatus.LIVE

@@ -197,3 +197,20 @@ def test_the_async_iterators_refuse_a_callback_lease_at_once(factory, sink, sett
 def _take(iterator: Iterator[object], count: int) -> Iterator[object]:
     for _ in range(count):
         yield next(iterator)
+
+
+def test_without_conflation_quotes_queue_like_trades_and_drops_are_counted(
+        factory, sink, settings, creds):
+    unconflated = settings.replace(conflate_quotes=False)
+    with sw.ConnectionManager(transport_factory=factory, audit=sink,
+                              settings=unconflated) as manager:
+        lease = manager.market_data(creds, symbols=["AAPL"])
+        transport = factory.latest()
+        for bid in range(1, 6):
+            assert transport.emit_message(quote("AAPL", bid))
+        assert lease.dropped == 5 - QUEUE  # the oldest, as trades; never merged away
+        assert lease_health(manager, lease).dropped == lease.dropped
+        assert [q.bid_price for q in _take(lease.quotes(timeout=0.2), QUEUE)] == [3, 4, 5]
+        assert lease.latest_quote("AAPL").bid_price == 5  # type: ignore[union-attr]
+    with pytest.raises(sw.InvalidInputError, match="conflate_quotes"):
+        sw.Settings(conflate_quotes="no")  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 
 from streamwarden import Bar, InvalidInputError, LeaseError, LeaseRevokedError, Quote, Trade
+from streamwarden import errors as sw_errors
 from streamwarden.errors import AuthenticationError
 from streamwarden.transports import StreamMessage
 from tests.waiting import wait_until
@@ -167,3 +168,26 @@ def test_bars_are_delivered_but_not_kept(manager, factory, creds):
         bar = Bar("AAPL", *(Decimal(v) for v in ("1", "2", "0.5", "1.5", "1000")), NOW)
         factory.latest().emit_message(StreamMessage("bars", "AAPL", bar))
         assert wait_until(lambda: bars == [bar])
+
+
+def test_a_star_subscription_receives_every_symbol_of_its_channel_once(
+        manager, factory, creds):
+    everything = manager.market_data(creds, symbols=["*"], owner="all")
+    both = manager.market_data(creds, symbols=["AAPL", "*"], owner="both")
+    one = manager.market_data(creds, symbols=["MSFT"], owner="one")
+    wire = factory.latest()
+    assert ("quotes", "*") in wire.subscriptions
+    for message in (quote("AAPL"), quote("MSFT"), trade("SPY")):
+        assert wire.emit_message(message)
+    assert [q.symbol for q in _take(everything.quotes(timeout=1), 2)] == ["AAPL", "MSFT"]
+    assert [q.symbol for q in _take(both.quotes(timeout=1), 2)] == ["AAPL", "MSFT"]  # once each
+    assert [t.symbol for t in _take(both.trades(timeout=1), 1)] == ["SPY"]
+    assert [q.symbol for q in _take(one.quotes(timeout=1), 1)] == ["MSFT"]
+    with pytest.raises(sw_errors.WaitTimeoutError):
+        next(one.quotes(timeout=0.05))  # not AAPL
+    with pytest.raises(sw_errors.WaitTimeoutError):
+        next(both.quotes(timeout=0.05))  # no duplicate of AAPL
+
+
+def _take(iterator, count):
+    return [next(iterator) for _ in range(count)]
