@@ -5,14 +5,17 @@ processes over one upstream connection per stream kind.
 
     streamwarden relay [--listen HOST:PORT] [--db URL] [--clients FILE]
                        [--tls-cert FILE --tls-key FILE] [--queue-size N] [--auth-timeout S]
+                       [--metrics HOST:PORT]
 
 Upstream credentials come from ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY`` (``APCA_PAPER``),
 upstream URLs and bounds from the ``STREAMWARDEN_*`` settings (:meth:`Settings.from_env`), the
 audit database from ``--db`` (else ``STREAMWARDEN_DB_URL``, else the library's default SQLite
 file). It prints one line, ``streamwarden relay listening on ws://HOST:PORT`` (``wss://`` with
-TLS), then serves until SIGINT or SIGTERM, on which it closes every client (1001), releases
-their leases and closes the manager within ``stop_timeout``, and exits 0 (as the simulator
-does: a stop asked for is a clean end). Warnings (clients cut off, refused credentials) go to
+TLS), and with ``--metrics`` a second, ``streamwarden relay metrics on http://HOST:PORT``
+(``/metrics``, ``/healthz``, ``/readyz``: :func:`streamwarden.metrics.serve_probes`; needs the
+``metrics`` extra), then serves until SIGINT or SIGTERM, on which it closes every client
+(1001), releases their leases and closes the manager within ``stop_timeout``, and exits 0 (as
+the simulator does: a stop asked for is a clean end). Warnings (clients cut off, refused credentials) go to
 stderr as log lines.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import signal
 import ssl
@@ -68,6 +72,9 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--auth-timeout", type=positive_number, default=10.0, metavar="S",
                         help="seconds a client has to authenticate before error 404 "
                              "(default 10)")
+    parser.add_argument("--metrics", type=_listen, default=None, metavar="HOST:PORT",
+                        help="serve /metrics, /healthz and /readyz there (loopback advised; "
+                             "port 0 picks one; needs the 'metrics' extra)")
     parser.set_defaults(handler=run)
 
 
@@ -88,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 after a clean stop.
 
     Raises:
-        InvalidInputError: missing upstream credentials, a bad clients file or TLS files.
+        InvalidInputError: missing upstream credentials, a bad clients file or TLS files,
+            ``--metrics`` without prometheus_client.
         AuditUnavailableError / AuditSchemaError: the audit database cannot be used.
         OSError: the address cannot be bound.
     """
@@ -97,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     from streamwarden.credentials import Credentials  # noqa: PLC0415
     from streamwarden.relay._auth import Authenticator, load_clients  # noqa: PLC0415
 
+    if args.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+        raise InvalidInputError("--metrics needs prometheus_client: "
+                                "pip install 'streamwarden[metrics]'")
     upstream = Credentials.from_env()
     clients = {} if args.clients is None else load_clients(args.clients)
     context = _ssl_context(args)
@@ -107,6 +118,17 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("streamwarden").setLevel(logging.WARNING)
     return asyncio.run(_serve(args, upstream, Authenticator(upstream, clients), settings,
                               context))
+
+
+def _serve_metrics(address: tuple[str, int] | None, manager: Any) -> Any:
+    """Start the probe server when ``--metrics`` asks for one, and say where it listens."""
+    if address is None:
+        return None
+    from streamwarden.metrics import serve_probes  # noqa: PLC0415
+
+    probes = serve_probes(manager, *address)
+    sys.stdout.write(f"streamwarden relay metrics on http://{address[0]}:{probes.port}\n")
+    return probes
 
 
 async def _serve(args: argparse.Namespace, upstream: Any, authenticator: Any, settings: Any,
@@ -134,11 +156,14 @@ async def _serve(args: argparse.Namespace, upstream: Any, authenticator: Any, se
             await server.start()
             scheme = "wss" if context is not None else "ws"
             sys.stdout.write(f"streamwarden relay listening on {scheme}://{host}:{server.port}\n")
+            probes = _serve_metrics(args.metrics, manager)
             sys.stdout.flush()
             try:
                 await stop.wait()
             finally:
                 await server.stop()
+                if probes is not None:
+                    await asyncio.to_thread(probes.close)
     finally:
         await asyncio.to_thread(audit.close)
     sys.stdout.write("streamwarden relay stopped\n")

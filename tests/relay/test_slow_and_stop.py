@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from streamwarden.simulator import Simulator
@@ -89,3 +91,30 @@ def test_sigterm_drains_and_exits_within_the_bound(sim: Simulator, relay: Relay,
     assert "streamwarden relay stopped" in relay.output.lines
     sim.wait_for(lambda s: s.kind("market_data").open == 0, BOUND)
     client.wait_log("1001")  # the client was told: going away
+
+
+def test_metrics_and_probes_are_served_with_the_metrics_flag(sim: Simulator,
+                                                              tmp_path: Path) -> None:
+    relay = Relay(sim, tmp_path, "--metrics", "127.0.0.1:0")
+    client = None
+    try:
+        base = relay.output.wait(lambda text: "metrics on" in text).split()[-1]
+        assert base.startswith("http://127.0.0.1:")
+        client = Client("stocks", relay.url + "/v2/iex", UPSTREAM_KEY, UPSTREAM_SECRET,
+                        ["AAPL"], env=relay.env)
+        client.wait_log("subscribed")
+        assert urllib.request.urlopen(f"{base}/readyz", timeout=BOUND).status == 200
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=BOUND).status == 200
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=BOUND).read().decode()
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        (leases,) = [sample for sample in families["streamwarden_leases"].samples
+                     if sample.labels.get("kind") == "market_data"]
+        assert leases.value == 1  # the client's lease, counted by the relay's manager
+        client.stop()
+        client = None
+        assert relay.terminate()[0] == 0
+    finally:
+        if client is not None:
+            client.stop()
+        if relay.process.poll() is None:
+            relay.process.kill()
