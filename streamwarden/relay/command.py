@@ -15,8 +15,8 @@ TLS), and with ``--metrics`` a second, ``streamwarden relay metrics on http://HO
 (``/metrics``, ``/healthz``, ``/readyz``: :func:`streamwarden.metrics.serve_probes`; needs the
 ``metrics`` extra), then serves until SIGINT or SIGTERM, on which it closes every client
 (1001), releases their leases and closes the manager within ``stop_timeout``, and exits 0 (as
-the simulator does: a stop asked for is a clean end). Warnings (clients cut off, refused credentials) go to
-stderr as log lines.
+the simulator does: a stop asked for is a clean end). Warnings (clients cut off, refused
+credentials) go to stderr as log lines.
 """
 
 from __future__ import annotations
