@@ -263,11 +263,13 @@ class Fleet:
         """The epoch of ``key``'s current (or latest known) owner, None when none is known."""
         return self.ownership(key).epoch
 
-    def release(self, key: StreamKey) -> None:
+    def release(self, key: StreamKey, *, wait: bool = True) -> None:
         """Stop contending for ``key``. As its owner (call this once the upstream is closed):
-        mark the row released, so another member takes over at once, and unlock it. The
-        listener is not called again. Within ``heartbeat_timeout``; a release that cannot reach
-        the database drops the connection, which releases the lock as well.
+        mark the row released, so another member takes over without waiting for
+        ``takeover_wait``, and unlock it. The listener is not called again. With ``wait``,
+        returns once done, within ``2 x heartbeat_timeout``; without, returns at once (for an
+        event loop). A release that cannot reach the database drops the connection, which
+        releases the lock as well.
 
         A no-op for a key not claimed or a fleet not running.
         """
@@ -275,8 +277,10 @@ class Fleet:
             claim = self._claims.pop(stream_key_text(key), None)
         if claim is None or self._loop is None or self._closing:
             return
-        with contextlib.suppress(FleetError):
-            self._call(self._bounded(self._release(claim)), 2 * self.timing.heartbeat_timeout)
+        future = asyncio.run_coroutine_threadsafe(self._let_go(claim), self._loop)
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                future.result(2 * self.timing.heartbeat_timeout)
 
     def close(self) -> None:
         """Release every claim, close the connection, end the coordinator thread (bounded).
@@ -474,6 +478,11 @@ class Fleet:
         fresh = not claim.locked and age <= self.timing.takeover_wait and url is not None
         self._announce(claim, Ownership("follower" if fresh else "pending", int(epoch), owner,
                                         url))
+
+    async def _let_go(self, claim: _Claim) -> None:
+        if not await self._bounded(self._release(claim)):
+            self._announce_all(PENDING)
+            self._discard()
 
     async def _release(self, claim: _Claim) -> None:
         conn = self._conn

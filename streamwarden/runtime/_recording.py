@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from streamwarden._keys import StreamKey
 from streamwarden._redaction import SecretRedactor
@@ -25,12 +27,16 @@ from streamwarden.runtime._lifecycle import Draft
 class AuditWriter:
     """Builds records (event id, time, host, pid, redacted error) and appends them to a sink.
 
+    ``key_details``, if given, adds details to every record of a key (a fleet's epoch).
+
     Thread-safety: :meth:`build` may be called from any thread; :meth:`write` on the engine loop.
     """
 
     def __init__(self, sink: AuditSink, clock: Clock, redactor: SecretRedactor, *,
-                 thread_name: str) -> None:
+                 thread_name: str,
+                 key_details: Callable[[StreamKey], Mapping[str, Any]] | None = None) -> None:
         self.sink = sink
+        self._key_details = key_details
         self._clock = clock
         self._redactor = redactor
         self._host = socket.gethostname()
@@ -47,6 +53,9 @@ class AuditWriter:
     def build(self, lifecycle_id: str, key: StreamKey, draft: Draft) -> AuditRecord:
         """The record of ``draft``, with a new event id and the current time."""
         error = draft.error
+        details = dict(draft.details)
+        if self._key_details is not None:
+            details.update(self._key_details(key))
         return AuditRecord(
             event_id=new_id(),
             occurred_at=self._clock.now(),
@@ -67,7 +76,7 @@ class AuditWriter:
             outcome=draft.outcome,
             error_type=type(error).__name__ if error is not None else None,
             error_message=self._error_text(error),
-            details=dict(draft.details),
+            details=details,
         )
 
     async def write(self, record: AuditRecord) -> AuditRecord:
