@@ -130,8 +130,9 @@ def test_the_async_manager_owns_through_the_fleet_and_closes_it(
     async def main() -> None:
         async with sw.AsyncConnectionManager(settings=sim_settings(upstream), audit=sink,
                                              fleet=fleet) as manager:
-            async with manager.market_data(creds, symbols=["AAPL"]):
-                assert open_market_data(upstream.stats(), creds) == 1
+            lease = await manager.market_data(creds, symbols=["AAPL"])
+            assert open_market_data(upstream.stats(), creds) == 1
+            await lease.release()
 
     asyncio.run(main())
     records = sink.records()
