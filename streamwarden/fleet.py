@@ -343,13 +343,22 @@ class Fleet:
     # Coordinator (its own loop and thread).
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        """The dedicated connection, within the connect bound: autocommit, TCP keepalives and
+        ``tcp_user_timeout`` on both ends (so either side notices a cut within seconds, and the
+        server then releases the session's locks), ``statement_timeout`` =
+        ``heartbeat_timeout``."""
+        return await self._within(self._open(), self._connect_bound())
+
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
         timeout_ms = int(self.timing.heartbeat_timeout * 1000)
-        conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, connect_timeout=max(2, int(self._connect_bound())),
             keepalives=1, keepalives_idle=1, keepalives_interval=1, keepalives_count=2,
-            tcp_user_timeout=timeout_ms, application_name="streamwarden-fleet",
-        ), self._connect_bound())
-        await conn.execute(f"SET statement_timeout = {timeout_ms}")
+            tcp_user_timeout=timeout_ms, application_name="streamwarden-fleet")
+        for setting, value in (("statement_timeout", timeout_ms), ("tcp_keepalives_idle", 1),
+                               ("tcp_keepalives_interval", 1), ("tcp_keepalives_count", 2),
+                               ("tcp_user_timeout", timeout_ms)):
+            await conn.execute(f"SET {setting} = {int(value)}")
         return conn
 
     async def _setup(self) -> None:
@@ -369,13 +378,18 @@ class Fleet:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while not self._closing:
-            started = self._clock.monotonic()
-            self._wake.clear()
-            await self._round()
-            remaining = self.timing.heartbeat_interval - (self._clock.monotonic() - started)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, remaining))
+        try:
+            while not self._closing:
+                started = self._clock.monotonic()
+                self._wake.clear()
+                await self._round()
+                remaining = self.timing.heartbeat_interval - (self._clock.monotonic() - started)
+                if remaining > 0:  # asyncio.wait: a timeout that never cancels this task
+                    waiter = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait({waiter}, timeout=remaining)
+                    waiter.cancel()
+        finally:  # whatever ends the coordinator, no owner may outlive its heartbeats
+            self._announce_all(PENDING)
 
     async def _round(self) -> None:
         """One round: heartbeat the owned keys, contend for the others, all within
@@ -390,6 +404,18 @@ class Fleet:
         if not await self._bounded(self._work(self._conn)):
             self._announce_all(PENDING)
             self._discard()
+
+    async def _within(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        """``coroutine``'s result, or TimeoutError after ``timeout`` (the overrun is abandoned
+        in the background). Unlike ``asyncio.wait_for``, never cancels the calling task, so a
+        timeout cannot be mistaken for a cancellation of the coordinator."""
+        task = asyncio.ensure_future(coroutine)
+        await asyncio.wait({task}, timeout=timeout)
+        if not task.done():
+            task.cancel()
+            self._keep(task)
+            raise TimeoutError
+        return task.result()
 
     async def _bounded(self, coroutine: Coroutine[Any, Any, object]) -> bool:
         """Run ``coroutine`` on the connection for at most ``heartbeat_timeout``; whether it
@@ -503,7 +529,7 @@ class Fleet:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._close_quietly(conn), self.timing.heartbeat_timeout)
+                await self._within(self._close_quietly(conn), self.timing.heartbeat_timeout)
 
     def _announce_all(self, ownership: Ownership) -> None:
         with self._guard:

@@ -37,12 +37,14 @@ class Member:
         for line in self.process.stdout:
             self._lines.put(json.loads(line))
 
-    def wait_for(self, timeout: float, **fields: Any) -> dict[str, Any]:
-        """The first event (seen so far or arriving within ``timeout``) with ``fields``."""
+    def wait_for(self, timeout: float, *, after: float = 0.0, **fields: Any) -> dict[str, Any]:
+        """The first event stamped later than ``after`` (seen so far or arriving within
+        ``timeout``) with ``fields``."""
         deadline = time.monotonic() + timeout
         while True:
             for event in self.events:
-                if all(event.get(name) == value for name, value in fields.items()):
+                if event["t"] > after and all(event.get(name) == value
+                                              for name, value in fields.items()):
                     return event
             try:
                 self.events.append(self._lines.get(timeout=max(0.0, deadline

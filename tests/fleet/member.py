@@ -15,8 +15,8 @@ from streamwarden._keys import MARKET_DATA, StreamKey
 from streamwarden.fleet import Fleet, FleetTiming, Ownership
 
 #: Short bounds so that the tests stay fast; the inequalities of FleetTiming still hold.
-TIMING = FleetTiming(heartbeat_interval=0.3, heartbeat_timeout=0.3, step_down_grace=0.3,
-                     takeover_wait=1.0)
+TIMING = FleetTiming(heartbeat_interval=0.5, heartbeat_timeout=0.5, step_down_grace=0.5,
+                     takeover_wait=1.5)
 
 
 def main(url: str, fingerprint: str, member: str, advertise: str) -> None:

@@ -26,8 +26,8 @@ from tests.audit.tcp_proxy import TcpProxy
 from tests.runtime.conftest import BOUND, open_market_data, sim_settings
 from tests.waiting import wait_until
 
-TIMING = FleetTiming(heartbeat_interval=0.3, heartbeat_timeout=0.3, step_down_grace=0.3,
-                     takeover_wait=1.0)
+TIMING = FleetTiming(heartbeat_interval=0.5, heartbeat_timeout=0.5, step_down_grace=0.5,
+                     takeover_wait=1.5)
 
 
 def _account() -> sw.Credentials:

@@ -54,9 +54,10 @@ def test_an_owner_cut_from_the_database_steps_down_before_the_other_takes_over(
         members.append(other)
         other.wait_for(10, role="follower", epoch=1)
 
+        cut_at = time.time()
         proxy.down()
-        stepped_down = cut.wait_for(10, role="pending")
-        taken = other.wait_for(TAKEOVER_BOUND, role="owner")
+        stepped_down = cut.wait_for(10, after=cut_at, role="pending")
+        taken = other.wait_for(TAKEOVER_BOUND, after=cut_at, role="owner")
         assert taken["epoch"] == 2
         assert stepped_down["t"] < taken["t"]
         assert cut.process.poll() is None  # it stepped down, it did not die
