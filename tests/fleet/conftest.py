@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -65,3 +67,57 @@ def members() -> Iterator[list[Member]]:
     yield started
     for member in started:
         member.stop()
+
+
+class StallingProxy:
+    """Forwards 127.0.0.1:``port`` to ``target``; while stalled it holds every byte back without
+    closing anything: a network that silently stops delivering (the case TCP cannot report
+    quickly), as opposed to :class:`tests.audit.tcp_proxy.TcpProxy`'s clean cut."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def close(self) -> None:
+        """Close every forwarded connection (both ends see it at once) and the listener."""
+        self._flowing.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target, timeout=5)
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                self._flowing.wait()
+                sink.sendall(data)
+
+
+def through(url: str, port: int) -> str:
+    """``url`` (a PostgreSQL URL) pointed at 127.0.0.1:``port`` instead of its server."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    parsed = sa.make_url(url)
+    moved = url.replace(f"{parsed.host}:{parsed.port or 5432}", f"127.0.0.1:{port}", 1)
+    assert moved != url
+    return moved
