@@ -35,6 +35,12 @@ def test_a_takeover_wait_shorter_than_the_step_down_bound_breaks_inv5(takeover_w
     assert result.violation.startswith("INV5")
 
 
+def test_epochs_counted_by_each_member_instead_of_the_row_do_not_increase():
+    result = fleet_check(Protocol(epoch_from_row=False))
+    assert result.violation == "epochs: a takeover did not increase the epoch"
+    assert result.trace[-1].startswith("takeover(1, epoch 1)")
+
+
 def test_the_implementation_refuses_the_timing_the_model_rejects():
     with pytest.raises(ValueError, match="takeover_wait must be at least"):
         FleetTiming(heartbeat_interval=1.0, heartbeat_timeout=1.0, step_down_grace=1.0,
