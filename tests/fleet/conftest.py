@@ -23,12 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 class Member:
     """A ``tests.fleet.member`` process and the events it printed so far."""
 
-    def __init__(self, url: str, fingerprint: str, name: str) -> None:
+    def __init__(self, url: str, fingerprint: str, name: str, *, default_timing: bool = False
+                 ) -> None:
         self.name = name
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fleet.member", url, fingerprint, name,
-             f"ws://{name}.invalid:1"],
+             f"ws://{name}.invalid:1", *(["default"] if default_timing else [])],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
         self._lines: queue.Queue[dict[str, Any]] = queue.Queue()

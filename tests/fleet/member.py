@@ -1,8 +1,9 @@
 """A fleet member in its own process, for the fleet tests: claims one stream key and prints one
 JSON line per ownership change (with the wall-clock time), until killed or told to stop.
 
-Usage: ``python -m tests.fleet.member URL FINGERPRINT MEMBER ADVERTISE``; a line ``stop`` on
-stdin releases the key and exits.
+Usage: ``python -m tests.fleet.member URL FINGERPRINT MEMBER ADVERTISE [default]``
+(``default``: the default FleetTiming instead of the short one); a line ``stop`` on stdin
+releases the key and exits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ TIMING = FleetTiming(heartbeat_interval=0.5, heartbeat_timeout=0.5, step_down_gr
                      takeover_wait=1.5)
 
 
-def main(url: str, fingerprint: str, member: str, advertise: str) -> None:
+def main(url: str, fingerprint: str, member: str, advertise: str, timing: str = "") -> None:
     key = StreamKey(fingerprint, MARKET_DATA, True, "iex")
 
     def tell(ownership: Ownership) -> None:
@@ -27,7 +28,8 @@ def main(url: str, fingerprint: str, member: str, advertise: str) -> None:
                           "owner": ownership.owner, "url": ownership.advertised_url}),
               flush=True)
 
-    with Fleet(url, advertise=advertise, member=member, timing=TIMING) as fleet:
+    chosen = FleetTiming() if timing == "default" else TIMING
+    with Fleet(url, advertise=advertise, member=member, timing=chosen) as fleet:
         fleet.claim(key, tell)
         print(json.dumps({"t": time.time(), "role": "started"}), flush=True)
         sys.stdin.readline()
@@ -35,4 +37,4 @@ def main(url: str, fingerprint: str, member: str, advertise: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -220,3 +220,31 @@ def test_a_fleet_transport_stopped_before_it_runs_claims_nothing():
     asyncio.run(main())
     assert transport.subscriptions == frozenset({("quotes", "AAPL")})
     assert not transport.socket_open
+
+
+def test_an_owner_whose_session_lost_its_lock_steps_down(postgresql_url, fleets):
+    """What a transaction-mode pooler does (the next statement runs on a session that never
+    took the lock), produced by unlocking on the fleet's own session: the heartbeat's pg_locks
+    check sees the lock missing and steps down, though the connection is fine."""
+    import asyncio  # noqa: PLC0415
+
+    fleet = _fleet(fleets, postgresql_url, "pooled")
+    key, seen = _key(), Seen()
+    fleet.claim(key, seen)
+    assert wait_until(lambda: seen.has("owner", 1), timeout=5)
+    assert fleet._conn is not None and fleet._loop is not None
+    asyncio.run_coroutine_threadsafe(fleet._conn.execute("SELECT pg_advisory_unlock_all()"),
+                                     fleet._loop).result(5)
+    assert wait_until(lambda: seen.has("pending", 1), timeout=5)
+
+
+def test_followers_of_an_owner_that_advertises_nothing_wait(postgresql_url, fleets):
+    silent = Fleet(postgresql_url, member="silent", timing=TIMING).start()
+    fleets.append(silent)
+    other = _fleet(fleets, postgresql_url, "other")
+    key, seen_silent, seen_other = _key(), Seen(), Seen()
+    silent.claim(key, seen_silent)
+    assert wait_until(lambda: seen_silent.has("owner", 1), timeout=5)
+    other.claim(key, seen_other)
+    assert wait_until(lambda: other.ownership(key).owner == "silent", timeout=5)
+    assert other.ownership(key) == Ownership("pending", 1, "silent", None)
