@@ -154,6 +154,7 @@ class _Claim:
     listener: Listener
     ownership: Ownership = PENDING
     locked: bool = False
+    released: bool = False
 
 
 class Fleet:
@@ -197,6 +198,9 @@ class Fleet:
         self._wake: asyncio.Event | None = None
         self._closing = False
         self._background: set[asyncio.Task[Any]] = set()
+        # Serialises rounds and releases on the connection, so that a release never races a
+        # round that is taking the same key (which would leave its lock held and unclaimed).
+        self._database = asyncio.Lock()
 
     # Public API (any thread).
 
@@ -204,11 +208,13 @@ class Fleet:
         """Start the coordinator thread and create the fleet table if needed.
 
         Raises:
-            FleetError: the fleet database could not be reached within the bound; nothing
-                keeps running.
+            FleetError: the fleet database could not be reached within the bound (nothing
+                keeps running, and the fleet is closed), or the fleet was closed.
 
-        Idempotent.
+        Idempotent while running.
         """
+        if self._closing:
+            raise FleetError("the fleet is closed", operation="fleet")
         if self._thread is not None:
             return self
         loop = asyncio.new_event_loop()
@@ -275,6 +281,8 @@ class Fleet:
         """
         with self._guard:
             claim = self._claims.pop(stream_key_text(key), None)
+            if claim is not None:
+                claim.released = True
         if claim is None or self._loop is None or self._closing:
             return
         future = asyncio.run_coroutine_threadsafe(self._let_go(claim), self._loop)
@@ -292,6 +300,8 @@ class Fleet:
                 return
             self._closing = True
             claims, self._claims = list(self._claims.values()), {}
+            for claim in claims:
+                claim.released = True
         with contextlib.suppress(FleetError):
             self._call(self._shutdown(claims), 2 * self.timing.heartbeat_timeout + 1.0)
         self._stop_thread()
@@ -401,9 +411,10 @@ class Fleet:
             except (psycopg.Error, OSError, TimeoutError):
                 self._announce_all(PENDING)
                 return
-        if not await self._bounded(self._work(self._conn)):
-            self._announce_all(PENDING)
-            self._discard()
+        async with self._database:
+            if not await self._bounded(self._work(self._conn)):
+                self._announce_all(PENDING)
+                self._discard()
 
     async def _within(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """``coroutine``'s result, or TimeoutError after ``timeout`` (the overrun is abandoned
@@ -506,9 +517,10 @@ class Fleet:
                                         url))
 
     async def _let_go(self, claim: _Claim) -> None:
-        if not await self._bounded(self._release(claim)):
-            self._announce_all(PENDING)
-            self._discard()
+        async with self._database:  # after the round in progress, which may have taken it
+            if not await self._bounded(self._release(claim)):
+                self._announce_all(PENDING)
+                self._discard()
 
     async def _release(self, claim: _Claim) -> None:
         conn = self._conn
@@ -523,9 +535,10 @@ class Fleet:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (claim.lock,))
 
     async def _shutdown(self, claims: list[_Claim]) -> None:
-        for claim in claims:
-            if not await self._bounded(self._release(claim)):
-                break
+        async with self._database:
+            for claim in claims:
+                if not await self._bounded(self._release(claim)):
+                    break
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(TimeoutError):
@@ -545,6 +558,8 @@ class Fleet:
             if claim.ownership == ownership:
                 return
             claim.ownership = ownership
+            if claim.released:  # kept for its release, not told: it asked to hear no more
+                return
         try:
             claim.listener(ownership)
         except Exception:  # a listener's bug must not stop the heartbeats of the others

@@ -24,7 +24,15 @@ from streamwarden._keys import (
     StreamKey,
 )
 from streamwarden.errors import FleetError, InvalidInputError
-from streamwarden.fleet import PENDING, TABLE, Fleet, FleetTiming, Ownership, stream_key_text
+from streamwarden.fleet import (
+    PENDING,
+    TABLE,
+    Fleet,
+    FleetTiming,
+    Ownership,
+    lock_id,
+    stream_key_text,
+)
 from streamwarden.runtime._fleet import FleetTransport, FleetTransports, follower_settings
 from streamwarden.testing import InMemoryTransportFactory
 from tests.fleet.conftest import StallingProxy, through
@@ -103,9 +111,11 @@ def test_an_unreachable_database_fails_the_start_with_a_fleet_error_and_no_passw
     with pytest.raises(FleetError) as refused:
         fleet.start()
     assert "pw-CANARY-7" not in str(refused.value)
-    with pytest.raises(FleetError, match="not started"):
+    with pytest.raises(FleetError, match="not started or is closed"):
         fleet.claim(_key(), lambda _: None)
-    fleet.close()  # a fleet that never started closes quietly
+    with pytest.raises(FleetError, match="closed"):  # a failed start closed it
+        fleet.start()
+    fleet.close()  # closes quietly
 
 
 def test_claims_releases_and_reads(postgresql_url, fleets):
@@ -248,3 +258,19 @@ def test_followers_of_an_owner_that_advertises_nothing_wait(postgresql_url, flee
     other.claim(key, seen_other)
     assert wait_until(lambda: other.ownership(key).owner == "silent", timeout=5)
     assert other.ownership(key) == Ownership("pending", 1, "silent", None)
+
+
+def test_claims_released_right_away_leave_no_lock_behind(postgresql_url, fleets):
+    """Claims released right after being made (their round may be in progress; releases wait
+    for it): afterwards no lock of theirs is held."""
+    fleet = _fleet(fleets, postgresql_url, "hasty")
+    keys = [_key() for _ in range(20)]
+    for key in keys:
+        fleet.claim(key, lambda _: None)
+        fleet.release(key)
+    time.sleep(2 * TIMING.heartbeat_interval)  # rounds in progress end
+    ids = [lock_id(stream_key_text(key)) & ((1 << 64) - 1) for key in keys]
+    with psycopg.connect(postgresql_url.replace("+psycopg", "")) as conn:
+        held = conn.execute("SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
+                            " WHERE locktype = 'advisory' AND granted").fetchall()
+    assert not set(ids) & {row[0] for row in held}
