@@ -15,7 +15,6 @@ ownership goes into every audit record of its lifecycles (``details["fleet_epoch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from streamwarden._keys import (
     StreamKey,
 )
 from streamwarden.fleet import PENDING, Fleet, Ownership
+from streamwarden.runtime._supervisor import CANCEL_GRACE_SECONDS
 
 if TYPE_CHECKING:
     from streamwarden.config import Settings
@@ -163,6 +163,9 @@ class FleetTransport:
         self._ownership = PENDING
         self._changed = asyncio.Event()
         self._stopped = False
+        #: Replaced transports that did not end within stop_timeout + the cancel grace (their
+        #: socket may still be open); kept referenced until they end.
+        self.abandoned: set[asyncio.Future[None]] = set()
 
     async def run(self, events: TransportEvents) -> None:
         """Claim the key, then run the owner's or follower's transport, replacing it on each
@@ -220,10 +223,13 @@ class FleetTransport:
             return True
         await inner.stop()
         await asyncio.wait({task}, timeout=self._settings.stop_timeout)
-        if not task.done():
+        if not task.done():  # as the supervisor does: cancel, wait a little, then abandon
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=min(CANCEL_GRACE_SECONDS,
+                                                   self._settings.stop_timeout))
+            if not task.done():
+                self.abandoned.add(task)
+                task.add_done_callback(self.abandoned.discard)
         return self._stopped
 
     async def stop(self) -> None:
