@@ -230,7 +230,9 @@ class Fleet:
         self._loop = loop
         self._thread = threading.Thread(target=run, name="streamwarden-fleet", daemon=True)
         self._thread.start()
-        ready.wait()
+        if not ready.wait(self._connect_bound()):
+            self._closing = True
+            raise FleetError("the fleet's coordinator thread did not start", operation="fleet")
         try:
             self._call(self._setup(), self._connect_bound() + self.timing.heartbeat_timeout)
         except FleetError:
