@@ -68,7 +68,7 @@ def test_an_owner_cut_from_the_database_steps_down_before_the_other_takes_over(
         proxy.down()
 
 
-def test_a_released_key_is_taken_over_at_once_with_the_next_epoch(postgresql_url, members):
+def test_a_released_key_is_taken_over_with_the_next_epoch(postgresql_url, members):
     fingerprint = _fingerprint()
     first = Member(postgresql_url, fingerprint, "first")
     members.append(first)
