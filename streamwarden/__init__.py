@@ -41,6 +41,10 @@ _EXPORTS: dict[str, str] = {
     "Transport": "streamwarden.transports",
     "TransportEvents": "streamwarden.transports",
     "TransportFactory": "streamwarden.transports",
+    "Fleet": "streamwarden.fleet",
+    "FleetTiming": "streamwarden.fleet",
+    "Ownership": "streamwarden.fleet",
+    "FleetError": "streamwarden.errors",
     **dict.fromkeys(
         ["Acquiring", "AsyncConnectionManager", "AsyncMarketDataLease",
          "AsyncNewsLease", "AsyncTradeUpdatesLease", "ConnectionManager", "HealthReport",
@@ -78,6 +82,9 @@ __all__ = [
     "ConnectionManager",
     "ConnectionStartError",
     "Credentials",
+    "Fleet",
+    "FleetError",
+    "FleetTiming",
     "HealthReport",
     "InMemoryAuditSink",
     "InvalidInputError",
@@ -95,6 +102,7 @@ __all__ = [
     "MarketDataLease",
     "News",
     "NewsLease",
+    "Ownership",
     "Quote",
     "ReentrancyError",
     "ReplayError",
@@ -147,6 +155,7 @@ if TYPE_CHECKING:
         CheckpointError,
         ConnectionLimitError,
         ConnectionStartError,
+        FleetError,
         InvalidInputError,
         InvalidTransitionError,
         InvariantViolationError,
@@ -163,6 +172,7 @@ if TYPE_CHECKING:
         SubscriptionError,
         WaitTimeoutError,
     )
+    from streamwarden.fleet import Fleet, FleetTiming, Ownership
     from streamwarden.marketdata import (
         Bar,
         News,

@@ -180,6 +180,20 @@ def _property_run(spec: LifecycleSpec, examples: int) -> dict[str, Any]:
             "steps_per_example": result.steps_per_example, "invariants": invariants}
 
 
+def _fleet_check(args: argparse.Namespace) -> dict[str, Any]:
+    """The bounded model of fleet ownership (INV5 per fleet; see machine.fleetcheck)."""
+    from streamwarden.machine.fleetcheck import fleet_check  # noqa: PLC0415
+
+    result = fleet_check()
+    if not args.json:
+        print(f"fleet check   {'OK' if result.ok else 'VIOLATED'}: {result.states} states of "
+              f"two members competing for one key (INV5 per fleet, epochs)")
+        if result.violation is not None:
+            print(f"  {result.violation}: {' -> '.join(result.trace)}")
+    return {"ok": result.ok, "states": result.states, "violation": result.violation,
+            "trace": list(result.trace)}
+
+
 def _check(args: argparse.Namespace) -> int:
     from streamwarden.machine.modelcheck import describe, model_check  # noqa: PLC0415
     from streamwarden.machine.spec import load_spec  # noqa: PLC0415
@@ -192,9 +206,11 @@ def _check(args: argparse.Namespace) -> int:
         properties = _property_run(spec, args.examples)
     else:
         properties = {"ok": False, "failure": "skipped: the spec failed the model check"}
-    ok = result.ok and properties["ok"]
+    fleet = _fleet_check(args)
+    ok = result.ok and properties["ok"] and fleet["ok"]
     if args.json:
         print(json.dumps({"ok": ok, "model_check": describe(result), "properties": properties,
+                          "fleet_check": fleet,
                           "versions": _versions()}, indent=2))
     else:
         if result.ok:

@@ -248,3 +248,8 @@ class CheckpointError(AuditError):
         super().__init__(message, operation=operation, fingerprint=fingerprint, state=state,
                          correlation_id=correlation_id)
         self.reason = reason
+
+
+class FleetError(StreamwardenError):
+    """The fleet database could not be reached or used (at start, or a bounded call to the
+    fleet coordinator did not complete in time)."""

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import structlog
@@ -96,13 +96,15 @@ class Engine:
         transport_factory: TransportFactory,
         log: structlog.stdlib.BoundLogger,
         redactor: SecretRedactor,
+        key_details: Callable[[StreamKey], Mapping[str, Any]] | None = None,
     ) -> None:
         self.name = f"streamwarden-{next(_numbers)}"
         self.settings = settings
         self._clock = clock
         self._factory = transport_factory
         self._log = log
-        self._writer = AuditWriter(sink, clock, redactor, thread_name=f"{self.name}-audit")
+        self._writer = AuditWriter(sink, clock, redactor, thread_name=f"{self.name}-audit",
+                                   key_details=key_details)
         self._pool = CallbackPool(settings.callback_workers, self.name)
         self._services = Services(spec=spec, settings=settings, clock=clock,
                                   writer=self._writer, pool=self._pool, log=log)

@@ -12,7 +12,9 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from streamwarden._keys import StreamKey
 from streamwarden._redaction import SecretRedactor
@@ -27,14 +29,18 @@ from streamwarden.runtime._stats import Histogram
 class AuditWriter:
     """Builds records (event id, time, host, pid, redacted error) and appends them to a sink.
 
+    ``key_details``, if given, adds details to every record of a key (a fleet's epoch).
+
     Thread-safety: :meth:`build` may be called from any thread; :meth:`write` on the engine loop.
     ``append_durations`` and ``append_failed`` are written by the one thread that appends (the
     writer thread, or the engine loop for a sink that never blocks) and may be read from any.
     """
 
     def __init__(self, sink: AuditSink, clock: Clock, redactor: SecretRedactor, *,
-                 thread_name: str) -> None:
+                 thread_name: str,
+                 key_details: Callable[[StreamKey], Mapping[str, Any]] | None = None) -> None:
         self.sink = sink
+        self._key_details = key_details
         self._clock = clock
         self._redactor = redactor
         self._host = socket.gethostname()
@@ -56,6 +62,9 @@ class AuditWriter:
     def build(self, lifecycle_id: str, key: StreamKey, draft: Draft) -> AuditRecord:
         """The record of ``draft``, with a new event id and the current time."""
         error = draft.error
+        details = dict(draft.details)
+        if self._key_details is not None:
+            details.update(self._key_details(key))
         return AuditRecord(
             event_id=new_id(),
             occurred_at=self._clock.now(),
@@ -76,7 +85,7 @@ class AuditWriter:
             outcome=draft.outcome,
             error_type=type(error).__name__ if error is not None else None,
             error_message=self._error_text(error),
-            details=dict(draft.details),
+            details=details,
         )
 
     async def write(self, record: AuditRecord) -> AuditRecord:

@@ -11,7 +11,7 @@ import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import structlog
 
@@ -67,6 +67,10 @@ from streamwarden.validation import (
     check_symbols,
 )
 
+if TYPE_CHECKING:
+    from streamwarden.fleet import Fleet
+    from streamwarden.runtime._fleet import FleetTransports
+
 #: Records the default in-memory audit sink keeps (a ring: older ones are forgotten).
 DEFAULT_MEMORY_AUDIT_RECORDS = 1000
 
@@ -107,6 +111,23 @@ def _alpaca_transport(key: StreamKey, credentials: Credentials, settings: Settin
     return AlpacaTransport(key, credentials, settings)
 
 
+def _fleet_transports(fleet: object, factory: TransportFactory) -> FleetTransports:
+    """Start ``fleet`` and wrap ``factory`` in it (imported only for a manager with a fleet:
+    psycopg is not loaded otherwise).
+
+    Raises:
+        InvalidInputError: ``fleet`` is not a Fleet.
+        FleetError: the fleet database could not be reached.
+    """
+    from streamwarden.fleet import Fleet  # noqa: PLC0415
+    from streamwarden.runtime._fleet import FleetTransports  # noqa: PLC0415
+
+    if not isinstance(fleet, Fleet):
+        raise InvalidInputError("fleet must be a streamwarden.fleet.Fleet", operation="manager")
+    fleet.start()
+    return FleetTransports(fleet, factory)
+
+
 class _Manager:
     """Construction, argument checks and acquire requests shared by both facades."""
 
@@ -123,6 +144,7 @@ class _Manager:
         spec: LifecycleSpec | None = None,
         log_format: str | None = None,
         correlation_id: str | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         if transport_factory is None and self._import_sdk_at_construction:
             _import_alpaca()
@@ -138,11 +160,16 @@ class _Manager:
                               hint="pass audit=AuditLog.open(...) for a durable trail")
         self._audit = audit
         self._default_transports = transport_factory is None
+        factory: TransportFactory = transport_factory or _alpaca_transport
+        self._fleet = fleet
+        fleet_transports = None if fleet is None else _fleet_transports(fleet, factory)
+        if fleet_transports is not None:
+            factory = fleet_transports
         self._engine = Engine(spec=self._spec, settings=self._settings,
                               clock=clock or SystemClock(), sink=audit,
-                              transport_factory=transport_factory or _alpaca_transport,
-                              log=self._log,
-                              redactor=self._redactor)
+                              transport_factory=factory, log=self._log,
+                              redactor=self._redactor,
+                              key_details=fleet_transports.details if fleet_transports else None)
 
     @property
     def settings(self) -> Settings:
@@ -282,9 +309,15 @@ class ConnectionManager(_Manager):
         log_format: ``json`` or ``text`` (default from ``STREAMWARDEN_LOG_FORMAT``).
         correlation_id: the manager's own id, recorded on the shutdown its ``close`` (or the end
             of its ``with`` block) causes (default: generated).
+        fleet: a :class:`~streamwarden.fleet.Fleet` shared with other processes (default:
+            none, INV5 per manager only). The manager starts it, and closes it once every
+            lifecycle has stopped. Each lifecycle then opens its upstream only as its key's
+            owner, and connects to the owner's advertised URL as a follower; every audit
+            record carries ``details["fleet_epoch"]`` and ``details["fleet_role"]``.
 
     Raises:
-        InvalidInputError: a malformed correlation id.
+        InvalidInputError: a malformed correlation id, or ``fleet`` not a Fleet.
+        FleetError: the fleet database could not be reached.
 
     Thread-safety: every method may be called from any thread, lease callbacks included. Each
     waits for the manager's engine thread, within a bound.
@@ -481,6 +514,8 @@ class ConnectionManager(_Manager):
                                        bound + self._engine.operation_bound())
         if result[1] is None:
             self._engine.stop()
+            if self._fleet is not None:
+                self._fleet.close()
         self._close_result(result, bound, cid)
 
     def __enter__(self) -> Self:
@@ -696,6 +731,8 @@ class AsyncConnectionManager(_Manager):
                                               bound + self._engine.operation_bound())
         if result[1] is None:
             await asyncio.to_thread(self._engine.stop)
+            if self._fleet is not None:
+                await asyncio.to_thread(self._fleet.close)
         self._close_result(result, bound, cid)
 
     async def __aenter__(self) -> Self:
