@@ -5,7 +5,7 @@ processes over one upstream connection per stream kind.
 
     streamwarden relay [--listen HOST:PORT] [--db URL] [--clients FILE]
                        [--tls-cert FILE --tls-key FILE] [--queue-size N] [--auth-timeout S]
-                       [--metrics HOST:PORT]
+                       [--metrics HOST:PORT] [--fleet URL --advertise URL]
 
 Upstream credentials come from ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY`` (``APCA_PAPER``),
 upstream URLs and bounds from the ``STREAMWARDEN_*`` settings (:meth:`Settings.from_env`), the
@@ -17,6 +17,12 @@ TLS), and with ``--metrics`` a second, ``streamwarden relay metrics on http://HO
 (1001), releases their leases and closes the manager within ``stop_timeout``, and exits 0 (as
 the simulator does: a stop asked for is a clean end). Warnings (clients cut off, refused
 credentials) go to stderr as log lines.
+
+With ``--fleet URL --advertise URL`` the relay is a member of a fleet coordinated in that
+PostgreSQL database (:mod:`streamwarden.fleet`): per stream key one member owns the upstream
+connection to Alpaca, and the others connect to the owner's advertised address as their
+upstream, so any relay of the fleet serves its clients; when the owner dies, another takes over.
+``--advertise`` is this relay's own address as the other members reach it.
 """
 
 from __future__ import annotations
@@ -75,6 +81,12 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--metrics", type=_listen, default=None, metavar="HOST:PORT",
                         help="serve /metrics, /healthz and /readyz there (loopback advised; "
                              "port 0 picks one; needs the 'metrics' extra)")
+    parser.add_argument("--fleet", default=None, metavar="URL",
+                        help="join the fleet coordinated in this PostgreSQL database "
+                             "(needs --advertise)")
+    parser.add_argument("--advertise", default=None, metavar="URL",
+                        help="this relay's ws:// or wss:// address as the fleet's other "
+                             "members reach it")
     parser.set_defaults(handler=run)
 
 
@@ -96,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     Raises:
         InvalidInputError: missing upstream credentials, a bad clients file or TLS files,
-            ``--metrics`` without prometheus_client.
+            ``--metrics`` without prometheus_client, ``--fleet`` without ``--advertise``.
+        FleetError: the fleet database cannot be reached.
         AuditUnavailableError / AuditSchemaError: the audit database cannot be used.
         OSError: the address cannot be bound.
     """
@@ -108,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
         raise InvalidInputError("--metrics needs prometheus_client: "
                                 "pip install 'streamwarden[metrics]'")
+    fleet = _fleet(args)
     upstream = Credentials.from_env()
     clients = {} if args.clients is None else load_clients(args.clients)
     context = _ssl_context(args)
@@ -117,7 +131,22 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("streamwarden").addHandler(handler)
     logging.getLogger("streamwarden").setLevel(logging.WARNING)
     return asyncio.run(_serve(args, upstream, Authenticator(upstream, clients), settings,
-                              context))
+                              context=context, fleet=fleet))
+
+
+def _fleet(args: argparse.Namespace) -> Any:
+    """The fleet membership ``--fleet`` and ``--advertise`` ask for, or None.
+
+    Raises:
+        InvalidInputError: one of the two without the other, or a malformed URL.
+    """
+    if (args.fleet is None) != (args.advertise is None):
+        raise InvalidInputError("--fleet and --advertise go together")
+    if args.fleet is None:
+        return None
+    from streamwarden.fleet import Fleet  # noqa: PLC0415
+
+    return Fleet(args.fleet, advertise=args.advertise)
 
 
 def _serve_metrics(address: tuple[str, int] | None, manager: Any) -> Any:
@@ -131,8 +160,8 @@ def _serve_metrics(address: tuple[str, int] | None, manager: Any) -> Any:
     return probes
 
 
-async def _serve(args: argparse.Namespace, upstream: Any, authenticator: Any, settings: Any,
-                 context: ssl.SSLContext | None) -> int:
+async def _serve(args: argparse.Namespace, upstream: Any, authenticator: Any, settings: Any, *,
+                 context: ssl.SSLContext | None, fleet: Any) -> int:
     from streamwarden._redaction import SecretRedactor  # noqa: PLC0415
     from streamwarden.audit.log import AuditLog  # noqa: PLC0415
     from streamwarden.logging import make_logger  # noqa: PLC0415
@@ -146,7 +175,8 @@ async def _serve(args: argparse.Namespace, upstream: Any, authenticator: Any, se
     host, port = args.listen
     audit = await asyncio.to_thread(AuditLog.open, args.db, settings=settings)
     try:
-        async with AsyncConnectionManager(audit=audit, settings=settings) as manager:
+        async with AsyncConnectionManager(audit=audit, settings=settings,
+                                          fleet=fleet) as manager:
             server = RelayServer(manager, upstream, authenticator=authenticator, audit=audit,
                                  options=RelayOptions(host=host, port=port,
                                                       queue_size=args.queue_size,

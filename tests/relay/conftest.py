@@ -97,13 +97,15 @@ class Client:
 class Relay:
     """A ``streamwarden relay`` process."""
 
-    def __init__(self, sim: Simulator, tmp_path: Path, *extra: str) -> None:
+    def __init__(self, sim: Simulator, tmp_path: Path, *extra: str,
+                 upstream_key: str = UPSTREAM_KEY) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         clients = tmp_path / "clients.txt"
         clients.write_text(f"# test clients\n{CLIENT}:{token_digest(CLIENT_TOKEN)}\n")
         self.db = tmp_path / "relay-audit.db"
         self.stderr_path = tmp_path / "relay.stderr"
         self.env = base_env(sim)
-        self.env.update(APCA_API_KEY_ID=UPSTREAM_KEY, APCA_API_SECRET_KEY=UPSTREAM_SECRET)
+        self.env.update(APCA_API_KEY_ID=upstream_key, APCA_API_SECRET_KEY=UPSTREAM_SECRET)
         with self.stderr_path.open("w") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamwarden", "relay", "--listen", "127.0.0.1:0",

@@ -103,6 +103,11 @@ def test_relay_command_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert status == 1 and "TLS" in err
     status, _, err = run(capsys, "relay", "--clients", tmp_path / "none")
     assert status == 1 and "clients file" in err
+    status, _, err = run(capsys, "relay", "--fleet", "postgresql://127.0.0.1:9/fleet")
+    assert status == 1 and "--fleet and --advertise go together" in err
+    status, _, err = run(capsys, "relay", "--fleet", "postgresql://127.0.0.1:9/fleet",
+                         "--advertise", "http://not-a-websocket")
+    assert status == 1 and "advertise must be a ws:// or wss:// URL" in err
     assert "unit-secret-CANARY" not in err
 
 
