@@ -189,7 +189,8 @@ def test_a_stalled_sdk_consumer_is_cut_off_as_a_slow_client_and_reconnects() -> 
         while not sim.stats().error_codes() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    with Simulator(slow_client_timeout=0.2) as sim:
+    # No reaper window: the cut is an abort, whose slot would refuse the reconnect with 406.
+    with Simulator(slow_client_timeout=0.2, reaper_window=0) as sim:
         sdk = SdkRunner(sim)
         stream = sdk.market_data(raw_data=True)
         stream.subscribe_quotes(stall_once, "AAPL")
