@@ -118,24 +118,6 @@ def encode(payload: list[Message] | Message, codec: Codec) -> Frame:
     return json.dumps(payload, separators=(",", ":"), default=_json_default)
 
 
-def decode(frame: Frame, codec: Codec) -> object:
-    """What a client frame carries (binary MessagePack on a MessagePack connection, else
-    JSON in text or binary frames).
-
-    Raises:
-        ValueError: the frame is not valid in its encoding.
-    """
-    if codec == "msgpack" and isinstance(frame, bytes):
-        try:
-            return msgpack.unpackb(frame)
-        except (msgpack.UnpackException, ValueError) as exc:
-            raise ValueError("invalid msgpack frame") from exc
-    try:
-        return json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError("invalid JSON frame") from exc
-
-
 def array(elements: list[bytes], codec: Codec) -> Frame:
     """A data frame: the array of already encoded ``elements`` (see :meth:`Encoder.element`)."""
     if codec == "msgpack":

@@ -33,6 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamwarden._frames import decode_frame
 from streamwarden._keys import NEWS, OPTION_DATA, TRADE_UPDATES, StreamKind
 from streamwarden.audit.records import RELAY_AUTH_REFUSED, AuditRecord, AuditSink
 from streamwarden.credentials import Credentials
@@ -220,7 +221,7 @@ class _Client:
     async def _market_frame(self, frame: Frame) -> bool:
         """Answer one client frame; False when the connection must close."""
         try:
-            request = wire.decode(frame, self.codec)
+            request = decode_frame(frame, self.codec)
         except ValueError:
             request = None
         if not isinstance(request, dict):
@@ -401,7 +402,7 @@ class _Client:
         while not self.queue.closing:
             frame = await self.connection.recv()
             try:
-                request = wire.decode(frame, "json")
+                request = decode_frame(frame, "json")
             except ValueError:
                 request = None
             if not isinstance(request, dict) or not await self._trading_request(request):

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 
+from streamwarden._frames import decode_frame
 from streamwarden.simulator import kinds
 from streamwarden.simulator.context import ProtocolContext, pause
 from streamwarden.simulator.events import AUTH, FAULT_INJECTED
 from streamwarden.simulator.messages import (
     authenticated,
     connected,
-    decode,
 )
 from streamwarden.simulator.registry import Session
 from streamwarden.simulator.stats import OPTION_DATA
@@ -90,7 +90,7 @@ async def _receive(session: Session, deadline: float | None) -> Frame | None:
 async def _handle(session: Session, frame: Frame, ctx: ProtocolContext) -> bool:
     """Answer one client frame; False when the connection must be closed."""
     try:
-        request = decode(frame, session.codec)
+        request = decode_frame(frame, session.codec)
     except ValueError:
         request = None
     if not isinstance(request, dict):

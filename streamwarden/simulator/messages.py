@@ -174,23 +174,3 @@ def encode(payload: Sequence[Message] | Message, codec: Codec) -> bytes | str:
         return packed
     text = json.dumps(payload, separators=(",", ":"), default=_json_default)
     return text.encode() if codec == "json-binary" else text
-
-
-def decode(frame: bytes | str, codec: Codec) -> object:
-    """The value a client frame carries.
-
-    A binary frame on a MessagePack connection is MessagePack; anything else is JSON (Alpaca
-    accepts JSON in text or binary frames).
-
-    Raises:
-        ValueError: the frame is not valid in its encoding.
-    """
-    if codec == "msgpack" and isinstance(frame, bytes):
-        try:
-            return msgpack.unpackb(frame)
-        except (msgpack.UnpackException, ValueError) as exc:
-            raise ValueError("invalid msgpack frame") from exc
-    try:
-        return json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError("invalid JSON frame") from exc

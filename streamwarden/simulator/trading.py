@@ -18,9 +18,9 @@ before authorization it is answered ``{"stream":"authorization","data":{"status"
 
 from __future__ import annotations
 
+from streamwarden._frames import decode_frame
 from streamwarden.simulator.context import ProtocolContext, pause
 from streamwarden.simulator.events import AUTH, FAULT_INJECTED
-from streamwarden.simulator.messages import decode
 from streamwarden.simulator.orders import TRADE_UPDATES, authorization, listening
 from streamwarden.simulator.registry import Session
 from streamwarden.simulator.stats import AuthOutcome
@@ -43,7 +43,7 @@ async def serve_trading(session: Session, ctx: ProtocolContext) -> None:
 async def _handle(session: Session, frame: bytes | str, ctx: ProtocolContext) -> bool:
     """Answer one client frame; False when the connection must be closed."""
     try:
-        request = decode(frame, "json")
+        request = decode_frame(frame, "json")
     except ValueError:
         request = None
     if not isinstance(request, dict):

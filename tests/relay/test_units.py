@@ -13,6 +13,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from streamwarden import Credentials
+from streamwarden._frames import decode_frame
 from streamwarden.errors import InvalidInputError
 from streamwarden.marketdata import Trade
 from streamwarden.relay import _protocol as wire
@@ -82,10 +83,10 @@ def test_codecs_refuse_what_they_cannot_carry() -> None:
         with pytest.raises(TypeError):
             wire.encode({"x": object()}, codec)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="msgpack"):
-        wire.decode(b"\xc1", "msgpack")
+        decode_frame(b"\xc1", "msgpack")
     with pytest.raises(ValueError, match="JSON"):
-        wire.decode("{", "json")
-    assert wire.decode('{"a": 1}', "msgpack") == {"a": 1}  # JSON text on a msgpack socket
+        decode_frame("{", "json")
+    assert decode_frame('{"a": 1}', "msgpack") == {"a": 1}  # JSON text on a msgpack socket
 
 
 def test_relay_command_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path,

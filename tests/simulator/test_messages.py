@@ -12,6 +12,7 @@ from alpaca.data.models import Bar, Quote, Trade
 from alpaca.trading.enums import OrderStatus
 from alpaca.trading.models import TradeUpdate
 
+from streamwarden._frames import decode_frame
 from streamwarden.simulator import messages, orders
 from streamwarden.simulator.prices import QuoteSource
 
@@ -50,12 +51,12 @@ def test_timestamps_keep_nanoseconds_and_reject_naive_times() -> None:
 def test_codecs_and_decode_errors() -> None:
     assert messages.encode({"a": 1}, "json") == '{"a":1}'
     assert messages.encode({"a": 1}, "json-binary") == b'{"a":1}'
-    assert messages.decode(msgpack.packb({"a": 1}), "msgpack") == {"a": 1}
-    assert messages.decode(b'{"a":1}', "json") == {"a": 1}
-    assert messages.decode('{"a":1}', "msgpack") == {"a": 1}  # text frames are JSON
+    assert decode_frame(msgpack.packb({"a": 1}), "msgpack") == {"a": 1}
+    assert decode_frame(b'{"a":1}', "json") == {"a": 1}
+    assert decode_frame('{"a":1}', "msgpack") == {"a": 1}  # text frames are JSON
     for bad, codec in ((b"\x92\x01", "msgpack"), (b"\xff", "json"), ("{", "json")):
         with pytest.raises(ValueError):
-            messages.decode(bad, codec)  # type: ignore[arg-type]
+            decode_frame(bad, codec)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         messages.encode({"a": object()}, "json")
     with pytest.raises(KeyError):
