@@ -432,10 +432,8 @@ class AlpacaTransport:
     async def _on_news(self, message: dict[str, Any]) -> None:
         if self._events is None:
             return
-        try:
-            article = parse_news(message)
-        except ValueError:
-            return  # malformed: nothing a lease could use
+        # Raises ValueError: the adapter reports it through on_message_failed.
+        article = parse_news(message)
         self._events.on_message(StreamMessage(NEWS_CHANNEL, None, article))
 
     async def _on_trade_update(self, update: Any) -> None:

@@ -22,6 +22,7 @@ from streamwarden.logging import LOGGER_NAME, MALFORMED_MESSAGE
 from streamwarden.runtime import _supervisor
 from streamwarden.simulator import Simulator
 from streamwarden.transports import AlpacaTransport
+from streamwarden.transports import _sdk_adapter as sdk_adapter
 from tests.waiting import wait_until
 
 BOUND = 5.0
@@ -209,3 +210,20 @@ def test_an_unforeseen_failure_of_one_message_is_reported_as_unreadable(
     transport.on_message_failed({"T": "q", "S": 7}, RecursionError("deep"))
     assert listener.malformed == [sw.MalformedMessage("quotes", None, "", "unreadable "
                                                       "(RecursionError)")]
+
+
+def test_a_malformed_news_article_is_reported_like_any_other_message(
+        settings: sw.Settings, creds: sw.Credentials) -> None:
+    key = sw.StreamKey("5" * 24, "news", True, None)
+    transport = AlpacaTransport(key, creds, settings)
+    listener = _Listener()
+    transport._events = listener  # what run() sets; the frame is dispatched as the SDK would
+
+    async def scenario() -> None:
+        await sdk_adapter.subscribe(transport._stream, {("news", "*")}, transport._on_news)
+        await transport._stream._dispatch({"T": "n", "id": 7, "headline": "no timestamps",
+                                           "symbols": ["AAPL"]})
+
+    asyncio.run(scenario())
+    assert listener.messages == []
+    assert listener.malformed == [sw.MalformedMessage("n", None, "", "unreadable (ValueError)")]
