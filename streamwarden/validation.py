@@ -74,17 +74,7 @@ def check_symbols(values: object) -> frozenset[str]:
         InvalidInputError: on a bare string (a common slip for a one-element list), a
             non-string item, or a malformed symbol.
     """
-    if isinstance(values, str) or not isinstance(values, Iterable):
-        raise InvalidInputError("symbols must be a list of symbols, not a single string")
-    symbols = set()
-    for value in values:
-        if not isinstance(value, str):
-            raise InvalidInputError(f"symbol must be a string, got {type(value).__name__}")
-        symbol = value.strip().upper()
-        if not _SYMBOL.match(symbol):
-            raise InvalidInputError(f"malformed symbol {value[:32]!r}")
-        symbols.add(symbol)
-    return frozenset(symbols)
+    return _symbols(values, _SYMBOL, "malformed symbol {!r}")
 
 
 def check_credentials(value: object) -> Credentials:
@@ -111,6 +101,17 @@ def check_option_symbols(values: object) -> frozenset[str]:
     Raises:
         InvalidInputError: on a bare string, a non-string item, or a malformed symbol.
     """
+    return _symbols(values, _OPTION_SYMBOL, "malformed option symbol {!r} (expected an OCC "
+                                            "symbol such as AAPL241220C00150000)")
+
+
+def _symbols(values: object, pattern: re.Pattern[str], malformed: str) -> frozenset[str]:
+    """The upper-cased symbols of ``values`` if each matches ``pattern``.
+
+    Raises:
+        InvalidInputError: on a bare string, a non-string item, or a symbol that does not
+            match (``malformed`` formatted with its first 32 characters).
+    """
     if isinstance(values, str) or not isinstance(values, Iterable):
         raise InvalidInputError("symbols must be a list of symbols, not a single string")
     symbols = set()
@@ -118,8 +119,7 @@ def check_option_symbols(values: object) -> frozenset[str]:
         if not isinstance(value, str):
             raise InvalidInputError(f"symbol must be a string, got {type(value).__name__}")
         symbol = value.strip().upper()
-        if not _OPTION_SYMBOL.match(symbol):
-            raise InvalidInputError(f"malformed option symbol {value[:32]!r} (expected an OCC "
-                                    "symbol such as AAPL241220C00150000)")
+        if not pattern.match(symbol):
+            raise InvalidInputError(malformed.format(value[:32]))
         symbols.add(symbol)
     return frozenset(symbols)

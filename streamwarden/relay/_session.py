@@ -57,24 +57,20 @@ class SendQueue:
     def frame(self, frame: Frame) -> None:
         """Queue a data frame built elsewhere (the trading stream's); a full queue cuts the
         client (407)."""
-        if self.closing:
-            return
-        if self._data >= self._capacity:
-            self.slow()
-            return
-        self._data += 1
-        self._items.append((frame, True))
-        self._wake.set()
+        self._queue_data((frame, True))
 
     def data(self, element: bytes) -> None:
         """Queue one encoded data message; a full queue cuts the client (407)."""
+        self._queue_data(element)
+
+    def _queue_data(self, item: bytes | tuple[Frame, bool]) -> None:
         if self.closing:
             return
         if self._data >= self._capacity:
             self.slow()
             return
         self._data += 1
-        self._items.append(element)
+        self._items.append(item)
         self._wake.set()
 
     def slow(self) -> None:
