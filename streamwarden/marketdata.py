@@ -44,6 +44,9 @@ _DECIMALS_KEPT = 4096
 costs more than the rest of a quote's parse. Cleared when full, so it stays bounded. Only valid
 (finite, non-negative) numbers are kept."""
 
+_INTEGERS: dict[int, Decimal] = {}
+"""The same for integer sizes (kept apart: 3 and 3.0 are one key but two Decimals)."""
+
 _INFINITY = float("inf")
 _SHOWN_CHARACTERS = 40
 
@@ -77,9 +80,15 @@ def _number(message: Mapping[str, Any], key: str) -> Decimal:
                 _DECIMALS[value] = number
         return number
     if type(value) is int:  # sizes: exact, and the same Decimal as from its str
-        if value < 0:
-            raise _malformed(key, "negative", value)
-        return Decimal(value)
+        number = _INTEGERS.get(value)
+        if number is None:
+            if value < 0:
+                raise _malformed(key, "negative", value)
+            number = Decimal(value)
+            if len(_INTEGERS) >= _DECIMALS_KEPT:
+                _INTEGERS.clear()
+            _INTEGERS[value] = number
+        return number
     return _other_number(key, value)
 
 
@@ -109,7 +118,7 @@ def _time(value: object) -> datetime:
     msgpack = sys.modules.get("msgpack")  # loaded if value is one of its Timestamps
     if msgpack is not None and type(value) is msgpack.Timestamp:  # raw mode: to_datetime, inline
         stamp: Any = value
-        return _EPOCH + timedelta(0, stamp.seconds, stamp.nanoseconds // 1000)
+        return _from_stamp(stamp.seconds, stamp.nanoseconds // 1000)
     to_datetime = getattr(value, "to_datetime", None)
     if callable(to_datetime):
         moment = to_datetime()
@@ -118,6 +127,24 @@ def _time(value: object) -> datetime:
     if isinstance(value, str):
         return _time(datetime.fromisoformat(value.replace("Z", "+00:00")))
     raise ValueError(f"unreadable timestamp {value!r}")
+
+
+_LAST_SECOND: list[tuple[int, tuple[int, int, int, int, int, int]]] = [
+    (0, (1970, 1, 1, 0, 0, 0))]
+"""The last whole second read and its calendar fields (a stream's timestamps share it): one
+immutable pair, replaced whole, so threads may share it."""
+
+
+def _from_stamp(seconds: int, microseconds: int) -> datetime:
+    """The UTC time ``seconds`` after the epoch plus ``microseconds``."""
+    second, fields = _LAST_SECOND[0]
+    if second != seconds:
+        moment = _EPOCH + timedelta(0, seconds)
+        fields = (moment.year, moment.month, moment.day, moment.hour, moment.minute,
+                  moment.second)
+        _LAST_SECOND[0] = (seconds, fields)
+    year, month, day, hour, minute, whole = fields
+    return datetime(year, month, day, hour, minute, whole, microseconds, UTC)
 
 
 @dataclass(frozen=True)
@@ -135,6 +162,19 @@ class Quote:
     def spread(self) -> Decimal:
         """Ask minus bid."""
         return self.ask_price - self.bid_price
+
+
+def _quote(message: Mapping[str, Any], symbol: str, timestamp: datetime) -> Quote:
+    """The quote of a raw message, built for the parser's hot path: the instance's fields set
+    in one step instead of one ``object.__setattr__`` each, as a frozen dataclass's
+    ``__init__`` does (which costs more than the rest of the parse). The same object as
+    ``Quote(...)`` builds, and equal to it."""
+    quote = object.__new__(Quote)
+    object.__setattr__(quote, "__dict__", {
+        "symbol": symbol, "bid_price": _number(message, "bp"),
+        "bid_size": _number(message, "bs"), "ask_price": _number(message, "ap"),
+        "ask_size": _number(message, "as"), "timestamp": timestamp})
+    return quote
 
 
 @dataclass(frozen=True)
@@ -292,8 +332,7 @@ def parse_market_data(message: Mapping[str, Any]) -> MarketData:
     except (ArithmeticError, TypeError, ValueError):
         raise _malformed("t", "missing" if stamp is None else "unreadable", stamp) from None
     if kind == "q":  # the hot path, without a table look-up and a call
-        return Quote(symbol, _number(message, "bp"), _number(message, "bs"),
-                     _number(message, "ap"), _number(message, "as"), timestamp)
+        return _quote(message, symbol, timestamp)
     return _PARSERS[kind](message, symbol, timestamp)
 
 

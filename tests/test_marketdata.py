@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -209,3 +210,26 @@ def test_a_timestamp_object_is_read_through_to_datetime_or_rejected():
     assert parse_market_data(_with(QUOTE, "t", _Stamp(MOMENT))).timestamp == MOMENT
     with pytest.raises(MalformedMessageError, match="'t' is unreadable"):
         parse_market_data(_with(QUOTE, "t", _Stamp("not a datetime")))
+
+
+def test_a_parsed_quote_is_the_same_immutable_object_the_constructor_builds():
+    quote = parse_market_data({"T": "q", "S": "AAPL", "bp": 1.5, "bs": 2, "ap": 1.6, "as": 3,
+                               "t": MOMENT})
+    built = Quote("AAPL", Decimal("1.5"), Decimal(2), Decimal("1.6"), Decimal(3), MOMENT)
+    assert type(quote) is Quote
+    assert quote == built and hash(quote) == hash(built) and repr(quote) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quote.bid_price = Decimal(0)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("seconds, nanoseconds", [
+    (0, 0), (1_764_550_000, 999_999_999), (1_764_550_000, 1_000), (1_764_550_001, 0),
+    (1_764_549_999, 500_000), (951_782_400, 0), (2**33, 123_456_789), (-1, 999_999_000),
+])
+def test_a_msgpack_timestamp_reads_as_its_own_utc_moment_across_seconds(seconds, nanoseconds):
+    stamp = msgpack.Timestamp(seconds, nanoseconds)
+    quote = parse_market_data({"T": "q", "S": "AAPL", "bp": 1.5, "bs": 1, "ap": 1.6, "as": 1,
+                               "t": stamp})
+    expected = stamp.to_datetime()
+    assert quote.timestamp == expected.replace(microsecond=nanoseconds // 1000)
+    assert quote.timestamp.tzinfo is UTC

@@ -1,7 +1,8 @@
 """Per-lease delivery: a bounded queue per lease, and the worker pool that runs callbacks.
 
-The engine loop puts each message into the mailbox of every lease that wants it and never
-waits: a mailbox is bounded, and its overflow policy decides what a slow consumer loses
+The engine loop puts each group of messages (:class:`~._arrivals.Arrivals`: one channel and
+symbol) into the mailbox of every lease that wants it and never waits: a mailbox is bounded,
+and its overflow policy decides what a slow consumer loses
 
 * quotes conflate per symbol: a newer quote replaces the queued one (the newest wins), and the
   replaced one is counted as dropped (unless ``conflate_quotes`` is off: then quotes queue
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import queue
 import threading
 import time
@@ -33,17 +33,9 @@ import structlog
 
 from streamwarden import logging as events
 from streamwarden.errors import LeaseRevokedError, StreamwardenError, WaitTimeoutError
-from streamwarden.marketdata import (
-    TRADE_UPDATES_CHANNEL,
-    Subscription,
-    TradeCancel,
-    TradeCorrection,
-)
+from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
+from streamwarden.runtime._arrivals import Arrivals, Entry
 from streamwarden.runtime._stats import CallbackStats, StreamCounters
-from streamwarden.transports._contract import StreamMessage
-
-#: What the trades channel delivers beside trades: never a lease's latest trade.
-_NOT_TRADES = frozenset({TradeCorrection, TradeCancel})
 
 Callback = Callable[[Any], object]
 """Receives each parsed message of a channel: a Quote, Trade, Bar or alpaca-py's TradeUpdate."""
@@ -81,7 +73,7 @@ class Mailbox:
     __slots__ = ("_async_waiters", "_callback_quotes", "_callbacks", "_capacity", "_closed",
                  "_cond", "_conflate", "_counters", "_error", "_lanes", "_latest_quotes",
                  "_latest_trades", "_lock", "_log", "_on_overflow", "_overflowed", "_pool",
-                 "_queues_quotes", "_quotes", "_running_since", "_scheduled", "_seq",
+                 "_queues_quotes", "_quotes", "_running_since", "_scheduled",
                  "_sync_waiters", "callback_errors", "delivered", "dropped", "lease_id", "owner")
 
     def __init__(
@@ -108,7 +100,6 @@ class Mailbox:
         self._log = log
         self._lock = threading.Lock()
         self._cond: threading.Condition | None = None  # over _lock, made by the first waiter
-        self._seq = itertools.count()
         # Per-put flags, fixed at construction: whether quotes are queued at all, and whether
         # a queued quote is for a callback (so the mailbox must be scheduled on the pool).
         self._queues_quotes = not self._callbacks or "quotes" in self._callbacks
@@ -116,7 +107,7 @@ class Mailbox:
         # Queued quotes, one per symbol: [sequence, enqueued at, payload]; a newer quote
         # replaces the payload in place (the entry keeps its place and its age).
         self._quotes: OrderedDict[str, list[Any]] = OrderedDict()
-        self._lanes: dict[str, deque[tuple[int, float, Any]]] = {}
+        self._lanes: dict[str, deque[Entry]] = {}
         # The latest payload per symbol, of quotes and of trades (the trades' made on first use).
         self._latest_quotes: dict[str, Any] = {}
         self._latest_trades: dict[str, Any] | None = None
@@ -138,32 +129,32 @@ class Mailbox:
 
     # Producer side (engine loop).
 
-    def put(self, message: StreamMessage, now: float | None = None) -> None:
-        """Queue ``message`` (or keep only its latest value); never blocks.
-
-        ``now`` is the ``time.monotonic()`` reading of the message's arrival, taken once by the
-        router for every lease it goes to (read here if not given); health ages count from it.
-        """
-        if message.channel != "quotes" or not self._conflate:
-            self._put_other(message, now)
+    def put(self, arrivals: Arrivals) -> None:
+        """Queue a group of messages (or keep only the newest quote of its symbol); never
+        blocks. Health ages count from the entries' arrival times."""
+        if arrivals.channel != "quotes" or not self._conflate:
+            self._put_lane(arrivals)
             return
-        symbol = message.symbol or ""
-        payload = message.payload
+        symbol = arrivals.symbol or ""
+        entries = arrivals.entries
+        newest = entries[-1][2]
         schedule = False
         waiters = None
         with self._lock:
             if self._closed:
                 return
-            self._latest_quotes[symbol] = payload
+            self._latest_quotes[symbol] = newest
             if self._queues_quotes:
                 queued = self._quotes.get(symbol)
                 if queued is not None:  # conflate: the newest wins, and keeps the queued place
-                    queued[2] = payload
-                    self.dropped += 1
-                    self._counters.dropped += 1
+                    queued[2] = newest
+                    replaced = len(entries)
                 else:
-                    self._quotes[symbol] = [next(self._seq),
-                                            time.monotonic() if now is None else now, payload]
+                    self._quotes[symbol] = [entries[0][0], entries[0][1], newest]
+                    replaced = len(entries) - 1
+                if replaced:
+                    self.dropped += replaced
+                    self._counters.dropped += replaced
                 if self._callback_quotes and not self._scheduled:
                     self._scheduled = schedule = True
             if self._sync_waiters or self._async_waiters:
@@ -173,23 +164,21 @@ class Mailbox:
         if schedule and self._pool is not None:
             self._pool.submit(self)
 
-    def _put_other(self, message: StreamMessage, now: float | None) -> None:
-        """:meth:`put` for every channel but quotes."""
-        channel = message.channel
+    def _put_lane(self, arrivals: Arrivals) -> None:
+        """:meth:`put` for every channel but conflated quotes: each message is queued."""
+        channel = arrivals.channel
         schedule = overflow = False
         with self._lock:
             if self._closed:
                 return
             if channel == "quotes":  # not conflated: queued below, like trades
-                self._latest_quotes[message.symbol or ""] = message.payload
-            elif channel == "trades" and type(message.payload) not in _NOT_TRADES:
+                self._latest_quotes[arrivals.symbol or ""] = arrivals.newest
+            elif arrivals.newest_trade is not None:
                 if self._latest_trades is None:
                     self._latest_trades = {}
-                self._latest_trades[message.symbol or ""] = message.payload
+                self._latest_trades[arrivals.symbol or ""] = arrivals.newest_trade
             if not self._callbacks or channel in self._callbacks:
-                overflow = not self._enqueue(
-                    channel, (next(self._seq), time.monotonic() if now is None else now,
-                              message.payload))
+                overflow = not self._enqueue(channel, arrivals.entries)
                 schedule = bool(self._callbacks) and not self._scheduled
                 if schedule:
                     self._scheduled = True
@@ -201,19 +190,26 @@ class Mailbox:
         if overflow:
             self._on_overflow(self)
 
-    def _enqueue(self, channel: str, entry: tuple[int, float, Any]) -> bool:
-        """Append ``entry`` to its lane; False on a trade-update overflow. Lock held."""
+    def _enqueue(self, channel: str, entries: tuple[Entry, ...]) -> bool:
+        """Append ``entries`` to their lane, the oldest dropped past the capacity; False on a
+        trade-update overflow (what fits is queued). Lock held."""
         lane = self._lanes.get(channel)
         if lane is None:
-            lane = self._lanes[channel] = deque()
-        if len(lane) >= self._capacity:
-            if channel == TRADE_UPDATES_CHANNEL:
+            lane = self._lanes[channel] = deque(
+                maxlen=None if channel == TRADE_UPDATES_CHANNEL else self._capacity)
+        if lane.maxlen is None:  # trade updates: never dropped
+            room = self._capacity - len(lane)
+            lane.extend(entries[:max(room, 0)])
+            if len(entries) > room:
                 self._overflowed = True
                 return False
-            lane.popleft()
-            self.dropped += 1
-            self._counters.dropped += 1
-        lane.append(entry)
+            return True
+        before = len(lane)
+        lane.extend(entries)
+        dropped = before + len(entries) - len(lane)
+        if dropped:
+            self.dropped += dropped
+            self._counters.dropped += dropped
         return True
 
     def _wake(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None:
@@ -297,6 +293,12 @@ class Mailbox:
                     self._condition().wait(remaining)
                 finally:
                     self._sync_waiters -= 1
+
+    def poll(self, channel: str) -> tuple[bool, Any]:
+        """The next queued message of ``channel`` without waiting: (True, message), or
+        (False, None) when none is queued (or the mailbox is closed)."""
+        with self._lock:
+            return self._take(channel)
 
     async def aget(self, channel: str, timeout: float | None) -> Any:
         """:meth:`get` for a coroutine on any event loop; never blocks that loop."""

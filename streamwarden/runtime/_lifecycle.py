@@ -34,6 +34,7 @@ from streamwarden.machine.lifecycle import (
 )
 from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import NEWS_CHANNEL, TRADE_UPDATES_CHANNEL, Subscription
+from streamwarden.runtime._arrivals import Arrivals
 from streamwarden.transports._contract import StreamMessage
 
 IDLE, STARTING, RUNNING, DRAINING, STOPPED = "idle", "starting", "running", "draining", "stopped"
@@ -42,8 +43,8 @@ IDLE, STARTING, RUNNING, DRAINING, STOPPED = "idle", "starting", "running", "dra
 class Delivery(Protocol):
     """Where a lease's messages go (its delivery queue). ``put`` must never block."""
 
-    def put(self, message: StreamMessage, now: float | None = None) -> None:
-        """Queue ``message`` for the lease's consumer; ``now``: its ``time.monotonic()`` arrival."""
+    def put(self, arrivals: Arrivals) -> None:
+        """Queue a group of messages (one channel and symbol) for the lease's consumer."""
         ...
 
 

@@ -5,8 +5,10 @@ transport (whose ``run`` it starts as a child task and always ends), and the eng
 its leases. Everything that can change the lifecycle arrives in its inbox, in order: acquires,
 releases and subscription changes from the manager, and the transport's connection events. For
 each, the task asks the core for the pending change, writes its audit record, then commits (the
-effects run) or rolls back. Market-data messages do not go through the inbox: the transport hands
-them straight to the leases' queues through the core's immutable routing snapshot.
+effects run) or rolls back. Market-data messages do not go through the inbox: the messages a
+transport hands over in one turn of the loop (a WebSocket frame) go straight to the leases'
+queues at the end of that turn, grouped by channel and symbol (:mod:`._arrivals`), through the
+core's immutable routing snapshot.
 
 The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, reconnect
 grace, connection-limit grace, drain grace, or while running the staleness watchdog's next
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ from streamwarden.errors import (
 )
 from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import Subscription
+from streamwarden.runtime._arrivals import group
 from streamwarden.runtime._delivery import Callback, CallbackPool, Mailbox
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
 from streamwarden.runtime._lifecycle import (
@@ -175,6 +179,10 @@ class Supervisor:
         self.finished = asyncio.Event()
         self.stop_abandoned = False
         self.messages = 0
+        # Messages of the current loop turn, routed together at its end (see on_message), and
+        # the numbering that keeps their order across the groups they are routed in.
+        self._arrived: list[StreamMessage] = []
+        self._sequence = itertools.count()
         self.malformed_messages = 0
         self._malformed_log = LogThrottle(self._clock.monotonic, per_window=MALFORMED_LOG_LINES,
                                           window=MALFORMED_LOG_WINDOW_SECONDS)
@@ -283,16 +291,27 @@ class Supervisor:
     def on_message(self, message: StreamMessage) -> None:
         if self._retired:
             return
-        self.messages += 1
-        channel = message.channel
+        arrived = self._arrived
+        arrived.append(message)
+        if len(arrived) == 1:  # the first of this loop turn: route them all at its end
+            asyncio.get_running_loop().call_soon(self._route_arrived)
+
+    def _route_arrived(self) -> None:
+        """Route the messages of the loop turn that just ended, grouped by channel and
+        symbol, through the current routing snapshot."""
+        arrived, self._arrived = self._arrived, []
+        if self._retired:
+            return
+        self.messages += len(arrived)
         counts = self._counters.messages
-        counts[channel] = counts.get(channel, 0) + 1
-        self._watchdog.message(channel, self._clock.monotonic())
-        targets = self.core.routes.targets(message)
-        if targets:
-            now = time.monotonic()  # one reading per message, shared by every lease it goes to
-            for delivery in targets:
-                delivery.put(message, now)
+        seen = self._clock.monotonic()
+        routes = self.core.routes
+        for first, arrivals in group(arrived, self._sequence, time.monotonic()):
+            channel = first.channel
+            counts[channel] = counts.get(channel, 0) + len(arrivals.entries)
+            self._watchdog.message(channel, seen)
+            for delivery in routes.targets(first):
+                delivery.put(arrivals)
 
     def on_malformed(self, malformed: MalformedMessage) -> None:
         if self._retired:

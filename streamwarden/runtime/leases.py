@@ -431,9 +431,14 @@ def _iterate(handle: LeaseHandle, channel: str, timeout: float | None) -> Iterat
 
 async def _aiterate(handle: LeaseHandle, channel: str,
                     timeout: float | None) -> AsyncIterator[Any]:
+    mailbox = handle.mailbox
     while True:
+        found, payload = mailbox.poll(channel)  # a backlog is read without a coroutine each
+        if found:
+            yield payload
+            continue
         try:
-            yield await handle.mailbox.aget(channel, timeout)
+            yield await mailbox.aget(channel, timeout)
         except MailboxClosedError:
             return
 

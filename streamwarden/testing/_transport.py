@@ -154,7 +154,9 @@ class InMemoryTransport:
 
         def run() -> None:
             action(events)
-            done.set()
+            # After what the action left for the end of this loop turn (the routing of the
+            # turn's messages to the leases), so that the caller sees its effect.
+            loop.call_soon(done.set)
 
         try:
             loop.call_soon_threadsafe(run)
