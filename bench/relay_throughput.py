@@ -18,6 +18,10 @@ symbols, so that a publish reaches one group only.
     (``time.monotonic()``, one clock for every process). Reported: p50/p99 per group, and the
     relay's added p99 (relay p99 - direct p99).
 
+(c) CPU, per phase: the relay process's CPU time per relayed quote and the busy fraction of
+    the whole machine (Linux ``/proc``): the relay's added latency is its extra hop, which
+    waits for a CPU when the clients keep every CPU busy.
+
 The relay runs with queues sized to the burst (``--queue-size``, ``STREAMWARDEN_LEASE_QUEUE_SIZE``)
 so that the throughput phase measures forwarding, not the slow-client cut. Goals: >= 0.8x
 direct with 16 clients; <= 2 ms added p99. Progress to stderr, one JSON document to stdout.
@@ -103,6 +107,38 @@ class Process:
                 self.popen.wait()
 
 
+class CpuMeter:
+    """CPU time of the relay process and busy fraction of the whole machine between
+    :meth:`start` and :meth:`stop` (Linux ``/proc``; None elsewhere)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._began: tuple[float, float, float] | None = None
+
+    def _read(self) -> tuple[float, float, float] | None:
+        try:
+            fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+            machine = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        except (OSError, IndexError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        idle = machine[3] + machine[4]  # idle + iowait
+        return (int(fields[11]) + int(fields[12])) / tick, sum(machine) / tick, idle / tick
+
+    def start(self) -> None:
+        self._began = self._read()
+
+    def stop(self, relayed_quotes: int) -> dict[str, Any] | None:
+        """The relay's CPU microseconds per relayed quote, and the machine's busy fraction."""
+        ended = self._read()
+        if self._began is None or ended is None or relayed_quotes <= 0:
+            return None
+        relay, total, idle = (after - before for after, before in zip(ended, self._began,
+                                                                         strict=True))
+        return {"relay_cpu_us_per_relayed_quote": round(relay / relayed_quotes * 1e6, 1),
+                "machine_cpu_busy_fraction": round(1 - idle / total, 3) if total else None}
+
+
 def start_relay(sim: Simulator, queue_size: int, directory: str) -> tuple[Process, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "APCA_API_KEY_ID": UPSTREAM_KEY,
            "APCA_API_SECRET_KEY": SECRET, "STREAMWARDEN_MARKET_DATA_URL": sim.market_data_url,
@@ -167,7 +203,8 @@ def steady(sim: Simulator, groups: dict[str, tuple[list[Process], str]], rate: f
     return result
 
 
-def measure(sim: Simulator, relay_url: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure(sim: Simulator, relay: Process, relay_url: str, size: int,
+            args: argparse.Namespace) -> dict[str, Any]:
     direct_symbol, relay_symbol = f"D{size}X", f"R{size}X"
     progress(f"{size} client(s): starting {2 * size} alpaca-py processes")
     direct = start_clients(sim.market_data_url,
@@ -178,22 +215,27 @@ def measure(sim: Simulator, relay_url: str, size: int, args: argparse.Namespace)
         runs: dict[str, list[dict[str, Any]]] = {"direct": [], "relay": []}
         burst(sim, direct, direct_symbol, max(100, args.quotes // 10), args.batch_size)  # warm
         burst(sim, relayed, relay_symbol, max(100, args.quotes // 10), args.batch_size)
+        meter = CpuMeter(relay.popen.pid)
+        meter.start()
         for _ in range(args.repeat):
             runs["direct"].append(burst(sim, direct, direct_symbol, args.quotes,
                                         args.batch_size))
             runs["relay"].append(burst(sim, relayed, relay_symbol, args.quotes,
                                        args.batch_size))
+        cpu = {"bursts": meter.stop(args.quotes * args.repeat)}
         medians = {name: statistics.median(run["quotes_per_s"] for run in group)
                    for name, group in runs.items()}
+        meter.start()
         latency = steady(sim, {"direct": (direct, direct_symbol),
                                "relay": (relayed, relay_symbol)}, args.rate, args.seconds)
+        cpu["steady"] = meter.stop(int(args.rate * args.seconds) // 2)
     finally:
         for client in direct + relayed:
             client.stop()
     ratio = medians["relay"] / medians["direct"]
     progress(f"{size} client(s): relay/direct {ratio:.2f}, added p99 "
              f"{latency['relay']['p99_ms'] - latency['direct']['p99_ms']:.2f} ms")
-    return {"clients": size, "runs": runs, "median_quotes_per_s": medians,
+    return {"clients": size, "runs": runs, "median_quotes_per_s": medians, "cpu": cpu,
             "ratio_relay_direct": round(ratio, 3), "latency": latency,
             "added_p99_ms": round(latency["relay"]["p99_ms"] - latency["direct"]["p99_ms"], 3)}
 
@@ -215,7 +257,7 @@ def main() -> int:
             tempfile.TemporaryDirectory() as directory:
         relay, relay_url = start_relay(sim, args.quotes * 2 + 1000, directory)
         try:
-            results = [measure(sim, relay_url, size, args) for size in args.clients]
+            results = [measure(sim, relay, relay_url, size, args) for size in args.clients]
             upstream = sim.stats().kind("market_data")
         finally:
             relay.stop()
