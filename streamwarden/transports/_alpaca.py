@@ -377,9 +377,8 @@ class AlpacaTransport:
             return
         wanted = self._wanted
         registered = sdk_adapter.registered(self._stream)
-        handler = self._on_news if self._key.kind == NEWS else self._on_market_data
         await sdk_adapter.unsubscribe(self._stream, registered - wanted)
-        await sdk_adapter.subscribe(self._stream, wanted - registered, handler)
+        await sdk_adapter.subscribe(self._stream, wanted - registered)
 
     # What the SDK reports (sdk_adapter.StreamEvents), on the loop.
 
@@ -421,20 +420,18 @@ class AlpacaTransport:
         self._closing = True
         self._events.on_fatal_error(error)
 
-    async def _on_market_data(self, message: dict[str, Any]) -> None:
+    def on_data(self, message: Mapping[str, Any]) -> None:
+        events = self._events
+        if events is None:
+            return
+        # Raises MalformedMessageError (market data) or ValueError (news): the adapter reports
+        # it through on_message_failed.
         channel = channel_of(message)
-        if channel is None or self._events is None:
+        if channel is None:  # the only other data type: a news article
+            events.on_message(StreamMessage(NEWS_CHANNEL, None, parse_news(message)))
             return
-        # Raises MalformedMessageError: the adapter reports it through on_message_failed.
         payload = parse_market_data(message)
-        self._events.on_message(StreamMessage(channel, payload.symbol, payload))
-
-    async def _on_news(self, message: dict[str, Any]) -> None:
-        if self._events is None:
-            return
-        # Raises ValueError: the adapter reports it through on_message_failed.
-        article = parse_news(message)
-        self._events.on_message(StreamMessage(NEWS_CHANNEL, None, article))
+        events.on_message(StreamMessage(channel, payload.symbol, payload))
 
     async def _on_trade_update(self, update: Any) -> None:
         if self._replay is not None:

@@ -83,9 +83,13 @@ class StreamEvents(Protocol):
         """Alpaca sent an error frame on an open stream. Returns True when retrying cannot
         help: the stream is then stopped instead of reconnecting."""
 
+    def on_data(self, message: Mapping[str, Any]) -> None:
+        """A data message arrived (market data or a news article, :data:`DATA_TYPES`).
+        Raising reports it through :meth:`on_message_failed`."""
+
     def on_message_failed(self, message: Mapping[str, Any], error: Exception) -> None:
-        """Handing ``message`` to its handler raised ``error`` (it could not be read); the
-        other messages of its frame are still dispatched."""
+        """Handing ``message`` over raised ``error`` (it could not be read); the other
+        messages of its frame are still dispatched."""
 
 
 #: streamwarden's channel -> the SDK's handler table and Alpaca's subscription key.
@@ -94,6 +98,9 @@ WIRE_CHANNELS: Mapping[str, str] = {
     "daily_bars": "dailyBars", "statuses": "statuses", "news": "news",
 }
 _CHANNELS_ON_WIRE = {wire: channel for channel, wire in WIRE_CHANNELS.items()}
+#: Alpaca's message types that carry data: quotes, trades, bars (minute, updated, daily),
+#: trading statuses, trade corrections and cancels, news articles.
+DATA_TYPES = frozenset({"q", "t", "b", "u", "d", "s", "c", "x", "n"})
 #: The SDK's tables of what Alpaca sends to a symbol's trade subscribers.
 TRADE_FOLLOWERS = ("corrections", "cancelErrors")
 
@@ -138,30 +145,37 @@ class AdaptedTradingStream(TradingStream):
 
 class _AdaptedData:
     """What the adapted data streams (stock, crypto, option, news) add to alpaca-py's
-    ``DataStream``: connection events reported, and each message dispatched on its own. Mixed
-    in before the SDK class, so ``super()`` is the SDK's own method."""
+    ``DataStream``: connection events reported, and each data message handed to
+    :meth:`StreamEvents.on_data` on its own. Mixed in before the SDK class, so ``super()`` is
+    the SDK's own method.
+
+    Data messages skip the SDK's dispatch: it would look up the handler of the message's
+    symbol, and every subscribed pair has the same one (the SDK's tables, filled by
+    :func:`subscribe`, serve only to build its subscribe messages); a news article goes over
+    once, not once per subscribed symbol it names.
+    """
 
     _streamwarden_events: StreamEvents
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
+        events = self._streamwarden_events
         if kind == "subscription":
-            self._streamwarden_events.on_ready(acknowledged(msg))
+            events.on_ready(acknowledged(msg))
         elif kind == "error":
             code = msg.get("code")
-            if self._streamwarden_events.on_stream_error(
-                    code if isinstance(code, int) else None, str(msg.get("msg", ""))):
+            if events.on_stream_error(code if isinstance(code, int) else None,
+                                      str(msg.get("msg", ""))):
                 await self._sdk().stop_ws()
         try:
-            await self._deliver(msg)
+            if kind in DATA_TYPES:
+                events.on_data(msg)
+            else:
+                await self._sdk()._dispatch(msg)  # the SDK's own: it logs acks and errors
         except Exception as exc:
             # The SDK's _consume dispatches a frame's messages in one loop: an exception
             # escaping here would end that loop and lose every later message of the frame.
-            self._streamwarden_events.on_message_failed(msg, exc)
-
-    async def _deliver(self, msg: dict[str, Any]) -> None:
-        """Hand ``msg`` to its handler: the SDK's own dispatch."""
-        await self._sdk()._dispatch(msg)
+            events.on_message_failed(msg, exc)
 
     def _sdk(self) -> Any:
         """The SDK class's own methods (the next class after this mixin)."""
@@ -204,26 +218,14 @@ class AdaptedOptionDataStream(_AdaptedData, OptionDataStream):
 
 class AdaptedNewsDataStream(_AdaptedData, NewsDataStream):
     """A raw-mode ``NewsDataStream`` that reports its connection events and hands each
-    article to its handler once.
-
-    alpaca-py calls a news handler once per matching symbol of the article; every pair here
-    has the same handler (the transport's), so the article is handed over once and the
-    transport routes it to each interested lease.
-    """
+    article over once (alpaca-py would call a news handler once per subscribed symbol the
+    article names)."""
 
     def __init__(self, api_key: str, secret_key: str, *, url: str | None,
                  websocket_params: dict[str, Any], events: StreamEvents) -> None:
         super().__init__(api_key, secret_key, raw_data=True, url_override=url,
                          websocket_params=websocket_params)
         self._streamwarden_events = events
-
-    async def _deliver(self, msg: dict[str, Any]) -> None:
-        if msg.get("T") == "n":
-            handler = next(iter(self._handlers["news"].values()), None)
-            if handler is not None:
-                await handler(msg)
-            return
-        await super()._deliver(msg)
 
 
 AdaptedDataStream = (AdaptedStockDataStream | AdaptedCryptoDataStream | AdaptedOptionDataStream
@@ -311,15 +313,20 @@ def _followers(stream: AdaptedDataStream) -> list[dict[str, Handler]]:
     return [handlers[name] for name in TRADE_FOLLOWERS if name in handlers]
 
 
-async def subscribe(stream: AdaptedDataStream, pairs: AbstractSet[tuple[str, str]],
-                    handler: Handler) -> None:
-    """Register ``handler`` for ``pairs`` (for trades, also for the corrections and cancel
+async def _on_wire(message: Any) -> None:
+    """The handler the SDK's tables hold for every subscribed pair. The SDK builds its
+    subscribe messages from those tables; data messages never reach them (they go to
+    :meth:`StreamEvents.on_data`, see :class:`_AdaptedData`)."""
+
+
+async def subscribe(stream: AdaptedDataStream, pairs: AbstractSet[tuple[str, str]]) -> None:
+    """Register ``pairs`` in the SDK's tables (for trades, also the corrections and cancel
     errors Alpaca sends with them) and, if connected, subscribe them on the wire."""
     for channel, symbol in sorted(pairs):
-        stream._handlers[WIRE_CHANNELS[channel]][symbol] = handler
+        stream._handlers[WIRE_CHANNELS[channel]][symbol] = _on_wire
         if channel == "trades":
             for follower in _followers(stream):
-                follower[symbol] = handler
+                follower[symbol] = _on_wire
     if pairs and is_connected(stream):
         await stream._send_subscribe_msg()
 

@@ -220,7 +220,7 @@ def test_a_malformed_news_article_is_reported_like_any_other_message(
     transport._events = listener  # what run() sets; the frame is dispatched as the SDK would
 
     async def scenario() -> None:
-        await sdk_adapter.subscribe(transport._stream, {("news", "*")}, transport._on_news)
+        await sdk_adapter.subscribe(transport._stream, {("news", "*")})
         await transport._stream._dispatch({"T": "n", "id": 7, "headline": "no timestamps",
                                            "symbols": ["AAPL"]})
 

@@ -27,8 +27,19 @@ TESTED_RANGE = ((0, 43), (0, 44))
 
 
 class _Events:
+    def __init__(self) -> None:
+        self.data: list[object] = []
+        self.failed: list[tuple[object, Exception]] = []
+
     def on_ready(self, pairs: frozenset[tuple[str, str]]) -> None: ...
     def on_stream_error(self, code: int | None, message: str) -> bool: return False
+    def on_data(self, message: object) -> None:
+        if message == {"T": "q"}:
+            raise ValueError("unreadable")
+        self.data.append(message)
+
+    def on_message_failed(self, message: object, error: Exception) -> None:
+        self.failed.append((message, error))
 
 
 async def _ignore(update: object) -> None:
@@ -106,20 +117,37 @@ def test_adapted_crypto_option_and_news_streams_use_alpacas_endpoints_and_channe
         ("news", "*"), ("news", "AAPL")]
 
 
-def test_a_news_article_naming_several_subscribed_symbols_reaches_the_handler_once():
+def test_a_news_article_naming_several_subscribed_symbols_is_handed_over_once():
     import asyncio  # noqa: PLC0415
 
-    received: list[object] = []
-
-    async def handler(message: object) -> None:
-        received.append(message)
-
+    events = _Events()
     news = sdk_adapter.AdaptedNewsDataStream("PKTEST", "secret", url="ws://127.0.0.1:9/n",
-                                             websocket_params={}, events=_Events())
+                                             websocket_params={}, events=events)
 
     async def scenario() -> None:
-        await sdk_adapter.subscribe(news, {("news", "AAPL"), ("news", "TSLA")}, handler)
+        await sdk_adapter.subscribe(news, {("news", "AAPL"), ("news", "TSLA")})
         await news._dispatch({"T": "n", "id": 1, "symbols": ["AAPL", "TSLA"]})
 
     asyncio.run(scenario())
-    assert len(received) == 1
+    assert events.data == [{"T": "n", "id": 1, "symbols": ["AAPL", "TSLA"]}]
+    assert sdk_adapter.registered(news) == {("news", "AAPL"), ("news", "TSLA")}
+
+
+def test_data_goes_to_on_data_a_failure_to_on_message_failed_and_the_rest_to_the_sdk():
+    import asyncio  # noqa: PLC0415
+
+    events = _Events()
+    market = sdk_adapter.AdaptedStockDataStream("PKTEST", "secret", feed="iex",
+                                                url="ws://127.0.0.1:9/v2/iex",
+                                                websocket_params={}, events=events)
+
+    async def scenario() -> None:
+        await sdk_adapter.subscribe(market, {("quotes", "AAPL")})
+        for message in ({"T": "q", "S": "MSFT"}, {"T": "q"}, {"T": "success", "msg": "x"}):
+            await market._dispatch(message)
+
+    asyncio.run(scenario())
+    # Every data message, subscribed or not: routing decides who gets it.
+    assert events.data == [{"T": "q", "S": "MSFT"}]
+    assert [(message, str(error)) for message, error in events.failed] == [
+        ({"T": "q"}, "unreadable")]
