@@ -1,6 +1,6 @@
 """One alpaca-py quote consumer for bench/relay_throughput.py, in its own process.
 
-    python bench/_relay_client.py URL KEY SECRET SYMBOL
+    python bench/_relay_client.py URL KEY SECRET SYMBOL [raw]
 
 It subscribes quotes of SYMBOL, prints ``ready`` once alpaca-py logs the subscription ack,
 counts quotes and notes the arrival (``time.monotonic()``, one clock for every process on the
@@ -31,6 +31,7 @@ class _Ready(logging.Handler):
 
 def main() -> None:
     url, key, secret, symbol = sys.argv[1:5]
+    raw = sys.argv[5:] == ["raw"]  # the SDK's raw mode: dicts instead of its models
     logger = logging.getLogger("alpaca.data.live.websocket")
     logger.addHandler(_Ready())
     logger.setLevel(logging.INFO)
@@ -38,7 +39,7 @@ def main() -> None:
 
     async def on_quote(quote: Any) -> None:
         now = time.monotonic()
-        bid = float(quote.bid_price)
+        bid = float(quote["bp"] if raw else quote.bid_price)
         if bid == SENTINEL:
             sys.stdout.write(json.dumps({"count": state["count"], "done": now,
                                          "arrivals": state["arrivals"]}) + "\n")
@@ -49,7 +50,7 @@ def main() -> None:
         if bid >= LATENCY_BASE:
             state["arrivals"][repr(bid)] = now
 
-    stream = StockDataStream(key, secret, url_override=url)
+    stream = StockDataStream(key, secret, raw_data=raw, url_override=url)
     stream.subscribe_quotes(on_quote, symbol)
     stream.run()
 

@@ -26,7 +26,11 @@ The relay runs with queues sized to the burst (``--queue-size``, ``STREAMWARDEN_
 so that the throughput phase measures forwarding, not the slow-client cut. Goals: >= 0.8x
 direct with 16 clients; <= 2 ms added p99. Progress to stderr, one JSON document to stdout.
 
-    python bench/relay_throughput.py [--clients 1 4 16] [--quotes N] [--repeat R] [--quick]
+``--client-mode raw`` runs every client in alpaca-py's raw mode (dicts, not its models): the
+same relay work, less client CPU.
+
+    python bench/relay_throughput.py [--clients 1 4 16] [--quotes N] [--repeat R]
+        [--client-mode parsed|raw] [--quick]
 """
 
 from __future__ import annotations
@@ -150,9 +154,9 @@ def start_relay(sim: Simulator, queue_size: int, directory: str) -> tuple[Proces
     return relay, url + "/v2/iex"
 
 
-def start_clients(url: str, keys: list[str], symbol: str) -> list[Process]:
+def start_clients(url: str, keys: list[str], symbol: str, mode: str) -> list[Process]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    clients = [Process([sys.executable, str(CLIENT), url, key, SECRET, symbol], env)
+    clients = [Process([sys.executable, str(CLIENT), url, key, SECRET, symbol, mode], env)
                for key in keys]
     for client in clients:
         client.line(lambda line: line == "ready")
@@ -209,8 +213,8 @@ def measure(sim: Simulator, relay: Process, relay_url: str, size: int,
     progress(f"{size} client(s): starting {2 * size} alpaca-py processes")
     direct = start_clients(sim.market_data_url,
                            [f"PKBENCHDIRECT{size:02d}{i:03d}" for i in range(size)],
-                           direct_symbol)
-    relayed = start_clients(relay_url, [UPSTREAM_KEY] * size, relay_symbol)
+                           direct_symbol, args.client_mode)
+    relayed = start_clients(relay_url, [UPSTREAM_KEY] * size, relay_symbol, args.client_mode)
     try:
         runs: dict[str, list[dict[str, Any]]] = {"direct": [], "relay": []}
         burst(sim, direct, direct_symbol, max(100, args.quotes // 10), args.batch_size)  # warm
@@ -248,6 +252,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client-mode", choices=("parsed", "raw"), default="parsed",
+                        help="the clients' alpaca-py mode: its models (default) or raw dicts, "
+                             "which leaves the CPUs more room")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (a smoke test of the script, not a measurement)")
     args = parser.parse_args()
@@ -267,6 +274,7 @@ def main() -> int:
         "benchmark": "relay_throughput",
         "quick": args.quick,
         "settings": {"quotes": args.quotes, "batch_size": args.batch_size,
+                     "client_mode": args.client_mode,
                      "repeat": args.repeat, "rate": args.rate, "seconds": args.seconds},
         "results": results,
         "relay_upstream_sockets_opened": upstream.opened - sum(args.clients),  # one per size
