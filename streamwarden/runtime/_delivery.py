@@ -37,6 +37,8 @@ from streamwarden.marketdata import TRADE_UPDATES_CHANNEL, Subscription
 from streamwarden.runtime._arrivals import Arrivals, Entry
 from streamwarden.runtime._stats import CallbackStats, StreamCounters
 
+Waiters = list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+"""Async readers waiting for a message: each its loop and the future it awaits."""
 Callback = Callable[[Any], object]
 """Receives each parsed message of a channel: a Quote, Trade, Bar or alpaca-py's TradeUpdate."""
 
@@ -112,7 +114,7 @@ class Mailbox:
         self._latest_quotes: dict[str, Any] = {}
         self._latest_trades: dict[str, Any] | None = None
         self._sync_waiters = 0
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._async_waiters: Waiters = []
         self._scheduled = False
         self._running_since: float | None = None
         self._closed = False
@@ -129,12 +131,17 @@ class Mailbox:
 
     # Producer side (engine loop).
 
-    def put(self, arrivals: Arrivals) -> None:
+    def put(self, arrivals: Arrivals) -> Waiters | None:
         """Queue a group of messages (or keep only the newest quote of its symbol); never
-        blocks. Health ages count from the entries' arrival times."""
+        blocks. Health ages count from the entries' arrival times.
+
+        Returns:
+            The async readers to wake, for the caller to pass to :func:`wake` once it has put
+            every group of its turn (one wake-up per reader's loop, however many mailboxes),
+            or None.
+        """
         if arrivals.channel != "quotes" or not self._conflate:
-            self._put_lane(arrivals)
-            return
+            return self._put_lane(arrivals)
         symbol = arrivals.symbol or ""
         entries = arrivals.entries
         newest = entries[-1][2]
@@ -142,7 +149,7 @@ class Mailbox:
         waiters = None
         with self._lock:
             if self._closed:
-                return
+                return None
             self._latest_quotes[symbol] = newest
             if self._queues_quotes:
                 queued = self._quotes.get(symbol)
@@ -159,18 +166,17 @@ class Mailbox:
                     self._scheduled = schedule = True
             if self._sync_waiters or self._async_waiters:
                 waiters = self._wake()
-        if waiters:
-            _notify(waiters)
         if schedule and self._pool is not None:
             self._pool.submit(self)
+        return waiters
 
-    def _put_lane(self, arrivals: Arrivals) -> None:
+    def _put_lane(self, arrivals: Arrivals) -> Waiters | None:
         """:meth:`put` for every channel but conflated quotes: each message is queued."""
         channel = arrivals.channel
         schedule = overflow = False
         with self._lock:
             if self._closed:
-                return
+                return None
             if channel == "quotes":  # not conflated: queued below, like trades
                 self._latest_quotes[arrivals.symbol or ""] = arrivals.newest
             elif arrivals.newest_trade is not None:
@@ -183,12 +189,11 @@ class Mailbox:
                 if schedule:
                     self._scheduled = True
             waiters = self._wake()
-        if waiters:
-            _notify(waiters)
         if schedule and self._pool is not None:
             self._pool.submit(self)
         if overflow:
             self._on_overflow(self)
+        return waiters
 
     def _enqueue(self, channel: str, entries: tuple[Entry, ...]) -> bool:
         """Append ``entries`` to their lane, the oldest dropped past the capacity; False on a
@@ -212,8 +217,8 @@ class Mailbox:
             self._counters.dropped += dropped
         return True
 
-    def _wake(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None:
-        """Wake the blocked readers; return the async ones, to :func:`_notify` once the lock is
+    def _wake(self) -> Waiters | None:
+        """Wake the blocked readers; return the async ones, to :func:`wake` once the lock is
         released (so that a woken reader does not wait for it). Call with the lock held."""
         if self._sync_waiters and self._cond is not None:
             self._cond.notify_all()
@@ -231,7 +236,7 @@ class Mailbox:
             self._lanes.clear()
             waiters = self._wake()
         if waiters:
-            _notify(waiters)
+            wake(waiters)
 
     def forget(self, pairs: frozenset[Subscription]) -> None:
         """Drop the latest values of ``pairs`` (the lease unsubscribed them)."""
@@ -447,16 +452,23 @@ class Mailbox:
         )
 
 
-def _notify(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    """Resolve the futures of woken async readers, each on its own loop."""
+def wake(waiters: Waiters) -> None:
+    """Resolve the futures of woken async readers: one call into each reader's loop.
+
+    Thread-safety: any thread.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop is closed
-            loop.call_soon_threadsafe(_resolve, future)
+            loop.call_soon_threadsafe(_resolve, futures)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _timeout(channel: str, timeout: float | None, symbol: str | None) -> WaitTimeoutError:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamwarden._keys import DATA_KINDS, StreamKey
 from streamwarden.audit.records import AuditRecord, Outcome
@@ -37,14 +37,18 @@ from streamwarden.marketdata import NEWS_CHANNEL, TRADE_UPDATES_CHANNEL, Subscri
 from streamwarden.runtime._arrivals import Arrivals
 from streamwarden.transports._contract import StreamMessage
 
+if TYPE_CHECKING:
+    from streamwarden.runtime._delivery import Waiters
+
 IDLE, STARTING, RUNNING, DRAINING, STOPPED = "idle", "starting", "running", "draining", "stopped"
 
 
 class Delivery(Protocol):
     """Where a lease's messages go (its delivery queue). ``put`` must never block."""
 
-    def put(self, arrivals: Arrivals) -> None:
-        """Queue a group of messages (one channel and symbol) for the lease's consumer."""
+    def put(self, arrivals: Arrivals) -> Waiters | None:
+        """Queue a group of messages (one channel and symbol) for the lease's consumer;
+        returns the readers to wake once the turn's groups are all queued (or None)."""
         ...
 
 

@@ -54,7 +54,7 @@ from streamwarden.errors import (
 from streamwarden.machine.spec import LifecycleSpec
 from streamwarden.marketdata import Subscription
 from streamwarden.runtime._arrivals import group
-from streamwarden.runtime._delivery import Callback, CallbackPool, Mailbox
+from streamwarden.runtime._delivery import Callback, CallbackPool, Mailbox, Waiters, wake
 from streamwarden.runtime._handle import LeaseHandle, LeaseStatus
 from streamwarden.runtime._lifecycle import (
     DRAINING,
@@ -306,12 +306,17 @@ class Supervisor:
         counts = self._counters.messages
         seen = self._clock.monotonic()
         routes = self.core.routes
+        woken: Waiters = []
         for first, arrivals in group(arrived, self._sequence, time.monotonic()):
             channel = first.channel
             counts[channel] = counts.get(channel, 0) + len(arrivals.entries)
             self._watchdog.message(channel, seen)
             for delivery in routes.targets(first):
-                delivery.put(arrivals)
+                waiters = delivery.put(arrivals)
+                if waiters:
+                    woken += waiters
+        if woken:
+            wake(woken)
 
     def on_malformed(self, malformed: MalformedMessage) -> None:
         if self._retired:

@@ -12,7 +12,7 @@ import structlog
 
 from streamwarden.marketdata import TradeCorrection
 from streamwarden.runtime._arrivals import group
-from streamwarden.runtime._delivery import Mailbox
+from streamwarden.runtime._delivery import Mailbox, wake
 from streamwarden.runtime._stats import CallbackStats, StreamCounters
 from streamwarden.transports._contract import StreamMessage
 
@@ -29,7 +29,9 @@ _SEQUENCE = itertools.count()
 def put(box: Mailbox, message: StreamMessage, now: float | None = None) -> None:
     """Put one message, as the supervisor puts a group of one."""
     [(_, arrivals)] = group([message], _SEQUENCE, time.monotonic() if now is None else now)
-    box.put(arrivals)
+    waiters = box.put(arrivals)
+    if waiters:
+        wake(waiters)
 
 
 def quote(symbol: str, value: int) -> StreamMessage:
@@ -104,7 +106,9 @@ def test_callbacks_run_in_order_and_a_closed_mailbox_takes_nothing():
 def put_together(box: Mailbox, messages: list[StreamMessage], now: float = 100.0) -> None:
     """Put ``messages`` as the supervisor does with the messages of one loop turn."""
     for _, arrivals in group(messages, _SEQUENCE, now):
-        box.put(arrivals)
+        waiters = box.put(arrivals)
+        if waiters:
+            wake(waiters)
 
 
 def test_messages_that_arrive_together_are_taken_in_their_arrival_order_across_channels():
@@ -170,3 +174,34 @@ def test_poll_takes_the_next_queued_message_without_waiting_and_nothing_once_clo
     put(box, StreamMessage("trades", "AAPL", "t2"))
     box.close(None)
     assert box.poll("trades") == (False, None)
+
+
+def test_readers_of_many_mailboxes_on_one_loop_are_woken_by_one_call_into_it():
+    import asyncio  # noqa: PLC0415
+
+    boxes = [mailbox() for _ in range(3)]
+
+    async def scenario() -> list[object]:
+        loop = asyncio.get_running_loop()
+        calls: list[object] = []
+        original = loop.call_soon_threadsafe
+
+        def counted(callback, *args):  # type: ignore[no-untyped-def]
+            calls.append(callback)
+            return original(callback, *args)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        readers = [asyncio.ensure_future(box.aget("trades", 5.0)) for box in boxes]
+        await asyncio.sleep(0)  # every reader waits
+        woken = []
+        for index, box in enumerate(boxes):
+            [(_, arrivals)] = group([StreamMessage("trades", "AAPL", f"t{index}")], _SEQUENCE,
+                                    time.monotonic())
+            woken += box.put(arrivals) or []
+        assert len(woken) == 3 and calls == []
+        wake(woken)
+        results = await asyncio.gather(*readers)
+        assert len(calls) == 1
+        return results
+
+    assert asyncio.run(scenario()) == ["t0", "t1", "t2"]
