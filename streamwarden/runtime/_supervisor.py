@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -638,6 +639,8 @@ class Supervisor:
         self.last_transition_at = record.occurred_at if record else self._clock.now()
         if transition.to_state == RUNNING and self.started_at is None:
             self.started_at = self.last_transition_at
+        if not self._log.isEnabledFor(logging.INFO):  # not even the fields: a lease op's cost
+            return
         draft = pending.draft
         self._log.info(events.TRANSITION, spec_event=draft.event,
                        from_state=draft.from_state, to_state=draft.to_state,
