@@ -336,6 +336,13 @@ class Engine:
 
     async def _await_ready(self, handle: LeaseHandle, supervisor: Supervisor, timeout: float,
                            *, release_on_timeout: bool) -> None:
+        if not handle.ready.is_set():  # ready already (its pairs on the wire): nothing to wait
+            await self._wait_ready_within(handle, supervisor, timeout,
+                                          release_on_timeout=release_on_timeout)
+        raise_unless_live(handle, "acquire")
+
+    async def _wait_ready_within(self, handle: LeaseHandle, supervisor: Supervisor,
+                                 timeout: float, *, release_on_timeout: bool) -> None:
         try:
             async with asyncio.timeout(timeout):
                 await handle.ready.wait()
@@ -357,7 +364,6 @@ class Engine:
                 await supervisor.release(handle, handle.info.correlation_id,
                                          details={"reason": "acquire_cancelled"})
             raise
-        raise_unless_live(handle, "acquire")
 
     async def wait_ready(self, handle: LeaseHandle, timeout: float) -> None:
         """Wait until the lease's connection is running with its subscriptions on the wire.

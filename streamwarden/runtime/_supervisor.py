@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -170,6 +171,9 @@ class Supervisor:
         self._busy = False
         self._free = asyncio.Event()
         self._free.set()
+        # The monotonic time at which the task, waiting on its inbox, wakes by itself (None:
+        # it waits for an item only).
+        self._wakes_at: float | None = None
         self._handles: dict[str, LeaseHandle] = {}
         self._transport_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -255,8 +259,8 @@ class Supervisor:
         Only with an audit sink that never blocks: then nothing in ``run`` suspends between a
         record and its commit, so the caller being cancelled cannot split them. The same order
         holds as through the inbox (it is empty, and the supervisor waits while this runs);
-        the supervisor is woken afterwards when a deadline may now be due, or when the
-        lifecycle never left ``idle`` (its first acquire was not recorded) and must retire.
+        the supervisor is woken afterwards when its wait no longer fits the lifecycle (see
+        :meth:`_must_wake`).
         """
         self._busy = True
         self._free.clear()
@@ -265,8 +269,24 @@ class Supervisor:
         finally:
             self._busy = False
             self._free.set()
-            if self._deadline() is not None or self.core.state == IDLE:
+            if self._must_wake():
                 self._inbox.put_nowait(_Event(_nothing))  # it may have to stop or retire
+
+    def _must_wake(self) -> bool:
+        """Whether the task must look at the lifecycle now, after a command ran in place: the
+        lifecycle never left ``idle`` (its first acquire was not recorded) and must retire, or
+        it is due to stop, or its next deadline has passed (the injected clock may run apart
+        from the loop's) or is earlier than the time the task wakes by itself. Otherwise the
+        task's own wake-up (or none) still fits and nothing is posted.
+        """
+        core = self.core
+        now = self._clock.monotonic()
+        if core.state == IDLE or core.due(now):
+            return True
+        deadline = self._deadline()
+        if deadline is None:
+            return False
+        return deadline <= now or self._wakes_at is None or deadline < self._wakes_at
 
     # What the transport reports (TransportEvents), on the engine loop.
 
@@ -389,6 +409,7 @@ class Supervisor:
 
     async def _next(self) -> _Item | None:
         deadline = self._deadline()
+        self._wakes_at = deadline
         if deadline is None:
             return await self._inbox.get()
         timeout = deadline - self._clock.monotonic()
@@ -642,6 +663,8 @@ class Supervisor:
         self.last_transition_at = record.occurred_at if record else self._clock.now()
         if transition.to_state == RUNNING and self.started_at is None:
             self.started_at = self.last_transition_at
+        if not self._log.isEnabledFor(logging.INFO):  # not even the fields: a lease op's cost
+            return
         draft = pending.draft
         self._log.info(events.TRANSITION, spec_event=draft.event,
                        from_state=draft.from_state, to_state=draft.to_state,

@@ -232,6 +232,24 @@ def test_drain_grace_reuses_the_open_connection(factory, sink, creds):
         assert transitions_of(sink, first.lifecycle_id)[-1] == ("draining", "running")
 
 
+def test_drain_grace_ends_on_time_while_the_watchdog_waits_longer(factory, sink, creds):
+    # The supervisor sleeps until the watchdog's next check (a minute away); the last release
+    # runs in place and must move that wake-up to the end of the drain grace. The transport
+    # acknowledges nothing by itself, so that no acknowledgement of the emptied wire wakes it.
+    factory.options = TransportOptions(auto_ack=False)
+    settings = Settings(start_timeout=1.0, stop_timeout=0.5, drain_grace=0.3, stale_after=60.0,
+                        debug=True)
+    with ConnectionManager(transport_factory=factory, audit=sink, settings=settings) as mgr:
+        lease = mgr.market_data(creds, symbols=["AAPL"], wait=False)
+        assert wait_until(lambda: factory.latest().emit_subscribed())
+        lease.wait_ready()
+        released = time.monotonic()
+        lease.release()
+        assert wait_until(lambda: "closed" in events_of(sink, lease.lifecycle_id), timeout=3.0)
+        assert time.monotonic() - released >= settings.drain_grace
+        assert mgr.check_invariants() == []
+
+
 def test_acquire_waits_for_a_closing_predecessor(factory, sink, creds):
     factory.options = TransportOptions(hang_on_stop=True)
     settings = Settings(start_timeout=1.0, stop_timeout=0.2, debug=True)
