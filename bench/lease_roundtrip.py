@@ -6,7 +6,10 @@ audit sink; one lease keeps the connection running, then each sample is
 hop to the engine thread and back). The floor, measured in the same run and the same way: the
 two bare python-statemachine sends the design imposes (``acquire``, ``release``) on an instance
 of the same loaded spec class, with the lifecycle's model, sitting in ``running`` with one
-reference. Sides alternate in rounds so that drift in machine load hits both alike. Prints JSON.
+reference. A reference beside them: the two round trips from the caller's thread to an event
+loop thread and back that the sync facade makes (``run_coroutine_threadsafe`` of a no-op
+coroutine, bare asyncio), and the manager's ratio to the sends plus those round trips. Sides
+alternate in rounds so that drift in machine load hits them alike. Prints JSON.
 
     python bench/lease_roundtrip.py [--iterations N] [--rounds R] [--quick]
 """
@@ -14,11 +17,13 @@ reference. Sides alternate in rounds so that drift in machine load hits both ali
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
 import platform
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -78,22 +83,60 @@ def floor_samples(machine: Any, iterations: int) -> list[int]:
     return samples
 
 
+class LoopThread:
+    """A bare asyncio loop on a thread of its own: the reference for the two hops to the
+    engine thread that a sync lease operation makes (acquire, then release)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+async def _noop() -> None:
+    return None
+
+
+def hop_samples(thread: LoopThread, iterations: int) -> list[int]:
+    """Two round trips of a no-op coroutine to the loop thread and back, as the sync facade
+    makes them (``run_coroutine_threadsafe``, then wait for the result)."""
+    samples = []
+    clock = time.perf_counter_ns
+    loop = thread.loop
+    for _ in range(iterations):
+        started = clock()
+        asyncio.run_coroutine_threadsafe(_noop(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(_noop(), loop).result(5)
+        samples.append(clock() - started)
+    return samples
+
+
 def run(iterations: int, rounds: int) -> dict[str, Any]:
     manager = sw.ConnectionManager(transport_factory=InMemoryTransportFactory(),
                                    audit=InMemoryAuditSink(capacity=10_000),
                                    settings=sw.Settings())
     anchor = manager.market_data(CREDS, symbols=["AAPL"])  # keeps the connection running
     machine = make_machine()
+    hops_thread = LoopThread()
     # Warm-up: caches, the callback pool, the statemachine's dispatch tables.
     manager_samples(manager, min(iterations, 200))
     floor_samples(machine, min(iterations, 200))
+    hop_samples(hops_thread, min(iterations, 200))
     managed: list[int] = []
     floor: list[int] = []
+    hops: list[int] = []
     per_round = max(1, iterations // rounds)
     gc.collect()
     for _ in range(rounds):
         managed += manager_samples(manager, per_round)
         floor += floor_samples(machine, per_round)
+        hops += hop_samples(hops_thread, per_round)
+    hops_thread.close()
     states = (machine.model.state, machine.model.refs)
     lifecycles = manager.health().lifecycles
     anchor.release()
@@ -102,10 +145,14 @@ def run(iterations: int, rounds: int) -> dict[str, Any]:
     assert len(lifecycles) == 1 and lifecycles[0].refs == 1
     manager_stats = percentiles(managed)
     floor_stats = percentiles(floor)
+    hop_stats = percentiles(hops)
     ratio = manager_stats["p50_us"] / max(floor_stats["p50_us"], 0.01)
+    with_hops = (floor_stats["p50_us"] + hop_stats["p50_us"])
     return {
         "manager": manager_stats,
         "floor_two_statemachine_sends": floor_stats,
+        "reference_two_thread_round_trips": hop_stats,
+        "ratio_p50_to_sends_plus_round_trips": round(manager_stats["p50_us"] / with_hops, 2),
         "ratio_p50": round(ratio, 2),
         "goal_ratio_p50": GOAL_RATIO_P50,
         "meets_goal": ratio <= GOAL_RATIO_P50,
