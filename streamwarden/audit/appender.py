@@ -39,11 +39,11 @@ from streamwarden.audit.chain import (
     RawRow,
     canonical,
     details_text,
-    seal,
+    sealed_row,
     stored_time,
 )
 from streamwarden.audit.database import LOCK_TIMEOUT, WRITE_OPTION, is_sqlite, translate_error
-from streamwarden.audit.models import audit_table, raw_select, record_to_row
+from streamwarden.audit.models import audit_table, raw_select
 from streamwarden.audit.records import OUTCOMES, SCHEMA_VERSION, AuditRecord
 from streamwarden.audit.verify import self_hash
 from streamwarden.errors import AuditError, AuditIntegrityError, InvalidInputError
@@ -71,6 +71,23 @@ _TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
     name: raw_select(name).order_by(audit_table.c.seq.desc()).limit(2)
     for name in ("sqlite", "postgresql")
 }
+
+
+def _insert_sql(dialect_name: str) -> str:
+    """``INSERT`` of one row as stored (:data:`RAW_FIELDS` order, the values
+    :func:`~streamwarden.audit.chain.raw_row` gives) for the driver's own cursor: the text
+    the table stores on SQLite; on PostgreSQL the timestamp read as UTC and the details as
+    ``json``, which keeps their text as it is (what :func:`raw_select` reads back)."""
+    mark = "?" if dialect_name == "sqlite" else "%s"
+    values = {name: mark for name in RAW_FIELDS}
+    if dialect_name == "postgresql":
+        values["occurred_at"] = f"CAST({mark} AS timestamp) AT TIME ZONE 'UTC'"
+        values["details"] = f"CAST({mark} AS json)"
+    return (f"INSERT INTO {audit_table.name} ({', '.join(RAW_FIELDS)}) "
+            f"VALUES ({', '.join(values.values())})")
+
+
+_INSERTS = {name: _insert_sql(name) for name in ("sqlite", "postgresql")}
 
 
 @dataclass(frozen=True)
@@ -173,11 +190,9 @@ def append_chain(
                 begin_append(connection, url, lock_timeout)
                 witness = _witness(connection) if is_sqlite(url) else None
                 todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed = _seal_after_tail(connection, url, todo, trusted, witness)
-                if sealed:
-                    connection.execute(
-                        sa.insert(audit_table), [record_to_row(record) for record in sealed]
-                    )
+                sealed, rows = _seal_after_tail(connection, url, todo, trusted, witness)
+                if rows:
+                    _insert(connection, rows)
             if not sealed:
                 return Appended(sealed, None)
             return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "",
@@ -212,6 +227,36 @@ def begin_append(connection: Connection, url: URL, lock_timeout: float | None = 
     })
 
 
+def _insert(connection: Connection, rows: list[RawRow]) -> None:
+    """Insert the stored ``rows`` through the driver's own cursor, in ``connection``'s
+    transaction (one compiled statement, no per-row conversion by SQLAlchemy).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the driver's error, as SQLAlchemy would raise it (the
+            connection invalidated if the driver lost it).
+    """
+    dialect = connection.dialect
+    sql = _INSERTS[dialect.name]
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        try:
+            if len(rows) == 1:
+                cursor.execute(sql, rows[0])
+            else:
+                cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(sql, rows, exc, dialect.loaded_dbapi.Error,
+                                         connection_invalidated=lost,
+                                         dialect=dialect) from exc
+
+
 def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
     stored: set[str] = set()
     for start in range(0, len(records), _CHUNK):
@@ -236,7 +281,9 @@ def _witness(connection: Connection) -> tuple[object, int]:
 
 def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRecord],
                      trusted: Tail | None, witness: tuple[object, int] | None
-                     ) -> list[AuditRecord]:
+                     ) -> tuple[list[AuditRecord], list[RawRow]]:
+    """``records`` sealed after the chain's tail (checked unless ``trusted``), and their
+    stored rows."""
     seq, prev_hash = 0, GENESIS_HASH
     if trusted is not None and witness is not None and trusted.witness == witness:
         # Same connection, no commit by any other since it sealed the trusted tail.
@@ -250,13 +297,14 @@ def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRe
         rows = [tuple(row) for row in connection.execute(
             _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
         seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None, len(records))
-    sealed = []
+    sealed, stored = [], []
     for record in records:
         seq += 1
-        stored = seal(record, seq=seq, prev_hash=prev_hash)
-        prev_hash = str(stored.row_hash)
-        sealed.append(stored)
-    return sealed
+        done, row = sealed_row(record, seq=seq, prev_hash=prev_hash)
+        prev_hash = row[_ROW]
+        sealed.append(done)
+        stored.append(row)
+    return sealed, stored
 
 
 def check_tail(tail: RawRow, before: RawRow | None, adding: int) -> tuple[int, str]:

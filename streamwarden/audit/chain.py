@@ -159,17 +159,34 @@ def seal(record: AuditRecord, *, seq: int, prev_hash: str) -> AuditRecord:
 
     Raises:
         InvalidInputError: if the record's details are not JSON-serialisable.
+
+    Thread-safety: pure function.
+    """
+    return sealed_row(record, seq=seq, prev_hash=prev_hash)[0]
+
+
+def sealed_row(record: AuditRecord, *, seq: int, prev_hash: str) -> tuple[AuditRecord, RawRow]:
+    """``record`` sealed as :func:`seal` does, and the row it is stored as (:func:`raw_row`
+    of the sealed record), each value encoded once.
+
+    Raises:
+        InvalidInputError: if the record's details are not JSON-serialisable.
+
+    Thread-safety: pure function.
     """
     if record.schema_version == 2:  # one encoding and one copy: appends are hot
         row = raw_row(record)
+        stored = (prev_hash, seq, *row[_SEQ + 1:])  # its row_hash (None) is not hashed
+        row_hash = raw_hash(stored)
         sealed: AuditRecord = object.__new__(AuditRecord)
         # A plain copy of the frozen instance's fields: dataclasses.replace would re-run
         # __init__ field by field, a third of an append's CPU time in batched mode.
         sealed.__dict__.update(record.__dict__, seq=seq, prev_hash=prev_hash,
-                               row_hash=raw_hash((prev_hash, seq, *row[_SEQ + 1:])))
-        return sealed
+                               row_hash=row_hash)
+        return sealed, (*stored[:-1], row_hash)
     numbered = replace(record, seq=seq, prev_hash=prev_hash, row_hash=None)
-    return replace(numbered, row_hash=link(numbered, prev_hash))
+    sealed = replace(numbered, row_hash=link(numbered, prev_hash))
+    return sealed, raw_row(sealed)
 
 
 def renumbered(row: RawRow, seq: object) -> RawRow:
