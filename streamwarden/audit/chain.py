@@ -55,6 +55,9 @@ _VERSION = RAW_FIELDS.index("schema_version")
 _TIME = RAW_FIELDS.index("occurred_at")
 _DETAILS = RAW_FIELDS.index("details")
 _RAW_VALUES = attrgetter(*RAW_FIELDS)
+# One encoder for every call (json.dumps with options builds a new one each time).
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                         allow_nan=False)
 
 
 def stored_time(value: datetime) -> str:
@@ -80,9 +83,10 @@ def details_text(details: Mapping[str, Any]) -> str:
 
     Thread-safety: pure function.
     """
+    if type(details) is dict and not details:  # most records carry no details
+        return "{}"
     try:
-        return json.dumps(dict(details), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False)
+        return _JSON.encode(dict(details))
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"audit details must be JSON-serialisable: {exc}") from None
 
