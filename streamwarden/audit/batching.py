@@ -14,9 +14,9 @@ accepted while records are being lost.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from streamwarden._redaction import SecretRedactor
@@ -62,8 +62,13 @@ class BatchWriter:
         self._queue_size = queue_size
         self._put_timeout = put_timeout
         self._retry_interval = retry_interval
-        self._queue: queue.Queue[AuditRecord] = queue.Queue()
-        self._done = threading.Condition()
+        # One lock guards the queue and the counters: submitters wait on ``_done`` (room,
+        # commits), the writer thread on ``_arrived`` (records, stop).
+        lock = threading.Lock()
+        self._queue: deque[AuditRecord] = deque()
+        self._done = threading.Condition(lock)
+        self._arrived = threading.Condition(lock)
+        self._writer_waiting = False
         self._submitted = 0
         self._processed = 0
         self._refused: list[AuditError] = []
@@ -95,7 +100,9 @@ class BatchWriter:
                 self._done.wait(remaining)
                 self._raise_failures("audit.append")
             self._submitted += 1
-            self._queue.put(record)
+            self._queue.append(record)
+            if self._writer_waiting:
+                self._arrived.notify()
 
     def _raise_failures(self, operation: str) -> None:
         """Raise (once) the failures reported since the last call. Caller holds ``_done``."""
@@ -138,22 +145,27 @@ class BatchWriter:
             if self._thread.is_alive():
                 self.flush(timeout)
         finally:
-            self._stopping.set()
+            with self._arrived:
+                self._stopping.set()
+                self._arrived.notify()
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                first = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+        while (batch := self._take()) is not None:
             self._store(batch)
+
+    def _take(self) -> list[AuditRecord] | None:
+        """The next batch (up to ``batch_size`` records, oldest first), waiting for one; None
+        once the writer is stopping (records still queued are then left)."""
+        with self._arrived:
+            while not self._queue and not self._stopping.is_set():
+                self._writer_waiting = True
+                self._arrived.wait()
+                self._writer_waiting = False
+            if self._stopping.is_set():
+                return None
+            take = self._queue.popleft
+            return [take() for _ in range(min(len(self._queue), self._batch_size))]
 
     def _store(self, batch: list[AuditRecord]) -> None:
         while True:

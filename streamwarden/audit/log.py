@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -90,19 +89,27 @@ def _fetch(connection: sa.Connection, run: Callable[[], list[RawRow]]) -> list[R
             driver.text_factory = str
 
 
-@contextmanager
-def _holding(lock: threading.Lock, operation: str) -> Iterator[None]:
-    """Hold ``lock``, waiting at most :data:`APPEND_WAIT` seconds for it.
+class _Holding:
+    """Holds ``lock``, waiting at most :data:`APPEND_WAIT` seconds for it (a plain class:
+    appends enter one or two of these each).
 
     Raises:
-        AuditUnavailableError: if another thread held it all that time.
+        AuditUnavailableError: on entry, if another thread held it all that time.
     """
-    if not lock.acquire(timeout=APPEND_WAIT):
-        raise AuditUnavailableError(f"audit log busy for {APPEND_WAIT} s", operation=operation)
-    try:
-        yield
-    finally:
-        lock.release()
+
+    __slots__ = ("_lock", "_operation")
+
+    def __init__(self, lock: threading.Lock, operation: str) -> None:
+        self._lock = lock
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=APPEND_WAIT):
+            raise AuditUnavailableError(f"audit log busy for {APPEND_WAIT} s",
+                                        operation=self._operation)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
 
 
 class AuditLog:
@@ -318,7 +325,7 @@ class AuditLog:
         Thread-safety: safe from any thread; records are stored in call order.
         """
         check_record(record)
-        with _holding(self._lock, "audit.append"):
+        with _Holding(self._lock, "audit.append"):
             if self._closed or self._read_only:
                 state = "closed" if self._closed else "opened read-only"
                 raise AuditError(f"the audit log is {state}", operation="audit.append",
@@ -348,7 +355,7 @@ class AuditLog:
         if self._read_only:
             return
         if self._spool.pending() or not self._ready:
-            with _holding(self._write_lock, "audit.flush"):
+            with _Holding(self._write_lock, "audit.flush"):
                 self._replay()
 
     def close(self) -> None:
@@ -362,7 +369,7 @@ class AuditLog:
 
         Thread-safety: safe from any thread.
         """
-        with _holding(self._lock, "audit.close"):
+        with _Holding(self._lock, "audit.close"):
             if self._closed:
                 return
             self._closed = True
@@ -370,7 +377,7 @@ class AuditLog:
             if self._writer is not None:
                 self._writer.close(FLUSH_TIMEOUT)
             if not self._read_only and self._spool.pending():
-                with _holding(self._write_lock, "audit.close"):
+                with _Holding(self._write_lock, "audit.close"):
                     self._replay(leave_if_unavailable=True)
         finally:
             if self._checkpointer is not None:
@@ -631,7 +638,7 @@ class AuditLog:
 
     def _commit(self, records: list[AuditRecord]) -> list[AuditRecord]:
         """Store ``records`` in order (spool first if it holds records); under the policy."""
-        with _holding(self._write_lock, "audit.append"):
+        with _Holding(self._write_lock, "audit.append"):
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
