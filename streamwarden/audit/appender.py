@@ -25,8 +25,7 @@ releases the chain lock before the other writers' waits run out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -38,9 +37,8 @@ from streamwarden.audit.chain import (
     RAW_FIELDS,
     RawRow,
     canonical,
-    details_text,
+    raw_row,
     sealed_row,
-    stored_time,
 )
 from streamwarden.audit.database import LOCK_TIMEOUT, WRITE_OPTION, is_sqlite, translate_error
 from streamwarden.audit.models import audit_table, raw_select
@@ -61,9 +59,8 @@ _PG_BOUNDED_LOCK = sa.text(
 #: The largest ``seq`` (PostgreSQL ``bigint``).
 MAX_SEQ = 2**63 - 1
 _CHUNK = 500
-_TEXT_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "details")
-_TEXT_VALUES = attrgetter(*_TEXT_FIELDS)
-_SEQ, _PREV, _ROW = (RAW_FIELDS.index(name) for name in ("seq", "prev_hash", "row_hash"))
+_SEQ, _PREV, _ROW, _DETAILS = (RAW_FIELDS.index(name)
+                               for name in ("seq", "prev_hash", "row_hash", "details"))
 _TAIL = sa.select(audit_table.c.seq, audit_table.c.row_hash).order_by(
     audit_table.c.seq.desc()).limit(1)
 _WITNESS = "streamwarden_chain_witness"
@@ -114,32 +111,46 @@ class Appended(NamedTuple):
     tail: Tail | None
 
 
-def check_record(record: AuditRecord) -> None:
-    """Refuse a record that cannot be stored the same way on SQLite and PostgreSQL.
+class Prepared(NamedTuple):
+    """A record :func:`prepare` checked, and its row as stored (:func:`raw_row`; the
+    ``seq`` and hashes it carries are ignored, they are assigned when it is sealed)."""
+
+    record: AuditRecord
+    row: RawRow
+
+    @property
+    def event_id(self) -> str:
+        """The record's ``event_id``."""
+        return self.record.event_id
+
+
+def prepare(record: AuditRecord) -> Prepared:
+    """Check that ``record`` can be stored the same way on SQLite and PostgreSQL, and encode
+    its row (each value once: sealing and inserting reuse it).
 
     Raises:
         InvalidInputError: not an AuditRecord, details not JSON-serialisable, a naive
-            timestamp, or a NUL character in a text field (PostgreSQL refuses those).
+            timestamp, an unknown outcome or schema version, or a NUL character or lone
+            surrogate in a text field (PostgreSQL refuses those).
 
     Thread-safety: pure function.
     """
     if not isinstance(record, AuditRecord):
         raise InvalidInputError(f"expected an AuditRecord, got {type(record).__name__}")
-    if record.schema_version == SCHEMA_VERSION:  # what canonical() checks, without encoding
-        details_text(record.details)
-        stored_time(record.occurred_at)
-    else:
-        canonical(record)
+    if record.schema_version != SCHEMA_VERSION:
+        canonical(record)  # an older version's encoding, if it is one this version knows
+    row = raw_row(record)
     if record.outcome not in OUTCOMES:
         raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}",
                                 operation="audit.append", correlation_id=record.correlation_id)
-    texts = [value for value in _TEXT_VALUES(record) if isinstance(value, str)]
+    texts = [value for value in (*row[:_DETAILS], *row[_DETAILS + 1:]) if isinstance(value, str)]
     if _bad_text("".join(texts)):  # one pass over all of them; then find which
-        name = next(name for name, value in zip(_TEXT_FIELDS, _TEXT_VALUES(record), strict=True)
-                    if isinstance(value, str) and _bad_text(value))
+        name = next(name for name, value in zip(RAW_FIELDS, row, strict=True)
+                    if name != "details" and isinstance(value, str) and _bad_text(value))
         raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
                                 "surrogate", operation="audit.append",
                                 correlation_id=record.correlation_id)
+    return Prepared(record, row)
 
 
 def _bad_text(text: str) -> bool:
@@ -155,10 +166,11 @@ def _bad_text(text: str) -> bool:
 
 
 def append_chain(
-    engine: Engine, url: URL, records: Sequence[AuditRecord], *, skip_stored: bool = False,
+    engine: Engine, url: URL, records: Sequence[Prepared], *, skip_stored: bool = False,
     lock_timeout: float | None = None, trusted: Tail | None = None,
 ) -> Appended:
-    """Seal ``records`` after the chain's tail, in order, and insert them in one transaction.
+    """Seal ``records`` (from :func:`prepare`) after the chain's tail, in order, and insert
+    them in one transaction.
 
     With ``skip_stored``, records whose ``event_id`` is already in the table are left out
     (replaying a spool that was partly written before is then harmless). ``trusted`` is the
@@ -172,7 +184,8 @@ def append_chain(
         AuditIntegrityError: if the tail row is not a row to chain onto (its hash does not
             match its content, it does not link to the row before it, or its ``seq`` leaves
             no room); the message names its ``seq``; nothing was written.
-        InvalidInputError: if a record cannot be encoded; nothing was written.
+        InvalidInputError: if a record of an unknown schema version cannot be sealed;
+            nothing was written.
         AuditUnavailableError: if the database is unreachable or the chain lock was not
             obtained within ``lock_timeout`` (default :data:`LOCK_TIMEOUT`); nothing was
             written, unless the connection was lost while committing, in which case the
@@ -257,7 +270,7 @@ def _insert(connection: Connection, rows: list[RawRow]) -> None:
                                          dialect=dialect) from exc
 
 
-def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+def _unstored(connection: Connection, records: Sequence[Prepared]) -> list[Prepared]:
     stored: set[str] = set()
     for start in range(0, len(records), _CHUNK):
         ids = [record.event_id for record in records[start:start + _CHUNK]]
@@ -279,7 +292,7 @@ def _witness(connection: Connection) -> tuple[object, int]:
     return token, int(version)
 
 
-def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRecord],
+def _seal_after_tail(connection: Connection, url: URL, records: Sequence[Prepared],
                      trusted: Tail | None, witness: tuple[object, int] | None
                      ) -> tuple[list[AuditRecord], list[RawRow]]:
     """``records`` sealed after the chain's tail (checked unless ``trusted``), and their
@@ -298,9 +311,9 @@ def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRe
             _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
         seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None, len(records))
     sealed, stored = [], []
-    for record in records:
+    for record, unsealed in records:
         seq += 1
-        done, row = sealed_row(record, seq=seq, prev_hash=prev_hash)
+        done, row = sealed_row(record, unsealed, seq=seq, prev_hash=prev_hash)
         prev_hash = row[_ROW]
         sealed.append(done)
         stored.append(row)

@@ -18,16 +18,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from streamwarden._redaction import SecretRedactor
-from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import AuditError, AuditUnavailableError, StreamwardenError
 from streamwarden.logging import AUDIT_WRITE_FAILED, make_logger
 
 _log = make_logger(SecretRedactor())
 
 
-class BatchWriter:
+class Queued(Protocol):
+    """What a :class:`BatchWriter` queues: anything with the ``event_id`` of a record (an
+    :class:`~streamwarden.audit.records.Item`, or one prepared for the database)."""
+
+    @property
+    def event_id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=Queued)
+
+
+class BatchWriter(Generic[Item]):
     """A bounded queue of records and the named thread that commits them in groups.
 
     Args:
@@ -47,9 +58,9 @@ class BatchWriter:
 
     def __init__(
         self,
-        commit: Callable[[list[AuditRecord]], object],
+        commit: Callable[[list[Item]], object],
         *,
-        rescue: Callable[[list[AuditRecord]], object] | None = None,
+        rescue: Callable[[list[Item]], object] | None = None,
         batch_size: int = 500,
         queue_size: int = 10_000,
         put_timeout: float = 5.0,
@@ -65,7 +76,7 @@ class BatchWriter:
         # One lock guards the queue and the counters: submitters wait on ``_done`` (room,
         # commits), the writer thread on ``_arrived`` (records, stop).
         lock = threading.Lock()
-        self._queue: deque[AuditRecord] = deque()
+        self._queue: deque[Item] = deque()
         self._done = threading.Condition(lock)
         self._arrived = threading.Condition(lock)
         self._writer_waiting = False
@@ -76,7 +87,7 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, record: AuditRecord) -> None:
+    def submit(self, record: Item) -> None:
         """Queue ``record`` for the next group commit.
 
         Raises:
@@ -154,7 +165,7 @@ class BatchWriter:
         while (batch := self._take()) is not None:
             self._store(batch)
 
-    def _take(self) -> list[AuditRecord] | None:
+    def _take(self) -> list[Item] | None:
         """The next batch (up to ``batch_size`` records, oldest first), waiting for one; None
         once the writer is stopping (records still queued are then left)."""
         with self._arrived:
@@ -167,7 +178,7 @@ class BatchWriter:
             take = self._queue.popleft
             return [take() for _ in range(min(len(self._queue), self._batch_size))]
 
-    def _store(self, batch: list[AuditRecord]) -> None:
+    def _store(self, batch: list[Item]) -> None:
         while True:
             try:
                 self._commit(batch)
@@ -182,7 +193,7 @@ class BatchWriter:
             self._mark_processed(len(batch), [])
             return
 
-    def _failed(self, batch: list[AuditRecord], error: AuditError) -> None:
+    def _failed(self, batch: list[Item], error: AuditError) -> None:
         if self._rescue is not None:
             try:
                 self._rescue(batch)

@@ -166,21 +166,22 @@ def seal(record: AuditRecord, *, seq: int, prev_hash: str) -> AuditRecord:
 
     Thread-safety: pure function.
     """
-    return sealed_row(record, seq=seq, prev_hash=prev_hash)[0]
+    return sealed_row(record, raw_row(record), seq=seq, prev_hash=prev_hash)[0]
 
 
-def sealed_row(record: AuditRecord, *, seq: int, prev_hash: str) -> tuple[AuditRecord, RawRow]:
-    """``record`` sealed as :func:`seal` does, and the row it is stored as (:func:`raw_row`
-    of the sealed record), each value encoded once.
+def sealed_row(record: AuditRecord, row: RawRow, *, seq: int, prev_hash: str
+               ) -> tuple[AuditRecord, RawRow]:
+    """``record`` sealed as :func:`seal` does, and the row it is stored as, given ``row``,
+    its :func:`raw_row` (so that each value is encoded once).
 
     Raises:
-        InvalidInputError: if the record's details are not JSON-serialisable.
+        InvalidInputError: if the record's schema version is not 2 and it cannot be encoded
+            in its own (see :func:`canonical`).
 
     Thread-safety: pure function.
     """
     if record.schema_version == 2:  # one encoding and one copy: appends are hot
-        row = raw_row(record)
-        stored = (prev_hash, seq, *row[_SEQ + 1:])  # its row_hash (None) is not hashed
+        stored = (prev_hash, seq, *row[_SEQ + 1:])  # its last value (row_hash) is not hashed
         row_hash = raw_hash(stored)
         sealed: AuditRecord = object.__new__(AuditRecord)
         # A plain copy of the frozen instance's fields: dataclasses.replace would re-run
