@@ -50,11 +50,11 @@ from streamwarden.errors import AuditError, AuditIntegrityError, InvalidInputErr
 # tables in different schemas of one database do not share a lock. One round trip sets the
 # transaction's bounds, then waits for the lock (the select list is evaluated in order).
 _LOCK_NAMESPACE = 0x5357 << 48
-_PG_BOUNDED_LOCK = sa.text(
-    "SELECT set_config('lock_timeout', :lock_ms, true), "
-    "set_config('statement_timeout', :lock_ms, true), "
-    "set_config('idle_in_transaction_session_timeout', :idle_ms, true), "
-    "pg_advisory_xact_lock(:namespace + CAST(CAST(CAST(:table AS regclass) AS oid) AS bigint))"
+_PG_BOUNDED_LOCK = (
+    "SELECT set_config('lock_timeout', %s, true), "
+    "set_config('statement_timeout', %s, true), "
+    "set_config('idle_in_transaction_session_timeout', %s, true), "
+    "pg_advisory_xact_lock(%s + CAST(CAST(CAST(%s AS regclass) AS oid) AS bigint))"
 )
 #: The largest ``seq`` (PostgreSQL ``bigint``).
 MAX_SEQ = 2**63 - 1
@@ -70,21 +70,37 @@ _TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
 }
 
 
-def _insert_sql(dialect_name: str) -> str:
+def _insert_sql(dialect_name: str, *, guarded: bool = False) -> str:
     """``INSERT`` of one row as stored (:data:`RAW_FIELDS` order, the values
     :func:`~streamwarden.audit.chain.raw_row` gives) for the driver's own cursor: the text
-    the table stores on SQLite; on PostgreSQL the timestamp read as UTC and the details as
-    ``json``, which keeps their text as it is (what :func:`raw_select` reads back)."""
-    mark = "?" if dialect_name == "sqlite" else "%s"
-    values = {name: mark for name in RAW_FIELDS}
-    if dialect_name == "postgresql":
-        values["occurred_at"] = f"CAST({mark} AS timestamp) AT TIME ZONE 'UTC'"
-        values["details"] = f"CAST({mark} AS json)"
-    return (f"INSERT INTO {audit_table.name} ({', '.join(RAW_FIELDS)}) "
-            f"VALUES ({', '.join(values.values())})")
+    the table stores on SQLite; on PostgreSQL each value cast to its column's type, the
+    timestamp read as UTC and the details as ``json``, which keeps their text as it is (what
+    :func:`raw_select` reads back).
+
+    ``guarded`` (PostgreSQL): the row is inserted only if the chain's last row is the one
+    whose ``seq`` and ``row_hash`` follow as three more parameters (``seq``, ``seq``,
+    ``row_hash``): the tail check and the insert in one statement.
+    """
+    if dialect_name == "sqlite":
+        values = ", ".join("?" for _ in RAW_FIELDS)
+        return f"INSERT INTO {audit_table.name} ({', '.join(RAW_FIELDS)}) VALUES ({values})"
+    types = {name: "BIGINT" if name == "seq" else "json" if name == "details"
+             else "INTEGER" if isinstance(audit_table.c[name].type, sa.Integer) else "VARCHAR"
+             for name in RAW_FIELDS}
+    values = ", ".join(
+        "CAST(%s AS timestamp) AT TIME ZONE 'UTC'" if name == "occurred_at"
+        else f"CAST(%s AS {types[name]})" for name in RAW_FIELDS)
+    insert = f"INSERT INTO {audit_table.name} ({', '.join(RAW_FIELDS)}) "
+    if not guarded:
+        return f"{insert}VALUES ({values})"
+    table = audit_table.name
+    return (f"{insert}SELECT {values} WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE seq > "
+            f"CAST(%s AS BIGINT)) AND EXISTS (SELECT 1 FROM {table} WHERE seq = "
+            "CAST(%s AS BIGINT) AND row_hash = %s)")
 
 
 _INSERTS = {name: _insert_sql(name) for name in ("sqlite", "postgresql")}
+_GUARDED_INSERT = _insert_sql("postgresql", guarded=True)
 
 
 @dataclass(frozen=True)
@@ -203,9 +219,7 @@ def append_chain(
                 begin_append(connection, url, lock_timeout)
                 witness = _witness(connection) if is_sqlite(url) else None
                 todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed, rows = _seal_after_tail(connection, url, todo, trusted, witness)
-                if rows:
-                    _insert(connection, rows)
+                sealed = _seal_and_insert(connection, url, todo, trusted, witness)
             if not sealed:
                 return Appended(sealed, None)
             return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "",
@@ -233,23 +247,42 @@ def begin_append(connection: Connection, url: URL, lock_timeout: float | None = 
     if is_sqlite(url):
         return  # BEGIN IMMEDIATE (WRITE_OPTION) already holds the database's write lock
     wait = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    connection.execute(_PG_BOUNDED_LOCK, {
-        "lock_ms": f"{max(1, int(wait * 1000))}ms",
-        "idle_ms": f"{max(1, int(wait * 500))}ms",
-        "namespace": _LOCK_NAMESPACE, "table": audit_table.name,
-    })
+    lock_ms = f"{max(1, int(wait * 1000))}ms"
+    _execute(connection, _PG_BOUNDED_LOCK, [(lock_ms, lock_ms, f"{max(1, int(wait * 500))}ms",
+                                             _LOCK_NAMESPACE, audit_table.name)])
 
 
-def _insert(connection: Connection, rows: list[RawRow]) -> None:
-    """Insert the stored ``rows`` through the driver's own cursor, in ``connection``'s
-    transaction (one compiled statement, no per-row conversion by SQLAlchemy).
+def _seal_and_insert(connection: Connection, url: URL, records: Sequence[Prepared],
+                     trusted: Tail | None, witness: tuple[object, int] | None
+                     ) -> list[AuditRecord]:
+    """Seal ``records`` after the chain's tail and insert them; returns them sealed.
+
+    PostgreSQL, with a ``trusted`` tail: sealed after it, and the first row inserted only if
+    it is still the tail (one statement); otherwise, and on SQLite, the tail is read (unless
+    the ``witness`` vouches for it) and checked as :func:`check_tail` says."""
+    if records and trusted is not None and not is_sqlite(url):
+        sealed, rows = _seal(records, trusted.seq, trusted.row_hash)
+        if _execute(connection, _GUARDED_INSERT,
+                    [(*rows[0], trusted.seq, trusted.seq, trusted.row_hash)]):
+            _execute(connection, _INSERTS["postgresql"], rows[1:])
+            return sealed
+    sealed, rows = _seal_after_tail(connection, url, records, trusted, witness)
+    _execute(connection, _INSERTS[connection.dialect.name], rows)
+    return sealed
+
+
+def _execute(connection: Connection, sql: str, rows: Sequence[Sequence[object]]) -> int:
+    """Execute ``sql`` once per row of parameters through the driver's own cursor, in
+    ``connection``'s transaction (no compilation or per-row conversion by SQLAlchemy);
+    returns how many rows it changed.
 
     Raises:
         sqlalchemy.exc.DBAPIError: the driver's error, as SQLAlchemy would raise it (the
             connection invalidated if the driver lost it).
     """
+    if not rows:
+        return 0
     dialect = connection.dialect
-    sql = _INSERTS[dialect.name]
     driver = connection.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
@@ -259,6 +292,7 @@ def _insert(connection: Connection, rows: list[RawRow]) -> None:
                 cursor.execute(sql, rows[0])
             else:
                 cursor.executemany(sql, rows)
+            return int(cursor.rowcount)
         finally:
             cursor.close()
     except dialect.loaded_dbapi.Error as exc:
@@ -310,6 +344,12 @@ def _seal_after_tail(connection: Connection, url: URL, records: Sequence[Prepare
         rows = [tuple(row) for row in connection.execute(
             _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
         seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None, len(records))
+    return _seal(records, seq, prev_hash)
+
+
+def _seal(records: Sequence[Prepared], seq: int, prev_hash: str
+          ) -> tuple[list[AuditRecord], list[RawRow]]:
+    """``records`` sealed as numbers ``seq + 1, ...`` after ``prev_hash``, and their rows."""
     sealed, stored = [], []
     for record, unsealed in records:
         seq += 1
