@@ -7,7 +7,8 @@ database's write lock), a transaction-scoped advisory lock keyed on the table on
 the tail row read, so two writers can never seal after the same row. On SQLite the tail
 is not read again when no other connection has committed since this appender's last commit
 on the same connection (``PRAGMA data_version`` unchanged under the write lock, see
-:class:`Tail`).
+:class:`Tail`); on PostgreSQL the insert of the first new row checks, in the same statement,
+that the tail this appender left is still the tail, and only if it is not is the tail read.
 
 Before chaining onto the tail row the appender checks it: its hash must match its content,
 its ``seq`` must leave room for the new rows, and it must link to the row before it (or be
