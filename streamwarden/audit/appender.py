@@ -7,7 +7,8 @@ database's write lock), a transaction-scoped advisory lock keyed on the table on
 the tail row read, so two writers can never seal after the same row. On SQLite the tail
 is not read again when no other connection has committed since this appender's last commit
 on the same connection (``PRAGMA data_version`` unchanged under the write lock, see
-:class:`Tail`).
+:class:`Tail`); on PostgreSQL the insert of the first new row checks, in the same statement,
+that the tail this appender left is still the tail, and only if it is not is the tail read.
 
 Before chaining onto the tail row the appender checks it: its hash must match its content,
 its ``seq`` must leave room for the new rows, and it must link to the row before it (or be
@@ -25,8 +26,7 @@ releases the chain lock before the other writers' waits run out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -38,12 +38,11 @@ from streamwarden.audit.chain import (
     RAW_FIELDS,
     RawRow,
     canonical,
-    details_text,
-    seal,
-    stored_time,
+    raw_row,
+    sealed_row,
 )
 from streamwarden.audit.database import LOCK_TIMEOUT, WRITE_OPTION, is_sqlite, translate_error
-from streamwarden.audit.models import audit_table, raw_select, record_to_row
+from streamwarden.audit.models import audit_table, raw_select
 from streamwarden.audit.records import OUTCOMES, SCHEMA_VERSION, AuditRecord
 from streamwarden.audit.verify import self_hash
 from streamwarden.errors import AuditError, AuditIntegrityError, InvalidInputError
@@ -52,18 +51,17 @@ from streamwarden.errors import AuditError, AuditIntegrityError, InvalidInputErr
 # tables in different schemas of one database do not share a lock. One round trip sets the
 # transaction's bounds, then waits for the lock (the select list is evaluated in order).
 _LOCK_NAMESPACE = 0x5357 << 48
-_PG_BOUNDED_LOCK = sa.text(
-    "SELECT set_config('lock_timeout', :lock_ms, true), "
-    "set_config('statement_timeout', :lock_ms, true), "
-    "set_config('idle_in_transaction_session_timeout', :idle_ms, true), "
-    "pg_advisory_xact_lock(:namespace + CAST(CAST(CAST(:table AS regclass) AS oid) AS bigint))"
+_PG_BOUNDED_LOCK = (
+    "SELECT set_config('lock_timeout', %s, true), "
+    "set_config('statement_timeout', %s, true), "
+    "set_config('idle_in_transaction_session_timeout', %s, true), "
+    "pg_advisory_xact_lock(%s + CAST(CAST(CAST(%s AS regclass) AS oid) AS bigint))"
 )
 #: The largest ``seq`` (PostgreSQL ``bigint``).
 MAX_SEQ = 2**63 - 1
 _CHUNK = 500
-_TEXT_FIELDS = tuple(f.name for f in fields(AuditRecord) if f.name != "details")
-_TEXT_VALUES = attrgetter(*_TEXT_FIELDS)
-_SEQ, _PREV, _ROW = (RAW_FIELDS.index(name) for name in ("seq", "prev_hash", "row_hash"))
+_SEQ, _PREV, _ROW, _DETAILS = (RAW_FIELDS.index(name)
+                               for name in ("seq", "prev_hash", "row_hash", "details"))
 _TAIL = sa.select(audit_table.c.seq, audit_table.c.row_hash).order_by(
     audit_table.c.seq.desc()).limit(1)
 _WITNESS = "streamwarden_chain_witness"
@@ -71,6 +69,39 @@ _TAILS: dict[str, sa.Select[tuple[object, ...]]] = {
     name: raw_select(name).order_by(audit_table.c.seq.desc()).limit(2)
     for name in ("sqlite", "postgresql")
 }
+
+
+def _insert_sql(dialect_name: str, *, guarded: bool = False) -> str:
+    """``INSERT`` of one row as stored (:data:`RAW_FIELDS` order, the values
+    :func:`~streamwarden.audit.chain.raw_row` gives) for the driver's own cursor: the text
+    the table stores on SQLite; on PostgreSQL each value cast to its column's type, the
+    timestamp read as UTC and the details as ``json``, which keeps their text as it is (what
+    :func:`raw_select` reads back).
+
+    ``guarded`` (PostgreSQL): the row is inserted only if the chain's last row is the one
+    whose ``seq`` and ``row_hash`` follow as three more parameters (``seq``, ``seq``,
+    ``row_hash``): the tail check and the insert in one statement.
+    """
+    if dialect_name == "sqlite":
+        values = ", ".join("?" for _ in RAW_FIELDS)
+        return f"INSERT INTO {audit_table.name} ({', '.join(RAW_FIELDS)}) VALUES ({values})"
+    types = {name: "BIGINT" if name == "seq" else "json" if name == "details"
+             else "INTEGER" if isinstance(audit_table.c[name].type, sa.Integer) else "VARCHAR"
+             for name in RAW_FIELDS}
+    values = ", ".join(
+        "CAST(%s AS timestamp) AT TIME ZONE 'UTC'" if name == "occurred_at"
+        else f"CAST(%s AS {types[name]})" for name in RAW_FIELDS)
+    insert = f"INSERT INTO {audit_table.name} ({', '.join(RAW_FIELDS)}) "
+    if not guarded:
+        return f"{insert}VALUES ({values})"
+    table = audit_table.name
+    return (f"{insert}SELECT {values} WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE seq > "
+            f"CAST(%s AS BIGINT)) AND EXISTS (SELECT 1 FROM {table} WHERE seq = "
+            "CAST(%s AS BIGINT) AND row_hash = %s)")
+
+
+_INSERTS = {name: _insert_sql(name) for name in ("sqlite", "postgresql")}
+_GUARDED_INSERT = _insert_sql("postgresql", guarded=True)
 
 
 @dataclass(frozen=True)
@@ -97,32 +128,46 @@ class Appended(NamedTuple):
     tail: Tail | None
 
 
-def check_record(record: AuditRecord) -> None:
-    """Refuse a record that cannot be stored the same way on SQLite and PostgreSQL.
+class Prepared(NamedTuple):
+    """A record :func:`prepare` checked, and its row as stored (:func:`raw_row`; the
+    ``seq`` and hashes it carries are ignored, they are assigned when it is sealed)."""
+
+    record: AuditRecord
+    row: RawRow
+
+    @property
+    def event_id(self) -> str:
+        """The record's ``event_id``."""
+        return self.record.event_id
+
+
+def prepare(record: AuditRecord) -> Prepared:
+    """Check that ``record`` can be stored the same way on SQLite and PostgreSQL, and encode
+    its row (each value once: sealing and inserting reuse it).
 
     Raises:
         InvalidInputError: not an AuditRecord, details not JSON-serialisable, a naive
-            timestamp, or a NUL character in a text field (PostgreSQL refuses those).
+            timestamp, an unknown outcome or schema version, or a NUL character or lone
+            surrogate in a text field (PostgreSQL refuses those).
 
     Thread-safety: pure function.
     """
     if not isinstance(record, AuditRecord):
         raise InvalidInputError(f"expected an AuditRecord, got {type(record).__name__}")
-    if record.schema_version == SCHEMA_VERSION:  # what canonical() checks, without encoding
-        details_text(record.details)
-        stored_time(record.occurred_at)
-    else:
-        canonical(record)
+    if record.schema_version != SCHEMA_VERSION:
+        canonical(record)  # an older version's encoding, if it is one this version knows
+    row = raw_row(record)
     if record.outcome not in OUTCOMES:
         raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}",
                                 operation="audit.append", correlation_id=record.correlation_id)
-    texts = [value for value in _TEXT_VALUES(record) if isinstance(value, str)]
+    texts = [value for value in (*row[:_DETAILS], *row[_DETAILS + 1:]) if isinstance(value, str)]
     if _bad_text("".join(texts)):  # one pass over all of them; then find which
-        name = next(name for name, value in zip(_TEXT_FIELDS, _TEXT_VALUES(record), strict=True)
-                    if isinstance(value, str) and _bad_text(value))
+        name = next(name for name, value in zip(RAW_FIELDS, row, strict=True)
+                    if name != "details" and isinstance(value, str) and _bad_text(value))
         raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
                                 "surrogate", operation="audit.append",
                                 correlation_id=record.correlation_id)
+    return Prepared(record, row)
 
 
 def _bad_text(text: str) -> bool:
@@ -138,10 +183,11 @@ def _bad_text(text: str) -> bool:
 
 
 def append_chain(
-    engine: Engine, url: URL, records: Sequence[AuditRecord], *, skip_stored: bool = False,
+    engine: Engine, url: URL, records: Sequence[Prepared], *, skip_stored: bool = False,
     lock_timeout: float | None = None, trusted: Tail | None = None,
 ) -> Appended:
-    """Seal ``records`` after the chain's tail, in order, and insert them in one transaction.
+    """Seal ``records`` (from :func:`prepare`) after the chain's tail, in order, and insert
+    them in one transaction.
 
     With ``skip_stored``, records whose ``event_id`` is already in the table are left out
     (replaying a spool that was partly written before is then harmless). ``trusted`` is the
@@ -155,7 +201,8 @@ def append_chain(
         AuditIntegrityError: if the tail row is not a row to chain onto (its hash does not
             match its content, it does not link to the row before it, or its ``seq`` leaves
             no room); the message names its ``seq``; nothing was written.
-        InvalidInputError: if a record cannot be encoded; nothing was written.
+        InvalidInputError: if a record of an unknown schema version cannot be sealed;
+            nothing was written.
         AuditUnavailableError: if the database is unreachable or the chain lock was not
             obtained within ``lock_timeout`` (default :data:`LOCK_TIMEOUT`); nothing was
             written, unless the connection was lost while committing, in which case the
@@ -173,11 +220,7 @@ def append_chain(
                 begin_append(connection, url, lock_timeout)
                 witness = _witness(connection) if is_sqlite(url) else None
                 todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed = _seal_after_tail(connection, url, todo, trusted, witness)
-                if sealed:
-                    connection.execute(
-                        sa.insert(audit_table), [record_to_row(record) for record in sealed]
-                    )
+                sealed = _seal_and_insert(connection, url, todo, trusted, witness)
             if not sealed:
                 return Appended(sealed, None)
             return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "",
@@ -205,14 +248,64 @@ def begin_append(connection: Connection, url: URL, lock_timeout: float | None = 
     if is_sqlite(url):
         return  # BEGIN IMMEDIATE (WRITE_OPTION) already holds the database's write lock
     wait = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    connection.execute(_PG_BOUNDED_LOCK, {
-        "lock_ms": f"{max(1, int(wait * 1000))}ms",
-        "idle_ms": f"{max(1, int(wait * 500))}ms",
-        "namespace": _LOCK_NAMESPACE, "table": audit_table.name,
-    })
+    lock_ms = f"{max(1, int(wait * 1000))}ms"
+    _execute(connection, _PG_BOUNDED_LOCK, [(lock_ms, lock_ms, f"{max(1, int(wait * 500))}ms",
+                                             _LOCK_NAMESPACE, audit_table.name)])
 
 
-def _unstored(connection: Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+def _seal_and_insert(connection: Connection, url: URL, records: Sequence[Prepared],
+                     trusted: Tail | None, witness: tuple[object, int] | None
+                     ) -> list[AuditRecord]:
+    """Seal ``records`` after the chain's tail and insert them; returns them sealed.
+
+    PostgreSQL, with a ``trusted`` tail: sealed after it, and the first row inserted only if
+    it is still the tail (one statement); otherwise, and on SQLite, the tail is read (unless
+    the ``witness`` vouches for it) and checked as :func:`check_tail` says."""
+    if records and trusted is not None and not is_sqlite(url):
+        sealed, rows = _seal(records, trusted.seq, trusted.row_hash)
+        if _execute(connection, _GUARDED_INSERT,
+                    [(*rows[0], trusted.seq, trusted.seq, trusted.row_hash)]):
+            _execute(connection, _INSERTS["postgresql"], rows[1:])
+            return sealed
+    sealed, rows = _seal_after_tail(connection, url, records, trusted, witness)
+    _execute(connection, _INSERTS[connection.dialect.name], rows)
+    return sealed
+
+
+def _execute(connection: Connection, sql: str, rows: Sequence[Sequence[object]]) -> int:
+    """Execute ``sql`` once per row of parameters through the driver's own cursor, in
+    ``connection``'s transaction (no compilation or per-row conversion by SQLAlchemy);
+    returns how many rows it changed.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the driver's error, as SQLAlchemy would raise it (the
+            connection invalidated if the driver lost it).
+    """
+    if not rows:
+        return 0
+    dialect = connection.dialect
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        try:
+            if len(rows) == 1:
+                cursor.execute(sql, rows[0])
+            else:
+                cursor.executemany(sql, rows)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(sql, rows, exc, dialect.loaded_dbapi.Error,
+                                         connection_invalidated=lost,
+                                         dialect=dialect) from exc
+
+
+def _unstored(connection: Connection, records: Sequence[Prepared]) -> list[Prepared]:
     stored: set[str] = set()
     for start in range(0, len(records), _CHUNK):
         ids = [record.event_id for record in records[start:start + _CHUNK]]
@@ -234,9 +327,11 @@ def _witness(connection: Connection) -> tuple[object, int]:
     return token, int(version)
 
 
-def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRecord],
+def _seal_after_tail(connection: Connection, url: URL, records: Sequence[Prepared],
                      trusted: Tail | None, witness: tuple[object, int] | None
-                     ) -> list[AuditRecord]:
+                     ) -> tuple[list[AuditRecord], list[RawRow]]:
+    """``records`` sealed after the chain's tail (checked unless ``trusted``), and their
+    stored rows."""
     seq, prev_hash = 0, GENESIS_HASH
     if trusted is not None and witness is not None and trusted.witness == witness:
         # Same connection, no commit by any other since it sealed the trusted tail.
@@ -250,13 +345,20 @@ def _seal_after_tail(connection: Connection, url: URL, records: Sequence[AuditRe
         rows = [tuple(row) for row in connection.execute(
             _TAILS["sqlite" if is_sqlite(url) else "postgresql"])]
         seq, prev_hash = check_tail(rows[0], rows[1] if len(rows) > 1 else None, len(records))
-    sealed = []
-    for record in records:
+    return _seal(records, seq, prev_hash)
+
+
+def _seal(records: Sequence[Prepared], seq: int, prev_hash: str
+          ) -> tuple[list[AuditRecord], list[RawRow]]:
+    """``records`` sealed as numbers ``seq + 1, ...`` after ``prev_hash``, and their rows."""
+    sealed, stored = [], []
+    for record, unsealed in records:
         seq += 1
-        stored = seal(record, seq=seq, prev_hash=prev_hash)
-        prev_hash = str(stored.row_hash)
-        sealed.append(stored)
-    return sealed
+        done, row = sealed_row(record, unsealed, seq=seq, prev_hash=prev_hash)
+        prev_hash = row[_ROW]
+        sealed.append(done)
+        stored.append(row)
+    return sealed, stored
 
 
 def check_tail(tail: RawRow, before: RawRow | None, adding: int) -> tuple[int, str]:

@@ -14,20 +14,31 @@ accepted while records are being lost.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from streamwarden._redaction import SecretRedactor
-from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import AuditError, AuditUnavailableError, StreamwardenError
 from streamwarden.logging import AUDIT_WRITE_FAILED, make_logger
 
 _log = make_logger(SecretRedactor())
 
 
-class BatchWriter:
+class Queued(Protocol):
+    """What a :class:`BatchWriter` queues: anything with the ``event_id`` of a record (an
+    :class:`~streamwarden.audit.records.Item`, or one prepared for the database)."""
+
+    @property
+    def event_id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=Queued)
+
+
+class BatchWriter(Generic[Item]):
     """A bounded queue of records and the named thread that commits them in groups.
 
     Args:
@@ -47,9 +58,9 @@ class BatchWriter:
 
     def __init__(
         self,
-        commit: Callable[[list[AuditRecord]], object],
+        commit: Callable[[list[Item]], object],
         *,
-        rescue: Callable[[list[AuditRecord]], object] | None = None,
+        rescue: Callable[[list[Item]], object] | None = None,
         batch_size: int = 500,
         queue_size: int = 10_000,
         put_timeout: float = 5.0,
@@ -62,8 +73,13 @@ class BatchWriter:
         self._queue_size = queue_size
         self._put_timeout = put_timeout
         self._retry_interval = retry_interval
-        self._queue: queue.Queue[AuditRecord] = queue.Queue()
-        self._done = threading.Condition()
+        # One lock guards the queue and the counters: submitters wait on ``_done`` (room,
+        # commits), the writer thread on ``_arrived`` (records, stop).
+        lock = threading.Lock()
+        self._queue: deque[Item] = deque()
+        self._done = threading.Condition(lock)
+        self._arrived = threading.Condition(lock)
+        self._writer_waiting = False
         self._submitted = 0
         self._processed = 0
         self._refused: list[AuditError] = []
@@ -71,7 +87,7 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, record: AuditRecord) -> None:
+    def submit(self, record: Item) -> None:
         """Queue ``record`` for the next group commit.
 
         Raises:
@@ -95,7 +111,9 @@ class BatchWriter:
                 self._done.wait(remaining)
                 self._raise_failures("audit.append")
             self._submitted += 1
-            self._queue.put(record)
+            self._queue.append(record)
+            if self._writer_waiting:
+                self._arrived.notify()
 
     def _raise_failures(self, operation: str) -> None:
         """Raise (once) the failures reported since the last call. Caller holds ``_done``."""
@@ -138,24 +156,29 @@ class BatchWriter:
             if self._thread.is_alive():
                 self.flush(timeout)
         finally:
-            self._stopping.set()
+            with self._arrived:
+                self._stopping.set()
+                self._arrived.notify()
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                first = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+        while (batch := self._take()) is not None:
             self._store(batch)
 
-    def _store(self, batch: list[AuditRecord]) -> None:
+    def _take(self) -> list[Item] | None:
+        """The next batch (up to ``batch_size`` records, oldest first), waiting for one; None
+        once the writer is stopping (records still queued are then left)."""
+        with self._arrived:
+            while not self._queue and not self._stopping.is_set():
+                self._writer_waiting = True
+                self._arrived.wait()
+                self._writer_waiting = False
+            if self._stopping.is_set():
+                return None
+            take = self._queue.popleft
+            return [take() for _ in range(min(len(self._queue), self._batch_size))]
+
+    def _store(self, batch: list[Item]) -> None:
         while True:
             try:
                 self._commit(batch)
@@ -170,7 +193,7 @@ class BatchWriter:
             self._mark_processed(len(batch), [])
             return
 
-    def _failed(self, batch: list[AuditRecord], error: AuditError) -> None:
+    def _failed(self, batch: list[Item], error: AuditError) -> None:
         if self._rescue is not None:
             try:
                 self._rescue(batch)

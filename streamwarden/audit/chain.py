@@ -55,6 +55,9 @@ _VERSION = RAW_FIELDS.index("schema_version")
 _TIME = RAW_FIELDS.index("occurred_at")
 _DETAILS = RAW_FIELDS.index("details")
 _RAW_VALUES = attrgetter(*RAW_FIELDS)
+# One encoder for every call (json.dumps with options builds a new one each time).
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                         allow_nan=False)
 
 
 def stored_time(value: datetime) -> str:
@@ -80,9 +83,10 @@ def details_text(details: Mapping[str, Any]) -> str:
 
     Thread-safety: pure function.
     """
+    if type(details) is dict and not details:  # most records carry no details
+        return "{}"
     try:
-        return json.dumps(dict(details), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False)
+        return _JSON.encode(dict(details))
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"audit details must be JSON-serialisable: {exc}") from None
 
@@ -159,17 +163,35 @@ def seal(record: AuditRecord, *, seq: int, prev_hash: str) -> AuditRecord:
 
     Raises:
         InvalidInputError: if the record's details are not JSON-serialisable.
+
+    Thread-safety: pure function.
+    """
+    return sealed_row(record, raw_row(record), seq=seq, prev_hash=prev_hash)[0]
+
+
+def sealed_row(record: AuditRecord, row: RawRow, *, seq: int, prev_hash: str
+               ) -> tuple[AuditRecord, RawRow]:
+    """``record`` sealed as :func:`seal` does, and the row it is stored as, given ``row``,
+    its :func:`raw_row` (so that each value is encoded once).
+
+    Raises:
+        InvalidInputError: if the record's schema version is not 2 and it cannot be encoded
+            in its own (see :func:`canonical`).
+
+    Thread-safety: pure function.
     """
     if record.schema_version == 2:  # one encoding and one copy: appends are hot
-        row = raw_row(record)
+        stored = (prev_hash, seq, *row[_SEQ + 1:])  # its last value (row_hash) is not hashed
+        row_hash = raw_hash(stored)
         sealed: AuditRecord = object.__new__(AuditRecord)
         # A plain copy of the frozen instance's fields: dataclasses.replace would re-run
         # __init__ field by field, a third of an append's CPU time in batched mode.
         sealed.__dict__.update(record.__dict__, seq=seq, prev_hash=prev_hash,
-                               row_hash=raw_hash((prev_hash, seq, *row[_SEQ + 1:])))
-        return sealed
+                               row_hash=row_hash)
+        return sealed, (*stored[:-1], row_hash)
     numbered = replace(record, seq=seq, prev_hash=prev_hash, row_hash=None)
-    return replace(numbered, row_hash=link(numbered, prev_hash))
+    sealed = replace(numbered, row_hash=link(numbered, prev_hash))
+    return sealed, raw_row(sealed)
 
 
 def renumbered(row: RawRow, seq: object) -> RawRow:

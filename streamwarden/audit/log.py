@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +17,7 @@ from sqlalchemy.engine import URL
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit import anchoring, bundle
 from streamwarden.audit.anchoring import AnchorReport
-from streamwarden.audit.appender import Tail, append_chain, check_record
+from streamwarden.audit.appender import Prepared, Tail, append_chain, prepare
 from streamwarden.audit.batching import BatchWriter
 from streamwarden.audit.chain import RAW_FIELDS, RawRow
 from streamwarden.audit.checkpointer import Checkpointer
@@ -90,19 +89,27 @@ def _fetch(connection: sa.Connection, run: Callable[[], list[RawRow]]) -> list[R
             driver.text_factory = str
 
 
-@contextmanager
-def _holding(lock: threading.Lock, operation: str) -> Iterator[None]:
-    """Hold ``lock``, waiting at most :data:`APPEND_WAIT` seconds for it.
+class _Holding:
+    """Holds ``lock``, waiting at most :data:`APPEND_WAIT` seconds for it (a plain class:
+    appends enter one or two of these each).
 
     Raises:
-        AuditUnavailableError: if another thread held it all that time.
+        AuditUnavailableError: on entry, if another thread held it all that time.
     """
-    if not lock.acquire(timeout=APPEND_WAIT):
-        raise AuditUnavailableError(f"audit log busy for {APPEND_WAIT} s", operation=operation)
-    try:
-        yield
-    finally:
-        lock.release()
+
+    __slots__ = ("_lock", "_operation")
+
+    def __init__(self, lock: threading.Lock, operation: str) -> None:
+        self._lock = lock
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=APPEND_WAIT):
+            raise AuditUnavailableError(f"audit log busy for {APPEND_WAIT} s",
+                                        operation=self._operation)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
 
 
 class AuditLog:
@@ -183,7 +190,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
-        rescue = self._spool.add if failure_policy == "spool" else None
+        rescue = self._rescue if failure_policy == "spool" else None
         self._writer = (
             BatchWriter(self._commit, rescue=rescue, batch_size=batch_size,
                         queue_size=queue_size)
@@ -317,16 +324,16 @@ class AuditLog:
 
         Thread-safety: safe from any thread; records are stored in call order.
         """
-        check_record(record)
-        with _holding(self._lock, "audit.append"):
+        prepared = prepare(record)
+        with _Holding(self._lock, "audit.append"):
             if self._closed or self._read_only:
                 state = "closed" if self._closed else "opened read-only"
                 raise AuditError(f"the audit log is {state}", operation="audit.append",
                                  correlation_id=record.correlation_id)
             if self._writer is not None:
-                self._writer.submit(record)
+                self._writer.submit(prepared)
                 return record
-            return self._commit([record])[0]
+            return self._commit([prepared])[0]
 
     def flush(self, timeout: float | None = None) -> None:
         """Commit every record appended before this call: drain the batched queue, replay the
@@ -348,7 +355,7 @@ class AuditLog:
         if self._read_only:
             return
         if self._spool.pending() or not self._ready:
-            with _holding(self._write_lock, "audit.flush"):
+            with _Holding(self._write_lock, "audit.flush"):
                 self._replay()
 
     def close(self) -> None:
@@ -362,7 +369,7 @@ class AuditLog:
 
         Thread-safety: safe from any thread.
         """
-        with _holding(self._lock, "audit.close"):
+        with _Holding(self._lock, "audit.close"):
             if self._closed:
                 return
             self._closed = True
@@ -370,7 +377,7 @@ class AuditLog:
             if self._writer is not None:
                 self._writer.close(FLUSH_TIMEOUT)
             if not self._read_only and self._spool.pending():
-                with _holding(self._write_lock, "audit.close"):
+                with _Holding(self._write_lock, "audit.close"):
                     self._replay(leave_if_unavailable=True)
         finally:
             if self._checkpointer is not None:
@@ -629,9 +636,9 @@ class AuditLog:
                 return
             after = page[-1][_SEQ]
 
-    def _commit(self, records: list[AuditRecord]) -> list[AuditRecord]:
+    def _commit(self, records: list[Prepared]) -> list[AuditRecord]:
         """Store ``records`` in order (spool first if it holds records); under the policy."""
-        with _holding(self._write_lock, "audit.append"):
+        with _Holding(self._write_lock, "audit.append"):
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
@@ -647,8 +654,17 @@ class AuditLog:
                     raise
                 _log.warning(AUDIT_WRITE_FAILED, spooled=len(records), error=exc.message,
                              spool=str(self._spool.path))
-                self._spool.add(records)
-                return records
+                return self._rescue(records)
+
+    def _rescue(self, records: list[Prepared]) -> list[AuditRecord]:
+        """Add ``records`` to the spool, unsealed (they are returned as they are).
+
+        Raises:
+            AuditUnavailableError: as :meth:`Spool.add`.
+        """
+        unsealed = [prepared.record for prepared in records]
+        self._spool.add(unsealed)
+        return unsealed
 
     def _replay(self, *, leave_if_unavailable: bool = False) -> None:
         """Check the schema once, then replay the spool. Caller holds ``_write_lock``.
@@ -680,7 +696,8 @@ def replay_spool(engine: Engine, url: URL, spool: Spool) -> None:
     Thread-safety: safe from any thread and process (the spool's file lock and the chain
     lock serialise replays).
     """
-    spool.replay(lambda chunk: append_chain(engine, url, chunk, skip_stored=True))
+    spool.replay(lambda chunk: append_chain(engine, url, [prepare(record) for record in chunk],
+                                            skip_stored=True))
 
 
 def _checkpoint_writer(directory: str | Path | None, key: str | Path | None

@@ -257,3 +257,19 @@ def test_sqlite_skips_the_tail_read_while_no_other_connection_wrote(sqlite_url):
         log.append(make_record(4))
         assert len(reads) == 2
         assert log.verify().ok and log.verify().rows == 5
+
+
+def test_postgresql_checks_its_own_tail_in_the_insert(postgresql_url):
+    migrate.upgrade(postgresql_url)
+    with AuditLog.open(postgresql_url) as log:
+        reads = _tail_reads(log)
+        log.append(make_record(0))
+        assert len(reads) == 1  # the first append reads the tail
+        for index in range(1, 4):
+            log.append(make_record(index))
+        assert len(reads) == 1  # each insert checked that the log's last row was the tail
+        subprocess.run([sys.executable, "-c", FOREIGN_WRITER, postgresql_url, "honest", ""],
+                       check=True, timeout=60)
+        assert log.append(make_record(4)).seq == 6  # refused by the check: tail read again
+        assert len(reads) == 3
+        assert log.verify().ok and log.verify().rows == 6
