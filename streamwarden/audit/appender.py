@@ -59,9 +59,10 @@ _PG_BOUNDED_LOCK = (
 )
 #: The largest ``seq`` (PostgreSQL ``bigint``).
 MAX_SEQ = 2**63 - 1
+#: What an integer column holds on SQLite and PostgreSQL (BIGINT).
+_INT64_MIN, _INT64_MAX = -(2**63), MAX_SEQ
 _CHUNK = 500
-_SEQ, _PREV, _ROW, _DETAILS = (RAW_FIELDS.index(name)
-                               for name in ("seq", "prev_hash", "row_hash", "details"))
+_SEQ, _PREV, _ROW = (RAW_FIELDS.index(name) for name in ("seq", "prev_hash", "row_hash"))
 _TAIL = sa.select(audit_table.c.seq, audit_table.c.row_hash).order_by(
     audit_table.c.seq.desc()).limit(1)
 _WITNESS = "streamwarden_chain_witness"
@@ -147,8 +148,9 @@ def prepare(record: AuditRecord) -> Prepared:
 
     Raises:
         InvalidInputError: not an AuditRecord, details not JSON-serialisable, a naive
-            timestamp, an unknown outcome or schema version, or a NUL character or lone
-            surrogate in a text field (PostgreSQL refuses those).
+            timestamp, an unknown outcome or schema version, a NUL character or lone
+            surrogate in a text field (PostgreSQL refuses those), or an integer out of the
+            64-bit range.
 
     Thread-safety: pure function.
     """
@@ -160,13 +162,19 @@ def prepare(record: AuditRecord) -> Prepared:
     if record.outcome not in OUTCOMES:
         raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}",
                                 operation="audit.append", correlation_id=record.correlation_id)
-    texts = [value for value in (*row[:_DETAILS], *row[_DETAILS + 1:]) if isinstance(value, str)]
+    # details is JSON text: a NUL in it is escaped, a lone surrogate is not.
+    texts = [value for value in row if isinstance(value, str)]
     if _bad_text("".join(texts)):  # one pass over all of them; then find which
         name = next(name for name, value in zip(RAW_FIELDS, row, strict=True)
-                    if name != "details" and isinstance(value, str) and _bad_text(value))
+                    if isinstance(value, str) and _bad_text(value))
         raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
                                 "surrogate", operation="audit.append",
                                 correlation_id=record.correlation_id)
+    for name, value in zip(RAW_FIELDS, row, strict=True):
+        if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+            raise InvalidInputError(f"audit field {name} is out of the 64-bit integer range",
+                                    operation="audit.append",
+                                    correlation_id=record.correlation_id)
     return Prepared(record, row)
 
 

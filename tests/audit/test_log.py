@@ -186,6 +186,10 @@ def test_a_table_dropped_under_an_open_log_is_a_schema_error(db_url):
     ({"details": {"x": float("inf")}}, "JSON-serialisable"),
     ({"occurred_at": datetime(2026, 1, 1)}, "timezone-aware"),
     ({"owner": "nul\x00byte"}, "NUL character"),
+    ({"details": {"note": "lone \ud800 surrogate"}}, "details contains a NUL character or a "
+                                                     "lone surrogate"),
+    ({"pid": 2**63}, "pid is out of the 64-bit integer range"),
+    ({"refs_after": -(2**63) - 1}, "refs_after is out of the 64-bit integer range"),
 ])
 def test_bad_records_are_refused_and_nothing_is_written(db_url, change, match):
     migrate.upgrade(db_url)
