@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
+
+from _stats import percentile
 
 import streamwarden as sw
 from streamwarden.simulator import Simulator
@@ -46,12 +46,6 @@ DRAIN_SECONDS = 2.0
 def progress(message: str) -> None:
     sys.stderr.write(f"[isolation bench] {message}\n")
     sys.stderr.flush()
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[min(max(math.ceil(fraction * len(ordered)), 1), len(ordered)) - 1]
 
 
 class Arrivals:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import queue
@@ -49,9 +48,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from _stats import percentile
 
 from streamwarden.simulator import Simulator
 
@@ -69,11 +69,6 @@ GOAL_ADDED_P99_MS = 2.0
 def progress(message: str) -> None:
     sys.stderr.write(f"[relay bench] {message}\n")
     sys.stderr.flush()
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(max(math.ceil(fraction * len(ordered)), 1), len(ordered)) - 1]
 
 
 class Process:

@@ -40,7 +40,6 @@ import gc
 import importlib.metadata
 import json
 import logging
-import math
 import os
 import platform
 import statistics
@@ -51,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from _stats import percentile
 from alpaca.data.live.stock import StockDataStream
 
 import streamwarden as sw
@@ -95,12 +95,6 @@ def key_id(name: str) -> str:
 
 def credentials(name: str) -> sw.Credentials:
     return sw.Credentials(key_id(name), SECRET)
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[min(max(math.ceil(fraction * len(ordered)), 1), len(ordered)) - 1]
 
 
 def summary_ms(samples_s: Sequence[float]) -> dict[str, Any]:
