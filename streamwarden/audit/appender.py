@@ -7,8 +7,12 @@ database's write lock), a transaction-scoped advisory lock keyed on the table on
 the tail row read, so two writers can never seal after the same row. On SQLite the tail
 is not read again when no other connection has committed since this appender's last commit
 on the same connection (``PRAGMA data_version`` unchanged under the write lock, see
-:class:`Tail`); on PostgreSQL the insert of the first new row checks, in the same statement,
-that the tail this appender left is still the tail, and only if it is not is the tail read.
+:class:`Tail`). On PostgreSQL, after the tail this appender left, one statement bounds the
+transaction, takes the lock and inserts the first new row, only if that tail is still the
+chain's last row; only if it is not is the lock taken again and the tail read. (That check
+may see the table as it was before the statement waited for the lock: a row another writer
+added meanwhile then has the new row's ``seq``, the primary key refuses the insert, and the
+append is made again from the tail as read.)
 
 Before chaining onto the tail row the appender checks it: its hash must match its content,
 its ``seq`` must leave room for the new rows, and it must link to the row before it (or be
@@ -79,9 +83,10 @@ def _insert_sql(dialect_name: str, *, guarded: bool = False) -> str:
     timestamp read as UTC and the details as ``json``, which keeps their text as it is (what
     :func:`raw_select` reads back).
 
-    ``guarded`` (PostgreSQL): the row is inserted only if the chain's last row is the one
-    whose ``seq`` and ``row_hash`` follow as three more parameters (``seq``, ``seq``,
-    ``row_hash``): the tail check and the insert in one statement.
+    ``guarded`` (PostgreSQL): the statement first bounds the transaction and takes the chain
+    lock (the parameters of :data:`_PG_BOUNDED_LOCK` come first), then inserts the row only
+    if the chain's last row is the one whose ``seq`` and ``row_hash`` follow as two more
+    parameters: lock, tail check and insert in one round trip.
     """
     if dialect_name == "sqlite":
         values = ", ".join("?" for _ in RAW_FIELDS)
@@ -96,9 +101,11 @@ def _insert_sql(dialect_name: str, *, guarded: bool = False) -> str:
     if not guarded:
         return f"{insert}VALUES ({values})"
     table = audit_table.name
-    return (f"{insert}SELECT {values} WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE seq > "
-            f"CAST(%s AS BIGINT)) AND EXISTS (SELECT 1 FROM {table} WHERE seq = "
-            "CAST(%s AS BIGINT) AND row_hash = %s)")
+    # The last row by a backward scan of the primary key: the same cheap plan whatever the
+    # parameters (a generic plan for "NOT EXISTS (... seq > %s)" may scan the whole table).
+    return (f"WITH chain_lock AS ({_PG_BOUNDED_LOCK}) {insert}SELECT {values} FROM chain_lock "
+            f"WHERE (SELECT (seq, row_hash) FROM {table} ORDER BY seq DESC LIMIT 1) "
+            "= (CAST(%s AS BIGINT), CAST(%s AS VARCHAR))")
 
 
 _INSERTS = {name: _insert_sql(name) for name in ("sqlite", "postgresql")}
@@ -221,18 +228,17 @@ def append_chain(
 
     Thread-safety: safe to call from any thread and process at the same time.
     """
+    guarded = trusted if records and not skip_stored and not is_sqlite(url) else None
     try:
-        with engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})
-            with connection.begin():
-                begin_append(connection, url, lock_timeout)
-                witness = _witness(connection) if is_sqlite(url) else None
-                todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed = _seal_and_insert(connection, url, todo, trusted, witness)
-            if not sealed:
-                return Appended(sealed, None)
-            return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "",
-                                         witness))
+        try:
+            return _append_once(engine, url, records, skip_stored, lock_timeout, trusted,
+                                guarded)
+        except sa.exc.IntegrityError:
+            if guarded is None:
+                raise
+            # Another writer added a row while this statement waited for the lock (module
+            # docstring): append again, from the tail as read under the lock.
+            return _append_once(engine, url, records, skip_stored, lock_timeout, None, None)
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         reason = " ".join(str(exc.orig).split())[:300]
         raise AuditError(
@@ -240,6 +246,49 @@ def append_chain(
         ) from None
     except sa.exc.SQLAlchemyError as exc:
         raise translate_error(exc, url, "audit.append") from None
+
+
+def _append_once(engine: Engine, url: URL, records: Sequence[Prepared], skip_stored: bool,
+                 lock_timeout: float | None, trusted: Tail | None, guarded: Tail | None
+                 ) -> Appended:
+    """One append transaction (see :func:`append_chain`); ``guarded``: the tail to try the
+    single-statement insert after (PostgreSQL)."""
+    with engine.connect() as connection:
+        connection.execution_options(**{WRITE_OPTION: True})
+        with connection.begin():
+            sealed = None
+            if guarded is not None:
+                sealed = _insert_after(connection, records, guarded, lock_timeout)
+            witness = None
+            if sealed is None:
+                begin_append(connection, url, lock_timeout)
+                witness = _witness(connection) if is_sqlite(url) else None
+                todo = _unstored(connection, records) if skip_stored else list(records)
+                sealed = _seal_and_insert(connection, url, todo, trusted, witness)
+        if not sealed:
+            return Appended(sealed, None)
+        return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "", witness))
+
+
+def _bounds(lock_timeout: float | None) -> tuple[str, str, str, int, str]:
+    """The parameters of :data:`_PG_BOUNDED_LOCK`."""
+    wait = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    lock_ms = f"{max(1, int(wait * 1000))}ms"
+    return (lock_ms, lock_ms, f"{max(1, int(wait * 500))}ms", _LOCK_NAMESPACE,
+            audit_table.name)
+
+
+def _insert_after(connection: Connection, records: Sequence[Prepared], tail: Tail,
+                  lock_timeout: float | None) -> list[AuditRecord] | None:
+    """PostgreSQL: ``records`` sealed after ``tail`` and inserted, the first in the statement
+    that takes the chain lock and checks that ``tail`` is still the last row; None (nothing
+    inserted) if it is not."""
+    sealed, rows = _seal(records, tail.seq, tail.row_hash)
+    if not _execute(connection, _GUARDED_INSERT,
+                    [(*_bounds(lock_timeout), *rows[0], tail.seq, tail.row_hash)]):
+        return None
+    _execute(connection, _INSERTS["postgresql"], rows[1:])
+    return sealed
 
 
 def begin_append(connection: Connection, url: URL, lock_timeout: float | None = None) -> None:
@@ -255,26 +304,14 @@ def begin_append(connection: Connection, url: URL, lock_timeout: float | None = 
     """
     if is_sqlite(url):
         return  # BEGIN IMMEDIATE (WRITE_OPTION) already holds the database's write lock
-    wait = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    lock_ms = f"{max(1, int(wait * 1000))}ms"
-    _execute(connection, _PG_BOUNDED_LOCK, [(lock_ms, lock_ms, f"{max(1, int(wait * 500))}ms",
-                                             _LOCK_NAMESPACE, audit_table.name)])
+    _execute(connection, _PG_BOUNDED_LOCK, [_bounds(lock_timeout)])
 
 
 def _seal_and_insert(connection: Connection, url: URL, records: Sequence[Prepared],
                      trusted: Tail | None, witness: tuple[object, int] | None
                      ) -> list[AuditRecord]:
-    """Seal ``records`` after the chain's tail and insert them; returns them sealed.
-
-    PostgreSQL, with a ``trusted`` tail: sealed after it, and the first row inserted only if
-    it is still the tail (one statement); otherwise, and on SQLite, the tail is read (unless
-    the ``witness`` vouches for it) and checked as :func:`check_tail` says."""
-    if records and trusted is not None and not is_sqlite(url):
-        sealed, rows = _seal(records, trusted.seq, trusted.row_hash)
-        if _execute(connection, _GUARDED_INSERT,
-                    [(*rows[0], trusted.seq, trusted.seq, trusted.row_hash)]):
-            _execute(connection, _INSERTS["postgresql"], rows[1:])
-            return sealed
+    """Seal ``records`` after the chain's tail, read (unless the SQLite ``witness`` vouches
+    for it) and checked as :func:`check_tail` says, and insert them; returns them sealed."""
     sealed, rows = _seal_after_tail(connection, url, records, trusted, witness)
     _execute(connection, _INSERTS[connection.dialect.name], rows)
     return sealed
