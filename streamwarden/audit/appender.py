@@ -231,14 +231,15 @@ def append_chain(
     guarded = trusted if records and not skip_stored and not is_sqlite(url) else None
     try:
         try:
-            return _append_once(engine, url, records, skip_stored, lock_timeout, trusted,
-                                guarded)
+            return _append_once(engine, url, records, skip_stored=skip_stored,
+                                lock_timeout=lock_timeout, trusted=trusted, guarded=guarded)
         except sa.exc.IntegrityError:
             if guarded is None:
                 raise
             # Another writer added a row while this statement waited for the lock (module
             # docstring): append again, from the tail as read under the lock.
-            return _append_once(engine, url, records, skip_stored, lock_timeout, None, None)
+            return _append_once(engine, url, records, skip_stored=skip_stored,
+                                lock_timeout=lock_timeout, trusted=None, guarded=None)
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         reason = " ".join(str(exc.orig).split())[:300]
         raise AuditError(
@@ -248,7 +249,7 @@ def append_chain(
         raise translate_error(exc, url, "audit.append") from None
 
 
-def _append_once(engine: Engine, url: URL, records: Sequence[Prepared], skip_stored: bool,
+def _append_once(engine: Engine, url: URL, records: Sequence[Prepared], *, skip_stored: bool,
                  lock_timeout: float | None, trusted: Tail | None, guarded: Tail | None
                  ) -> Appended:
     """One append transaction (see :func:`append_chain`); ``guarded``: the tail to try the

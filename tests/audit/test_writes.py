@@ -7,6 +7,7 @@ import contextlib
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -16,12 +17,15 @@ import sqlalchemy as sa
 from streamwarden import (
     AuditError,
     AuditIntegrityError,
+    AuditRecord,
     AuditUnavailableError,
     InvalidInputError,
     Settings,
 )
 from streamwarden.audit import migrate
+from streamwarden.audit.appender import begin_append
 from streamwarden.audit.chain import seal
+from streamwarden.audit.database import WRITE_OPTION, make_engine, parse_url
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.spool import default_spool_path, encode
 from tests.audit.chain_data import insert_rows, make_record, raw, stored
@@ -273,3 +277,45 @@ def test_postgresql_checks_its_own_tail_in_the_insert(postgresql_url):
         assert log.append(make_record(4)).seq == 6  # refused by the check: tail read again
         assert len(reads) == 3
         assert log.verify().ok and log.verify().rows == 6
+
+
+def test_a_row_added_while_an_append_waits_for_the_lock_is_chained_after(postgresql_url):
+    """The single-statement append after a known tail may check the tail as it was before
+    the statement waited for the chain lock; the row another writer added meanwhile holds
+    the new row's seq, and the append is made again after it (no refusal, no fork)."""
+    migrate.upgrade(postgresql_url)
+    url = parse_url(postgresql_url)
+    engine = make_engine(url)
+    admin = sa.create_engine(postgresql_url, poolclass=sa.pool.NullPool)
+    try:
+        with AuditLog.open(postgresql_url) as log:
+            first = log.append(make_record(0))  # the log now knows the tail: seq 1
+            other = seal(make_record(1), seq=2, prev_hash=first.row_hash or "")
+            result: dict[str, object] = {}
+            with engine.connect() as connection:
+                connection.execution_options(**{WRITE_OPTION: True})
+                with connection.begin():
+                    begin_append(connection, url)  # another writer holds the chain lock
+                    insert_rows(connection, [other])
+                    waiter = threading.Thread(
+                        target=lambda: result.update(record=log.append(make_record(2))))
+                    waiter.start()
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline and not _waiting_for_advisory(admin):
+                        time.sleep(0.01)
+                    assert _waiting_for_advisory(admin)
+                waiter.join(10)
+            appended = result["record"]
+            assert isinstance(appended, AuditRecord)
+            assert (appended.seq, appended.prev_hash) == (3, other.row_hash)
+            assert log.verify().ok
+    finally:
+        engine.dispose()
+        admin.dispose()
+    assert [r.seq for r in stored(postgresql_url)] == [1, 2, 3]
+
+
+def _waiting_for_advisory(admin: sa.Engine) -> bool:
+    with admin.connect() as connection:
+        return bool(connection.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'")).scalar())
