@@ -43,7 +43,8 @@ from streamwarden.audit.chain import (
     RawRow,
     canonical,
     raw_row,
-    sealed_row,
+    seal_row,
+    sealed_record,
 )
 from streamwarden.audit.database import LOCK_TIMEOUT, WRITE_OPTION, is_sqlite, translate_error
 from streamwarden.audit.models import audit_table, raw_select
@@ -129,11 +130,18 @@ class Tail:
 
 
 class Appended(NamedTuple):
-    """What :func:`append_chain` stored: the records as sealed, and the tail they left
-    (None when nothing was stored)."""
+    """What :func:`append_chain` stored: the records and the rows they were stored as (in
+    order), and the tail they left (None when nothing was stored)."""
 
-    records: list[AuditRecord]
+    prepared: Sequence[Prepared]
+    rows: list[RawRow]
     tail: Tail | None
+
+    def records(self) -> list[AuditRecord]:
+        """The records as sealed (``seq``, ``prev_hash``, ``row_hash`` set), built on demand:
+        a batch of appends needs only the tail."""
+        return [sealed_record(prepared.record, row)
+                for prepared, row in zip(self.prepared, self.rows, strict=True)]
 
 
 class Prepared(NamedTuple):
@@ -177,11 +185,12 @@ def prepare(record: AuditRecord) -> Prepared:
         raise InvalidInputError(f"audit field {name} contains a NUL character or a lone "
                                 "surrogate", operation="audit.append",
                                 correlation_id=record.correlation_id)
-    for name, value in zip(RAW_FIELDS, row, strict=True):
-        if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidInputError(f"audit field {name} is out of the 64-bit integer range",
-                                    operation="audit.append",
-                                    correlation_id=record.correlation_id)
+    numbers = [value for value in row if type(value) is int]
+    if numbers and not _INT64_MIN <= min(numbers) <= max(numbers) <= _INT64_MAX:
+        name = next(name for name, value in zip(RAW_FIELDS, row, strict=True)
+                    if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX)
+        raise InvalidInputError(f"audit field {name} is out of the 64-bit integer range",
+                                operation="audit.append", correlation_id=record.correlation_id)
     return Prepared(record, row)
 
 
@@ -257,18 +266,19 @@ def _append_once(engine: Engine, url: URL, records: Sequence[Prepared], *, skip_
     with engine.connect() as connection:
         connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
-            sealed = None
+            rows = None
+            todo = records
             if guarded is not None:
-                sealed = _insert_after(connection, records, guarded, lock_timeout)
+                rows = _insert_after(connection, records, guarded, lock_timeout)
             witness = None
-            if sealed is None:
+            if rows is None:
                 begin_append(connection, url, lock_timeout)
                 witness = _witness(connection) if is_sqlite(url) else None
-                todo = _unstored(connection, records) if skip_stored else list(records)
-                sealed = _seal_and_insert(connection, url, todo, trusted, witness)
-        if not sealed:
-            return Appended(sealed, None)
-        return Appended(sealed, Tail(sealed[-1].seq or 0, sealed[-1].row_hash or "", witness))
+                todo = _unstored(connection, records) if skip_stored else records
+                rows = _seal_and_insert(connection, url, todo, trusted, witness)
+        if not rows:
+            return Appended(todo, rows, None)
+        return Appended(todo, rows, Tail(rows[-1][_SEQ], rows[-1][_ROW], witness))
 
 
 def _bounds(lock_timeout: float | None) -> tuple[str, str, str, int, str]:
@@ -280,16 +290,16 @@ def _bounds(lock_timeout: float | None) -> tuple[str, str, str, int, str]:
 
 
 def _insert_after(connection: Connection, records: Sequence[Prepared], tail: Tail,
-                  lock_timeout: float | None) -> list[AuditRecord] | None:
+                  lock_timeout: float | None) -> list[RawRow] | None:
     """PostgreSQL: ``records`` sealed after ``tail`` and inserted, the first in the statement
     that takes the chain lock and checks that ``tail`` is still the last row; None (nothing
     inserted) if it is not."""
-    sealed, rows = _seal(records, tail.seq, tail.row_hash)
+    rows = _seal(records, tail.seq, tail.row_hash)
     if not _execute(connection, _GUARDED_INSERT,
                     [(*_bounds(lock_timeout), *rows[0], tail.seq, tail.row_hash)]):
         return None
     _execute(connection, _INSERTS["postgresql"], rows[1:])
-    return sealed
+    return rows
 
 
 def begin_append(connection: Connection, url: URL, lock_timeout: float | None = None) -> None:
@@ -310,12 +320,12 @@ def begin_append(connection: Connection, url: URL, lock_timeout: float | None = 
 
 def _seal_and_insert(connection: Connection, url: URL, records: Sequence[Prepared],
                      trusted: Tail | None, witness: tuple[object, int] | None
-                     ) -> list[AuditRecord]:
+                     ) -> list[RawRow]:
     """Seal ``records`` after the chain's tail, read (unless the SQLite ``witness`` vouches
-    for it) and checked as :func:`check_tail` says, and insert them; returns them sealed."""
-    sealed, rows = _seal_after_tail(connection, url, records, trusted, witness)
+    for it) and checked as :func:`check_tail` says, and insert them; returns their rows."""
+    rows = _seal_after_tail(connection, url, records, trusted, witness)
     _execute(connection, _INSERTS[connection.dialect.name], rows)
-    return sealed
+    return rows
 
 
 def _execute(connection: Connection, sql: str, rows: Sequence[Sequence[object]]) -> int:
@@ -375,9 +385,8 @@ def _witness(connection: Connection) -> tuple[object, int]:
 
 def _seal_after_tail(connection: Connection, url: URL, records: Sequence[Prepared],
                      trusted: Tail | None, witness: tuple[object, int] | None
-                     ) -> tuple[list[AuditRecord], list[RawRow]]:
-    """``records`` sealed after the chain's tail (checked unless ``trusted``), and their
-    stored rows."""
+                     ) -> list[RawRow]:
+    """The rows of ``records`` sealed after the chain's tail (checked unless ``trusted``)."""
     seq, prev_hash = 0, GENESIS_HASH
     if trusted is not None and witness is not None and trusted.witness == witness:
         # Same connection, no commit by any other since it sealed the trusted tail.
@@ -394,17 +403,15 @@ def _seal_after_tail(connection: Connection, url: URL, records: Sequence[Prepare
     return _seal(records, seq, prev_hash)
 
 
-def _seal(records: Sequence[Prepared], seq: int, prev_hash: str
-          ) -> tuple[list[AuditRecord], list[RawRow]]:
-    """``records`` sealed as numbers ``seq + 1, ...`` after ``prev_hash``, and their rows."""
-    sealed, stored = [], []
+def _seal(records: Sequence[Prepared], seq: int, prev_hash: str) -> list[RawRow]:
+    """The rows of ``records`` sealed as numbers ``seq + 1, ...`` after ``prev_hash``."""
+    rows = []
     for record, unsealed in records:
         seq += 1
-        done, row = sealed_row(record, unsealed, seq=seq, prev_hash=prev_hash)
+        row = seal_row(record, unsealed, seq=seq, prev_hash=prev_hash)
         prev_hash = row[_ROW]
-        sealed.append(done)
-        stored.append(row)
-    return sealed, stored
+        rows.append(row)
+    return rows
 
 
 def check_tail(tail: RawRow, before: RawRow | None, adding: int) -> tuple[int, str]:

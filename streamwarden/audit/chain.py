@@ -50,6 +50,7 @@ RawRow = tuple[Any, ...]
 # prev_hash, then "\x1f" + ascii(value) per content field; the trailing row_hash is consumed
 # and not printed, so that a stored row formats as it comes from the database.
 V2_FORMAT = "%s" + "\x1f%a" * len(CONTENT_FIELDS) + "%.0s"
+_V2_CONTENT_FORMAT = V2_FORMAT[:-len("%.0s")]
 _SEQ = RAW_FIELDS.index("seq")
 _VERSION = RAW_FIELDS.index("schema_version")
 _TIME = RAW_FIELDS.index("occurred_at")
@@ -70,9 +71,9 @@ def stored_time(value: datetime) -> str:
     """
     if value.tzinfo is None:
         raise InvalidInputError("audit timestamps must be timezone-aware")
-    utc = value.astimezone(UTC)
-    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031  (fixed widths)
-        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond)
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    # isoformat pads the year to four digits: the first 26 characters leave out "+00:00".
+    return utc.isoformat(" ", "microseconds")[:26]
 
 
 def details_text(details: Mapping[str, Any]) -> str:
@@ -166,13 +167,13 @@ def seal(record: AuditRecord, *, seq: int, prev_hash: str) -> AuditRecord:
 
     Thread-safety: pure function.
     """
-    return sealed_row(record, raw_row(record), seq=seq, prev_hash=prev_hash)[0]
+    return sealed_record(record, seal_row(record, raw_row(record), seq=seq,
+                                          prev_hash=prev_hash))
 
 
-def sealed_row(record: AuditRecord, row: RawRow, *, seq: int, prev_hash: str
-               ) -> tuple[AuditRecord, RawRow]:
-    """``record`` sealed as :func:`seal` does, and the row it is stored as, given ``row``,
-    its :func:`raw_row` (so that each value is encoded once).
+def seal_row(record: AuditRecord, row: RawRow, *, seq: int, prev_hash: str) -> RawRow:
+    """The row ``record`` is stored as when sealed as number ``seq`` after ``prev_hash``,
+    given ``row``, its :func:`raw_row` (so that each value is encoded once).
 
     Raises:
         InvalidInputError: if the record's schema version is not 2 and it cannot be encoded
@@ -180,18 +181,26 @@ def sealed_row(record: AuditRecord, row: RawRow, *, seq: int, prev_hash: str
 
     Thread-safety: pure function.
     """
-    if record.schema_version == 2:  # one encoding and one copy: appends are hot
-        stored = (prev_hash, seq, *row[_SEQ + 1:])  # its last value (row_hash) is not hashed
-        row_hash = raw_hash(stored)
-        sealed: AuditRecord = object.__new__(AuditRecord)
-        # A plain copy of the frozen instance's fields: dataclasses.replace would re-run
-        # __init__ field by field, a third of an append's CPU time in batched mode.
-        sealed.__dict__.update(record.__dict__, seq=seq, prev_hash=prev_hash,
-                               row_hash=row_hash)
-        return sealed, (*stored[:-1], row_hash)
+    if record.schema_version == 2:  # appends are hot: one format, one hash, two tuples
+        head = (prev_hash, seq, *row[_SEQ + 1:-1])
+        text = _V2_CONTENT_FORMAT % head
+        return (*head, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
     numbered = replace(record, seq=seq, prev_hash=prev_hash, row_hash=None)
-    sealed = replace(numbered, row_hash=link(numbered, prev_hash))
-    return sealed, raw_row(sealed)
+    return (*raw_row(numbered)[:-1], link(numbered, prev_hash))
+
+
+def sealed_record(record: AuditRecord, row: RawRow) -> AuditRecord:
+    """``record`` with the ``seq`` and hashes of ``row``, the row it was sealed as
+    (:func:`seal_row`).
+
+    Thread-safety: pure function.
+    """
+    sealed: AuditRecord = object.__new__(AuditRecord)
+    # A plain copy of the frozen instance's fields: dataclasses.replace would re-run
+    # __init__ field by field.
+    sealed.__dict__.update(record.__dict__, seq=row[_SEQ], prev_hash=row[0],
+                           row_hash=row[-1])
+    return sealed
 
 
 def renumbered(row: RawRow, seq: object) -> RawRow:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit.checkpoints import CheckpointWriter, SignedCheckpoint, TableReader
-from streamwarden.audit.records import AuditRecord
 from streamwarden.errors import StreamwardenError
 from streamwarden.logging import (
     AUDIT_CHECKPOINT_FAILED,
@@ -75,19 +73,16 @@ class Checkpointer:
         with self._lock:
             return self._written_at
 
-    def committed(self, records: Sequence[AuditRecord]) -> None:
-        """Count ``records`` (sealed, just committed); wake the thread when ``every`` are due.
+    def committed(self, count: int, seq: int, row_hash: str) -> None:
+        """Count ``count`` records just committed, which left the row ``seq`` with
+        ``row_hash`` as the chain's last; wake the thread when ``every`` are due.
 
         Never blocks on I/O (it takes a lock held only for counter updates).
         """
-        if not records:
-            return
-        last = records[-1]
         with self._lock:
             before = self._pending
-            self._pending += len(records)
-            if last.seq is not None and last.row_hash is not None:
-                self._last = (last.seq, last.row_hash)
+            self._pending += count
+            self._last = (seq, row_hash)
             due = before < self._every <= self._pending
         if due:
             self._wake.set()

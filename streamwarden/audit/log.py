@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit import anchoring, bundle
 from streamwarden.audit.anchoring import AnchorReport
-from streamwarden.audit.appender import Prepared, Tail, append_chain, prepare
+from streamwarden.audit.appender import Appended, Prepared, Tail, append_chain, prepare
 from streamwarden.audit.batching import BatchWriter
 from streamwarden.audit.chain import RAW_FIELDS, RawRow
 from streamwarden.audit.checkpointer import Checkpointer
@@ -333,7 +333,8 @@ class AuditLog:
             if self._writer is not None:
                 self._writer.submit(prepared)
                 return record
-            return self._commit([prepared])[0]
+            appended = self._commit([prepared])
+            return record if appended is None else appended.records()[0]
 
     def flush(self, timeout: float | None = None) -> None:
         """Commit every record appended before this call: drain the batched queue, replay the
@@ -636,35 +637,36 @@ class AuditLog:
                 return
             after = page[-1][_SEQ]
 
-    def _commit(self, records: list[Prepared]) -> list[AuditRecord]:
-        """Store ``records`` in order (spool first if it holds records); under the policy."""
+    def _commit(self, records: list[Prepared]) -> Appended | None:
+        """Store ``records`` in order (spool first if it holds records); under the policy.
+        None: they went to the spool."""
         with _Holding(self._write_lock, "audit.append"):
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
-                stored, tail = append_chain(self._engine, self._url, records,
-                                            lock_timeout=self._lock_timeout, trusted=self._tail)
-                if tail is not None:
-                    self._tail = tail
-                if self._checkpointer is not None:
-                    self._checkpointer.committed(stored)
-                return stored
+                appended = append_chain(self._engine, self._url, records,
+                                        lock_timeout=self._lock_timeout, trusted=self._tail)
+                if appended.tail is not None:
+                    self._tail = appended.tail
+                    if self._checkpointer is not None:
+                        self._checkpointer.committed(len(appended.rows), appended.tail.seq,
+                                                    appended.tail.row_hash)
+                return appended
             except AuditUnavailableError as exc:
                 if self._policy == "raise":
                     raise
                 _log.warning(AUDIT_WRITE_FAILED, spooled=len(records), error=exc.message,
                              spool=str(self._spool.path))
-                return self._rescue(records)
+                self._rescue(records)
+                return None
 
-    def _rescue(self, records: list[Prepared]) -> list[AuditRecord]:
-        """Add ``records`` to the spool, unsealed (they are returned as they are).
+    def _rescue(self, records: list[Prepared]) -> None:
+        """Add ``records`` to the spool, unsealed.
 
         Raises:
             AuditUnavailableError: as :meth:`Spool.add`.
         """
-        unsealed = [prepared.record for prepared in records]
-        self._spool.add(unsealed)
-        return unsealed
+        self._spool.add([prepared.record for prepared in records])
 
     def _replay(self, *, leave_if_unavailable: bool = False) -> None:
         """Check the schema once, then replay the spool. Caller holds ``_write_lock``.
