@@ -16,6 +16,12 @@ from sqlalchemy.engine import URL
 
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit import anchoring, bundle
+from streamwarden.audit._parallel_verify import (
+    PARALLEL_MIN_ROWS,
+    Monotone,
+    default_workers,
+    verify_parallel,
+)
 from streamwarden.audit.anchoring import AnchorReport
 from streamwarden.audit.appender import Prepared, Tail, append_chain, prepare
 from streamwarden.audit.batching import BatchWriter
@@ -28,6 +34,7 @@ from streamwarden.audit.database import (
     parse_url,
     redact_url,
     resolve_url,
+    sqlite_path,
     translate_error,
 )
 from streamwarden.audit.migrate import ensure_schema
@@ -480,21 +487,47 @@ class AuditLog:
             return [rows[0][0]]
         return [row[0] for row in rows]
 
-    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(self, *, progress: Callable[[int], None] | None = None,
+               workers: int | None = None,
+               parallel_min_rows: int = PARALLEL_MIN_ROWS) -> VerifyReport:
         """Walk the whole chain in ``seq`` order (streamed) and report the first break.
 
         See :mod:`streamwarden.audit.verify` for the reasons; a row that cannot be decoded is
         a break (``edited``), not an error. Rows are read as stored, a page at a time,
         through the driver's own cursor. ``progress`` is called with the number of rows read
-        every 10,000 rows and at the end.
+        every 10,000 rows and once with the total at the end (increasing).
+
+        SQLite files of at least ``parallel_min_rows`` rows are verified by ``workers``
+        processes (default: the CPUs this process may use; 1 keeps it in this process), each
+        reading a contiguous range of ``seq`` read-only (:mod:`streamwarden.audit.
+        _parallel_verify`); if they find anything but an intact chain, the serial walk runs
+        and reports the first break exactly as it would alone. PostgreSQL is always walked by
+        this process.
 
         Raises:
-            AuditUnavailableError, AuditError: the database could not be read.
+            AuditUnavailableError, AuditError: the database could not be read, or a worker
+                process died, failed or stayed silent for
+                :data:`~streamwarden.audit._parallel_verify.WORKER_TIMEOUT` seconds.
 
         Thread-safety: safe from any thread.
         """
         self._check_open("audit.verify")
-        return verify_rows(self._raw_pages(), progress=progress)
+        watched = None if progress is None else Monotone(progress)
+        intact = self._verify_parallel(watched, workers, parallel_min_rows)
+        if intact is not None:
+            if watched is not None:
+                watched(intact[0].rows)
+            return intact[0]
+        return verify_rows(self._raw_pages(), progress=watched)
+
+    def _verify_parallel(self, progress: Callable[[int], None] | None, workers: int | None,
+                         min_rows: int) -> tuple[VerifyReport, tuple[object, object]] | None:
+        """The parallel walk of a SQLite file (None: stay serial, or not shown intact)."""
+        path = sqlite_path(self._url)
+        count = default_workers() if workers is None else workers
+        if path is None or count < 2:
+            return None
+        return verify_parallel(str(path), workers=count, min_rows=min_rows, progress=progress)
 
     def _raw_pages(self) -> Iterator[list[RawRow]]:
         """Every row as stored, in pages of :data:`PAGE_SIZE` by ``seq`` (keyset)."""

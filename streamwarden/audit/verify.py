@@ -77,9 +77,9 @@ _OUTCOME, _DETAILS = RAW_FIELDS.index("outcome"), RAW_FIELDS.index("details")
 _VERSION, _ROW = RAW_FIELDS.index("schema_version"), RAW_FIELDS.index("row_hash")
 _OUTCOMES = frozenset(OUTCOMES)
 _HEXDIGEST = methodcaller("hexdigest")
-_ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
 _FORMAT = V2_FORMAT.__mod__
 _DETAILS_CACHE = 4096
+_ALLOWED = tuple(frozenset(types) for types in RAW_TYPES)
 
 
 @dataclass(frozen=True)
@@ -170,17 +170,43 @@ def verify_rows(
     return walk.run()
 
 
+def verify_from(
+    pages: Iterable[Sequence[RawRow]],
+    last: RawRow | None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    progress_every: int = PROGRESS_EVERY,
+) -> tuple[VerifyReport, RawRow | None]:
+    """:func:`verify_rows` for a part of the chain: ``pages`` are the rows after ``last`` (the
+    stored row they follow; None: the chain's start). Returns the report (``rows`` counts this
+    part only) and the last intact row (``last`` if none).
+
+    Raises:
+        whatever iterating ``pages`` raises.
+
+    Thread-safety: pure function (``progress`` runs on the caller's thread).
+    """
+    walk = _Walk(iter(pages), progress, progress_every, last)
+    return walk.run(), walk.last
+
+
 class _Walk:
     """The state of one verification: the last intact row, rows read, pages to come."""
 
     def __init__(self, pages: Iterator[Sequence[RawRow]],
-                 progress: Callable[[int], None] | None, progress_every: int) -> None:
+                 progress: Callable[[int], None] | None, progress_every: int,
+                 last: RawRow | None = None) -> None:
         self._pages = pages
         self._progress = progress
         self._every = progress_every
-        self._last: RawRow | None = None
+        self._last = last
         self._rows = 0
         self._details: set[str] = set()
+
+    @property
+    def last(self) -> RawRow | None:
+        """The last intact row."""
+        return self._last
 
     def run(self) -> VerifyReport:
         report = None
@@ -213,18 +239,17 @@ class _Walk:
         if len(columns) != len(RAW_FIELDS):
             return False
         seq, prev = _expected(self._last)
-        for column, types in zip(columns, RAW_TYPES, strict=True):
-            if not set(map(type, column)) <= set(types):
+        for column, types in zip(columns, _ALLOWED, strict=True):
+            if not types.issuperset(map(type, column)):
                 return False
         return (
             columns[_VERSION].count(2) == len(page)
             and columns[_SEQ] == tuple(range(seq, seq + len(page)))
             and columns[_PREV] == (prev, *columns[_ROW][:-1])
-            and set(columns[_OUTCOME]) <= _OUTCOMES
+            and _OUTCOMES.issuperset(columns[_OUTCOME])
             and self._details_valid(columns[_DETAILS])
             and _times_valid(columns[_TIME])
-            and list(map(_HEXDIGEST, map(hashlib.sha256, map(_ENCODE, map(_FORMAT, page)))))
-            == list(columns[_ROW])
+            and _digests(page) == list(columns[_ROW])
         )
 
     def _details_valid(self, texts: Iterable[str]) -> bool:
@@ -232,7 +257,7 @@ class _Walk:
             try:
                 if type(json.loads(text)) is not dict:
                     return False
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting: not a record's details
                 return False
             if len(self._details) >= _DETAILS_CACHE:
                 self._details.clear()
@@ -254,6 +279,17 @@ class _Walk:
         for page in self._pages:
             if page:
                 return page[0]
+        return None
+
+
+def _digests(page: Sequence[RawRow]) -> list[str] | None:
+    """The version 2 hashes of ``page``'s rows; None if one is not plain UTF-8 text (its
+    ``prev_hash`` holds a lone surrogate: the row walk hashes it as :func:`raw_hash` does).
+
+    The formatted text is ASCII but for ``prev_hash``, so the strict codec is exact here."""
+    try:
+        return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, map(_FORMAT, page)))))
+    except UnicodeEncodeError:
         return None
 
 
@@ -286,7 +322,7 @@ def self_hash(row: RawRow, seq: object) -> str | None:
         if record.schema_version == 2:
             return raw_hash(numbered)
         return link(record, record.prev_hash or "")
-    except (UndecodableRowError, InvalidInputError):
+    except (UndecodableRowError, InvalidInputError, RecursionError):
         return None
 
 
@@ -315,11 +351,21 @@ def _classify(
     if found > seq:
         missing = str(seq) if found == seq + 1 else f"{seq}..{found - 1}"
         return _broken(rows, seq, "deleted", f"row {missing} missing before row {found}")
+    problem = _undecodable(row)
+    if problem is not None:
+        return _broken(rows, seq, "edited", f"row {seq} cannot be decoded: {problem}")
+    return _classify_misplaced(last, row, following, rows)
+
+
+def _undecodable(row: RawRow) -> str | None:
+    """Why ``row`` cannot be decoded, None if it can."""
     try:
         decode_row(row)
     except UndecodableRowError as exc:
-        return _broken(rows, seq, "edited", f"row {seq} cannot be decoded: {exc}")
-    return _classify_misplaced(last, row, following, rows)
+        return str(exc)
+    except RecursionError:  # json.loads of details nested deeper than the parser goes
+        return "details is nested too deeply"
+    return None
 
 
 def _classify_misplaced(
