@@ -601,6 +601,7 @@ class AuditLog:
         self, checkpoint_dir: str | Path | None, public_keys: Sequence[Verifier], *,
         expect_head: tuple[int, str] | None = None, max_age: float | None = None,
         now: datetime | None = None, progress: Callable[[int], None] | None = None,
+        workers: int | None = None, parallel_min_rows: int = PARALLEL_MIN_ROWS,
     ) -> AnchorReport:
         """Verify the table against the signed checkpoints in ``checkpoint_dir`` (None: only
         the chain, the head and ``expect_head``); see :mod:`streamwarden.audit.anchoring`.
@@ -610,15 +611,49 @@ class AuditLog:
             expect_head: ``(seq, row_hash)`` the table must still have.
             max_age: fail (``stale``) if the newest checkpoint is older, in seconds.
             now: the current time (default: the clock).
+            progress, workers, parallel_min_rows: as for :meth:`verify` (the chain of a large
+                SQLite file is walked in parallel; each checkpoint's row is then looked up).
 
         Raises:
-            AuditUnavailableError, AuditError: the database could not be read.
+            AuditUnavailableError, AuditError: the database could not be read, or a worker
+                process failed (as :meth:`verify`).
 
         Thread-safety: safe from any thread.
         """
+        watched = None if progress is None else Monotone(progress)
+
+        def fast(anchors: Sequence[anchoring.Anchor], steps: Callable[[int], None] | None
+                 ) -> AnchorReport | None:
+            intact = self._verify_parallel(steps, workers, parallel_min_rows)
+            if intact is None:
+                return None
+            chain, (seq, row_hash) = intact
+            if type(seq) is not int or type(row_hash) is not str:  # pragma: no cover
+                return None
+            if steps is not None:
+                steps(chain.rows)
+            hashes = self._hashes_at([anchor.size for anchor in anchors
+                                      if 0 < anchor.size <= seq])
+            return anchoring.judge_intact(chain, (seq, row_hash), anchors, hashes.get)
+
         return anchoring.verify_database(
             self._engine, self._url, self._raw_pages(), checkpoint_dir,
-            public_keys, expect_head=expect_head, max_age=max_age, now=now, progress=progress)
+            public_keys, expect_head=expect_head, max_age=max_age, now=now, progress=watched,
+            fast=fast)
+
+    def _hashes_at(self, seqs: Sequence[int]) -> dict[object, object]:
+        """The ``row_hash`` of the rows numbered ``seqs`` (missing rows left out).
+
+        Raises:
+            AuditUnavailableError, AuditError: the database could not be read.
+        """
+        found: dict[object, object] = {}
+        wanted = sorted(set(seqs))
+        for start in range(0, len(wanted), PAGE_SIZE):
+            statement = (sa.select(audit_table.c.seq, audit_table.c.row_hash)
+                         .where(audit_table.c.seq.in_(wanted[start:start + PAGE_SIZE])))
+            found.update((row[0], row[1]) for row in self._read(statement))
+        return found
 
     def export_bundle(self, path: str | Path, checkpoint_dir: str | Path,
                       public_keys: Sequence[Verifier], flt: AuditFilter | None = None

@@ -146,7 +146,7 @@ def record_pages(records: Iterable[AuditRecord]) -> Iterator[list[RawRow]]:
 def _as_row(record: AuditRecord) -> RawRow:
     try:
         return raw_row(record)
-    except InvalidInputError:  # not storable as it is: its details or timestamp are broken
+    except (InvalidInputError, RecursionError):  # not storable as it is: broken details or time
         return tuple(None if name == "details" else getattr(record, name)
                      for name in RAW_FIELDS)
 
