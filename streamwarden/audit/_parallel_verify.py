@@ -28,34 +28,34 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
-from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from streamwarden.audit.chain import RAW_FIELDS, RawRow
-from streamwarden.audit.database import LOCK_TIMEOUT, _read_only_sqlite
-from streamwarden.audit.models import TABLE_NAME
-from streamwarden.audit.verify import PAGE_SIZE, PROGRESS_EVERY, VerifyReport, verify_from
+from streamwarden.audit._verify_worker import (
+    BOOT,
+    ROW_AT,
+    TABLE,
+    Chunk,
+    ChunkResult,
+    open_file,
+    walk_chunk,
+)
+from streamwarden.audit.chain import RAW_FIELDS
+from streamwarden.audit.verify import PROGRESS_EVERY, VerifyReport
 from streamwarden.errors import AuditError
 
 #: Below this many rows (by the highest ``seq``) verify stays in one process: starting a
 #: process costs about 0.2 s, which the rows it takes over must repay.
 PARALLEL_MIN_ROWS = 100_000
-#: Extra rows the parent walks while a child process starts (about 0.3 s of walking).
-LEAD_ROWS = 25_000
+#: Extra rows the parent walks while a worker process starts (about 0.05 s of walking).
+LEAD_ROWS = 5_000
 #: Seconds the parent waits for any message (rows verified, or the result) from a worker.
 WORKER_TIMEOUT = 120.0
 _LOWEST = -(2**63)
 _SEQ, _ROW = RAW_FIELDS.index("seq"), RAW_FIELDS.index("row_hash")
-_SELECT = f"SELECT {', '.join(RAW_FIELDS)} FROM {TABLE_NAME} "
-_PAGE = _SELECT + f"WHERE seq > ? ORDER BY seq LIMIT {PAGE_SIZE}"
-_BOUNDED_PAGE = _SELECT + f"WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT {PAGE_SIZE}"
-_AT = _SELECT + "WHERE seq = ?"
-_RANGE = f"SELECT min(seq), max(seq) FROM {TABLE_NAME}"
+_RANGE = f"SELECT min(seq), max(seq) FROM {TABLE}"
 _REAP = 5.0
 
 
@@ -64,102 +64,6 @@ def default_workers() -> int:
     affinity = getattr(os, "sched_getaffinity", None)
     count = len(affinity(0)) if affinity is not None else os.cpu_count()
     return max(1, count or 1)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """The rows with ``after < seq <= until`` (``until`` None: to the end), following
-    ``last``, the stored row at ``after`` (None: the chain's start)."""
-
-    after: int
-    until: int | None
-    last: RawRow | None
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """One chunk's walk: ``ok`` (intact, and read without error), rows read, and the
-    ``seq`` and ``row_hash`` of its last intact row."""
-
-    ok: bool
-    rows: int
-    last_seq: object = None
-    last_hash: object = None
-
-
-def open_file(path: str) -> sqlite3.Connection:
-    """``path`` opened read-only, as the audit log opens read-only files.
-
-    Raises:
-        sqlite3.Error: it cannot be opened.
-    """
-    connection = _read_only_sqlite(Path(path))
-    connection.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT * 1000)}")
-    return connection
-
-
-def chunk_pages(connection: sqlite3.Connection, chunk: Chunk) -> Iterator[list[RawRow]]:
-    """The rows of ``chunk`` in ``seq`` order, :data:`PAGE_SIZE` at a time (keyset)."""
-    cursor = connection.cursor()
-    after: Any = chunk.after
-    while True:
-        if chunk.until is None:
-            page = cursor.execute(_PAGE, (after,)).fetchall()
-        else:
-            page = cursor.execute(_BOUNDED_PAGE, (after, chunk.until)).fetchall()
-        if page:
-            yield page
-        if len(page) < PAGE_SIZE:
-            return
-        after = page[-1][_SEQ]
-
-
-def walk_chunk(path: str, chunk: Chunk, progress: Callable[[int], None] | None,
-               every: int) -> ChunkResult:
-    """Walk ``chunk`` of the file at ``path`` on a connection of its own. A read error (a
-    row that is not UTF-8 text, a locked or unreadable file) is a chunk that is not ``ok``.
-
-    Thread-safety: safe from any thread.
-    """
-    try:
-        connection = open_file(path)
-    except sqlite3.Error:
-        return ChunkResult(ok=False, rows=0)
-    try:
-        report, last = verify_from(chunk_pages(connection, chunk), chunk.last,
-                                   progress=progress, progress_every=every)
-    except sqlite3.Error:
-        return ChunkResult(ok=False, rows=0)
-    finally:
-        connection.close()
-    if last is None:
-        return ChunkResult(ok=report.ok, rows=report.rows)
-    return ChunkResult(ok=report.ok, rows=report.rows, last_seq=last[_SEQ],
-                       last_hash=last[_ROW])
-
-
-# The child's program: take the parent's import path, then walk the chunk it is sent.
-_BOOT = (
-    "import sys\n"
-    "from multiprocessing.connection import Connection\n"
-    "pipe = Connection(int(sys.argv[1]))\n"
-    "sys.path[:] = pipe.recv()\n"
-    "from streamwarden.audit._parallel_verify import _work\n"
-    "_work(pipe)\n"
-)
-
-
-def _work(pipe: Connection) -> None:  # pragma: no cover  (runs in the child process)
-    """A worker process: receive ``(path, chunk, every)``, walk the chunk and send
-    ``("rows", n)`` as it goes, then ``("done", ChunkResult)`` or ``("error", text)``."""
-    try:
-        path, chunk, every = pipe.recv()
-        result = walk_chunk(path, chunk, lambda rows: pipe.send(("rows", rows)), every)
-        pipe.send(("done", result))
-    except BaseException as exc:
-        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-    pipe.close()
-    os._exit(0)  # nothing to flush or finalise: spare the interpreter's shutdown
 
 
 def plan(path: str, workers: int, min_rows: int) -> list[Chunk] | None:
@@ -179,7 +83,7 @@ def plan(path: str, workers: int, min_rows: int) -> list[Chunk] | None:
             return None
         count = min(workers, high)
         bounds = _bounds(high, count)
-        starts = [connection.execute(_AT, (bound,)).fetchone() for bound in bounds]
+        starts = [connection.execute(ROW_AT, (bound,)).fetchone() for bound in bounds]
     except sqlite3.Error:
         return None
     finally:
@@ -236,7 +140,7 @@ class Workers:
 
     Each is a new interpreter (``sys.executable``) started with ``subprocess`` (fork and
     exec in one step, so safe while threads run, like multiprocessing's ``spawn``) that
-    imports only this module: not the caller's ``__main__``.
+    imports only :mod:`streamwarden.audit._verify_worker`: not the caller's ``__main__``.
 
     Raises:
         AuditError: on construction, if a process cannot be started.
@@ -264,7 +168,7 @@ class Workers:
         mine, theirs = multiprocessing.Pipe()
         try:
             fd = theirs.fileno()
-            process = subprocess.Popen([sys.executable, "-c", _BOOT, str(fd)], pass_fds=(fd,),
+            process = subprocess.Popen([sys.executable, "-c", BOOT, str(fd)], pass_fds=(fd,),
                                        stdin=subprocess.DEVNULL)
         except BaseException:
             mine.close()

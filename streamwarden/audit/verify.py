@@ -64,7 +64,6 @@ from streamwarden.audit.chain import (
     raw_row,
     renumbered,
 )
-from streamwarden.audit.models import RAW_TYPES, UndecodableRowError, decode_row
 from streamwarden.audit.records import OUTCOMES, AuditRecord
 from streamwarden.errors import AuditIntegrityError, InvalidInputError
 
@@ -79,7 +78,14 @@ _OUTCOMES = frozenset(OUTCOMES)
 _HEXDIGEST = methodcaller("hexdigest")
 _FORMAT = V2_FORMAT.__mod__
 _DETAILS_CACHE = 4096
-_ALLOWED = tuple(frozenset(types) for types in RAW_TYPES)
+# The types each stored value may have: models.RAW_TYPES (a test keeps them equal), spelled
+# out so that this module imports no SQLAlchemy and a verify worker process starts quickly.
+_NULLABLE = frozenset({"from_state", "to_state", "refs_before", "refs_after", "lease_id",
+                       "owner", "causation_id", "error_type", "error_message"})
+_INTEGERS = frozenset({"seq", "refs_before", "refs_after", "pid", "schema_version"})
+_ALLOWED = tuple(frozenset({int if name in _INTEGERS else str,
+                            *((type(None),) if name in _NULLABLE else ())})
+                 for name in RAW_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,8 @@ def self_hash(row: RawRow, seq: object) -> str | None:
 
     Thread-safety: pure function.
     """
+    from streamwarden.audit.models import UndecodableRowError, decode_row  # noqa: PLC0415
+
     numbered = renumbered(row, seq)
     try:
         record = decode_row(numbered)
@@ -359,6 +367,8 @@ def _classify(
 
 def _undecodable(row: RawRow) -> str | None:
     """Why ``row`` cannot be decoded, None if it can."""
+    from streamwarden.audit.models import UndecodableRowError, decode_row  # noqa: PLC0415
+
     try:
         decode_row(row)
     except UndecodableRowError as exc:

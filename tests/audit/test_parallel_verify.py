@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from streamwarden import AuditError
 from streamwarden.audit import _parallel_verify as parallel
+from streamwarden.audit import _verify_worker, database, models, verify
 from streamwarden.audit.chain import RAW_FIELDS, raw_hash, raw_row
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.migrate import upgrade
@@ -329,3 +330,10 @@ def test_records_whose_details_nest_too_deep_are_an_edit():
         inner["a"] = inner = {}
     report = verify_records([first, replace(second, details=deep)])
     assert (report.ok, report.reason, report.first_bad_seq) == (False, "edited", 2)
+
+
+def test_the_worker_side_constants_match_the_models_and_the_database():
+    """The worker and verify modules spell these out to import no SQLAlchemy."""
+    assert models.TABLE_NAME == _verify_worker.TABLE
+    assert int(database.LOCK_TIMEOUT * 1000) == _verify_worker.BUSY_TIMEOUT_MS
+    assert tuple(frozenset(types) for types in models.RAW_TYPES) == verify._ALLOWED
