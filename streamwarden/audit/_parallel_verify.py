@@ -6,8 +6,8 @@ so every row of the table is in one chunk), walked by :func:`~streamwarden.audit
 verify_from` after the stored row at ``after_k`` (read by the parent, None for the first).
 The parent walks chunk 0 itself while child processes walk the others (new interpreters,
 as multiprocessing's ``spawn`` starts them: never a bare ``fork``, the caller may run threads;
-see :class:`Workers`), each on its own read-only connection to the file, opened as
-:func:`~streamwarden.audit.database.make_engine` opens read-only files.
+see :class:`Workers`), each on its own read-only connection to the file
+(:func:`~streamwarden.audit._verify_worker.open_file`, the way read-only logs open it).
 
 The chain is intact when every chunk is intact and each chunk's last row is the row the next
 one started after (its ``seq`` and ``row_hash``). Anything else (a break, a chunk that does
@@ -46,8 +46,8 @@ from streamwarden.audit.chain import RAW_FIELDS
 from streamwarden.audit.verify import PROGRESS_EVERY, VerifyReport
 from streamwarden.errors import AuditError
 
-#: Below this many rows (by the highest ``seq``) verify stays in one process: starting a
-#: process costs about 0.2 s, which the rows it takes over must repay.
+#: Below this many rows (by the highest ``seq``) verify stays in one process: planning,
+#: starting and reaping the workers cost about 0.1 s, which the rows they take over must repay.
 PARALLEL_MIN_ROWS = 100_000
 #: Extra rows the parent walks while a worker process starts (about 0.05 s of walking).
 LEAD_ROWS = 5_000

@@ -527,7 +527,8 @@ class AuditLog:
         count = default_workers() if workers is None else workers
         if path is None or count < 2:
             return None
-        return verify_parallel(str(path), workers=count, min_rows=min_rows, progress=progress)
+        return verify_parallel(str(path.absolute()), workers=count, min_rows=min_rows,
+                               progress=progress)
 
     def _raw_pages(self) -> Iterator[list[RawRow]]:
         """Every row as stored, in pages of :data:`PAGE_SIZE` by ``seq`` (keyset)."""
