@@ -244,8 +244,9 @@ def verify_parallel(path: str, *, workers: int, min_rows: int = PARALLEL_MIN_ROW
                     ) -> tuple[VerifyReport, tuple[object, object]] | None:
     """The chain of the SQLite file at ``path`` verified by ``workers`` processes (module
     docstring): the report and the last row's ``(seq, row_hash)`` when the whole chain is
-    intact; None when it could not be shown intact this way (the caller then walks it
-    serially). ``progress`` gets multiples of ``progress_every`` only (the caller reports
+    intact; None when it could not be shown intact this way, or when there is no Python
+    interpreter to start (``sys.executable`` empty, or a frozen application): the caller then
+    walks it serially. ``progress`` gets multiples of ``progress_every`` only (the caller reports
     the total).
 
     Raises:
@@ -253,6 +254,8 @@ def verify_parallel(path: str, *, workers: int, min_rows: int = PARALLEL_MIN_ROW
 
     Thread-safety: safe from any thread; starts and always reaps its child processes.
     """
+    if not sys.executable or getattr(sys, "frozen", False):  # no interpreter to start
+        return None
     chunks = plan(path, workers, min_rows)
     if chunks is None:
         return None

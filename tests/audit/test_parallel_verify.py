@@ -269,6 +269,16 @@ def test_a_worker_that_dies_is_an_audit_error_and_is_reaped(audit_file):
     assert set(_children()) == before
 
 
+def test_without_an_interpreter_to_start_verify_stays_serial(audit_file, monkeypatch):
+    monkeypatch.setattr(parallel.sys, "frozen", True, raising=False)
+    assert parallel.verify_parallel(str(audit_file), workers=WORKERS, min_rows=0) is None
+    monkeypatch.delattr(parallel.sys, "frozen")
+    monkeypatch.setattr(parallel.sys, "executable", "")
+    assert parallel.verify_parallel(str(audit_file), workers=WORKERS, min_rows=0) is None
+    with AuditLog.open(_url(audit_file)) as log:
+        assert log.verify(**FAST).ok
+
+
 def test_a_worker_that_cannot_start_is_an_audit_error(audit_file, monkeypatch):
     monkeypatch.setattr(parallel.sys, "executable", str(audit_file.parent / "no-python"))
     with pytest.raises(AuditError, match="cannot start a verify worker"):
