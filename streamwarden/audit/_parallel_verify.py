@@ -237,17 +237,18 @@ def _status(process: subprocess.Popen[bytes]) -> object:
     return process.returncode
 
 
-def verify_parallel(path: str, *, workers: int, min_rows: int = PARALLEL_MIN_ROWS,
+def verify_parallel(path: str, *, workers: int, min_rows: int | None = None,
                     progress: Callable[[int], None] | None = None,
                     progress_every: int = PROGRESS_EVERY,
                     timeout: float = WORKER_TIMEOUT
                     ) -> tuple[VerifyReport, tuple[object, object]] | None:
     """The chain of the SQLite file at ``path`` verified by ``workers`` processes (module
-    docstring): the report and the last row's ``(seq, row_hash)`` when the whole chain is
-    intact; None when it could not be shown intact this way, or when there is no Python
-    interpreter to start (``sys.executable`` empty, or a frozen application): the caller then
-    walks it serially. ``progress`` gets multiples of ``progress_every`` only (the caller reports
-    the total).
+    docstring) if its highest ``seq`` reaches ``min_rows`` (default
+    :data:`PARALLEL_MIN_ROWS`): the report and the last row's ``(seq, row_hash)`` when the
+    whole chain is intact; None when it could not be shown intact this way, or when there is
+    no Python interpreter to start (``sys.executable`` empty, or a frozen application): the
+    caller then walks it serially. ``progress`` gets multiples of ``progress_every`` only
+    (the caller reports the total).
 
     Raises:
         AuditError: a worker died, failed, or stayed silent for ``timeout`` seconds.
@@ -256,7 +257,7 @@ def verify_parallel(path: str, *, workers: int, min_rows: int = PARALLEL_MIN_ROW
     """
     if not sys.executable or getattr(sys, "frozen", False):  # no interpreter to start
         return None
-    chunks = plan(path, workers, min_rows)
+    chunks = plan(path, workers, PARALLEL_MIN_ROWS if min_rows is None else min_rows)
     if chunks is None:
         return None
     steps = _Steps(progress, progress_every)

@@ -17,7 +17,6 @@ from sqlalchemy.engine import URL
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit import anchoring, bundle
 from streamwarden.audit._parallel_verify import (
-    PARALLEL_MIN_ROWS,
     Monotone,
     default_workers,
     verify_parallel,
@@ -489,7 +488,7 @@ class AuditLog:
 
     def verify(self, *, progress: Callable[[int], None] | None = None,
                workers: int | None = None,
-               parallel_min_rows: int = PARALLEL_MIN_ROWS) -> VerifyReport:
+               parallel_min_rows: int | None = None) -> VerifyReport:
         """Walk the whole chain in ``seq`` order (streamed) and report the first break.
 
         See :mod:`streamwarden.audit.verify` for the reasons; a row that cannot be decoded is
@@ -497,7 +496,9 @@ class AuditLog:
         through the driver's own cursor. ``progress`` is called with the number of rows read
         every 10,000 rows and once with the total at the end (increasing).
 
-        SQLite files of at least ``parallel_min_rows`` rows are verified by ``workers``
+        SQLite files of at least ``parallel_min_rows`` rows (default
+        :data:`~streamwarden.audit._parallel_verify.PARALLEL_MIN_ROWS`, 100,000) are verified by
+        ``workers``
         processes (default: the CPUs this process may use; 1 keeps it in this process), each
         reading a contiguous range of ``seq`` read-only (:mod:`streamwarden.audit.
         _parallel_verify`); if they find anything but an intact chain, the serial walk runs
@@ -521,7 +522,8 @@ class AuditLog:
         return verify_rows(self._raw_pages(), progress=watched)
 
     def _verify_parallel(self, progress: Callable[[int], None] | None, workers: int | None,
-                         min_rows: int) -> tuple[VerifyReport, tuple[object, object]] | None:
+                         min_rows: int | None
+                         ) -> tuple[VerifyReport, tuple[object, object]] | None:
         """The parallel walk of a SQLite file (None: stay serial, or not shown intact)."""
         path = sqlite_path(self._url)
         count = default_workers() if workers is None else workers
@@ -602,7 +604,7 @@ class AuditLog:
         self, checkpoint_dir: str | Path | None, public_keys: Sequence[Verifier], *,
         expect_head: tuple[int, str] | None = None, max_age: float | None = None,
         now: datetime | None = None, progress: Callable[[int], None] | None = None,
-        workers: int | None = None, parallel_min_rows: int = PARALLEL_MIN_ROWS,
+        workers: int | None = None, parallel_min_rows: int | None = None,
     ) -> AnchorReport:
         """Verify the table against the signed checkpoints in ``checkpoint_dir`` (None: only
         the chain, the head and ``expect_head``); see :mod:`streamwarden.audit.anchoring`.

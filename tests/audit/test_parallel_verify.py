@@ -35,6 +35,7 @@ from tests.audit.chain_data import (
     seal_all,
 )
 from tests.audit.tampering import Tamper
+from tests.cli_run import run, usage_error
 
 ROWS = 600
 WORKERS = 2
@@ -347,3 +348,15 @@ def test_the_worker_side_constants_match_the_models_and_the_database():
     assert models.TABLE_NAME == _verify_worker.TABLE
     assert int(database.LOCK_TIMEOUT * 1000) == _verify_worker.BUSY_TIMEOUT_MS
     assert tuple(frozenset(types) for types in models.RAW_TYPES) == verify._ALLOWED
+
+
+def test_the_cli_takes_a_worker_count(audit_file, capsys, monkeypatch):
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)  # this small file goes parallel
+    status, out, _ = run(capsys, "audit", "verify", "--db", _url(audit_file), "--workers", "2")
+    assert status == 0 and out.startswith(f"OK: {ROWS} rows, chain intact")
+    with raw(_url(audit_file)) as connection:
+        disable_triggers(connection)
+        _tamper("edit", ROWS - 5).apply_sql(connection)
+    status, out, _ = run(capsys, "audit", "verify", "--db", _url(audit_file), "--workers", "2")
+    assert status == 1 and f"seq {ROWS - 5} (edited)" in out
+    assert "--workers" in usage_error(capsys, "audit", "verify", "--workers", "0")
