@@ -57,7 +57,6 @@ from typing import Literal
 from streamwarden.audit.chain import (
     GENESIS_HASH,
     RAW_FIELDS,
-    V2_FORMAT,
     RawRow,
     link,
     raw_hash,
@@ -76,8 +75,10 @@ _OUTCOME, _DETAILS = RAW_FIELDS.index("outcome"), RAW_FIELDS.index("details")
 _VERSION, _ROW = RAW_FIELDS.index("schema_version"), RAW_FIELDS.index("row_hash")
 _OUTCOMES = frozenset(OUTCOMES)
 _HEXDIGEST = methodcaller("hexdigest")
-_FORMAT = V2_FORMAT.__mod__
 _DETAILS_CACHE = 4096
+_FORMATS: dict[tuple[str, ...], Callable[[RawRow], str]] = {}
+_FORMATS_CACHE = 256
+_JUST_INT, _JUST_STR, _JUST_NONE = {int}, {str}, {type(None)}
 # The types each stored value may have: models.RAW_TYPES (a test keeps them equal), spelled
 # out so that this module imports no SQLAlchemy and a verify worker process starts quickly.
 _NULLABLE = frozenset({"from_state", "to_state", "refs_before", "refs_after", "lease_id",
@@ -245,9 +246,9 @@ class _Walk:
         if len(columns) != len(RAW_FIELDS):
             return False
         seq, prev = _expected(self._last)
-        for column, types in zip(columns, _ALLOWED, strict=True):
-            if not types.issuperset(map(type, column)):
-                return False
+        types = [set(map(type, column)) for column in columns]
+        if not all(map(frozenset.issuperset, _ALLOWED, types)):
+            return False
         return (
             columns[_VERSION].count(2) == len(page)
             and columns[_SEQ] == tuple(range(seq, seq + len(page)))
@@ -255,7 +256,7 @@ class _Walk:
             and _OUTCOMES.issuperset(columns[_OUTCOME])
             and self._details_valid(columns[_DETAILS])
             and _times_valid(columns[_TIME])
-            and _digests(page) == list(columns[_ROW])
+            and _digests(page, _page_format(columns, types)) == list(columns[_ROW])
         )
 
     def _details_valid(self, texts: Iterable[str]) -> bool:
@@ -288,13 +289,41 @@ class _Walk:
         return None
 
 
-def _digests(page: Sequence[RawRow]) -> list[str] | None:
-    """The version 2 hashes of ``page``'s rows; None if one is not plain UTF-8 text (its
-    ``prev_hash`` holds a lone surrogate: the row walk hashes it as :func:`raw_hash` does).
+def _page_format(columns: Sequence[Sequence[object]], types: Sequence[set[type]]
+                 ) -> Callable[[RawRow], str]:
+    """A format that gives every row of the page (``columns``, of ``types``) the text
+    :data:`~streamwarden.audit.chain.V2_FORMAT` gives it, converting fewer values: ``%d`` for
+    a column of ints, the text between quotes for a column of printable ASCII text without
+    quote or backslash (what ``ascii()`` makes of it), ``None`` for a column of NULLs, and
+    ``%a`` as V2_FORMAT for any other column."""
+    key = tuple(map(_conversion, columns[1:-1], types[1:-1]))
+    found = _FORMATS.get(key)
+    if found is None:
+        if len(_FORMATS) >= _FORMATS_CACHE:
+            _FORMATS.clear()
+        found = _FORMATS[key] = ("%s" + "".join("\x1f" + part for part in key) + "%.0s").__mod__
+    return found
 
-    The formatted text is ASCII but for ``prev_hash``, so the strict codec is exact here."""
+
+def _conversion(column: Sequence[object], types: set[type]) -> str:
+    if types == _JUST_INT:
+        return "%d"
+    if types == _JUST_NONE:
+        return "None%.0s"
+    if types == _JUST_STR:
+        text = "".join(column)  # type: ignore[arg-type]
+        if text.isascii() and text.isprintable() and "'" not in text and "\\" not in text:
+            return "'%s'"
+    return "%a"
+
+
+def _digests(page: Sequence[RawRow], form: Callable[[RawRow], str]) -> list[str] | None:
+    """The version 2 hashes of ``page``'s rows formatted by ``form``; None if one is not
+    plain UTF-8 text (its ``prev_hash`` holds a lone surrogate: the row walk hashes it as
+    :func:`raw_hash` does). The text is ASCII but for ``prev_hash``, so the strict codec is
+    exact here."""
     try:
-        return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, map(_FORMAT, page)))))
+        return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, map(form, page)))))
     except UnicodeEncodeError:
         return None
 

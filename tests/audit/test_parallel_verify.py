@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamwarden import AuditError
 from streamwarden.audit import _parallel_verify as parallel
 from streamwarden.audit import _verify_worker, database, models, verify
-from streamwarden.audit.chain import RAW_FIELDS, raw_hash, raw_row
+from streamwarden.audit.chain import RAW_FIELDS, V2_FORMAT, raw_hash, raw_row
 from streamwarden.audit.log import AuditLog
 from streamwarden.audit.migrate import upgrade
 from streamwarden.audit.verify import VerifyReport, verify_records, verify_rows
@@ -360,3 +362,27 @@ def test_the_cli_takes_a_worker_count(audit_file, capsys, monkeypatch):
     status, out, _ = run(capsys, "audit", "verify", "--db", _url(audit_file), "--workers", "2")
     assert status == 1 and f"seq {ROWS - 5} (edited)" in out
     assert "--workers" in usage_error(capsys, "audit", "verify", "--workers", "0")
+
+
+_TEXTS = st.one_of(st.text(max_size=6), st.sampled_from(["", "'", '"', "\\", "a'b\"c", "é",
+                                                         "\x1f", "\x7f", "\t", "plain"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_the_page_format_gives_each_row_the_v2_text(data):
+    """verify hashes a page with a format chosen from its columns: the same text as
+    V2_FORMAT, whatever the values."""
+    count = data.draw(st.integers(1, 4))
+    columns = []
+    for types in verify._ALLOWED:
+        values = st.one_of(*(
+            st.integers(-(2**63), 2**63 - 1) if kind is int else _TEXTS if kind is str
+            else st.none() for kind in types))
+        if data.draw(st.booleans()):  # a column of one value: all ints, texts or NULLs
+            values = st.just(data.draw(values))
+        columns.append(data.draw(st.lists(values, min_size=count, max_size=count)))
+    page = list(zip(*columns, strict=True))
+    types = [set(map(type, column)) for column in columns]
+    form = verify._page_format(columns, types)
+    assert [form(row) for row in page] == [V2_FORMAT % row for row in page]
