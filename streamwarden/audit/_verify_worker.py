@@ -81,7 +81,14 @@ def open_file(path: str) -> sqlite3.Connection:
 
 
 def chunk_pages(connection: sqlite3.Connection, chunk: Chunk) -> Iterator[list[RawRow]]:
-    """The rows of ``chunk`` in ``seq`` order, :data:`PAGE_SIZE` at a time (keyset)."""
+    """The rows of ``chunk`` in ``seq`` order, :data:`PAGE_SIZE` at a time (keyset), each
+    page one statement.
+
+    Raises:
+        sqlite3.Error: while iterating, if a page cannot be read.
+
+    Thread-safety: as ``connection``.
+    """
     cursor = connection.cursor()
     after: Any = chunk.after
     while True:
