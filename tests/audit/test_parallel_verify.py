@@ -162,6 +162,12 @@ def test_tables_the_plan_does_not_split(audit_file, tmp_path):
     with raw(_url(empty)) as connection:  # numbered from 2: the serial walk must say why
         insert_rows(connection, [replace(r, seq=(r.seq or 0) + 1) for r in history(3)])
     assert parallel.plan(str(empty), WORKERS, 0) is None
+    whole = parallel.Chunk(after=-1, until=None, last=None)
+    assert parallel.walk_chunk(str(empty), whole, None, 100) == parallel.ChunkResult(
+        ok=False, rows=2)  # row 2 where 1 belongs, and the row after it: no row intact
+    missing = str(tmp_path / "missing.db")
+    assert parallel.walk_chunk(missing, whole, None, 100) == parallel.ChunkResult(
+        ok=False, rows=0)
     with AuditLog.open(_url(empty)) as log:
         assert log.verify(**FAST).reason == "deleted"
     with raw(_url(audit_file)) as connection:
@@ -386,3 +392,14 @@ def test_the_page_format_gives_each_row_the_v2_text(data):
     types = [set(map(type, column)) for column in columns]
     form = verify._page_format(columns, types)
     assert [form(row) for row in page] == [V2_FORMAT % row for row in page]
+
+
+def test_chunks_of_several_pages(tmp_path):
+    """Each chunk is read a page (1,000 rows) at a time."""
+    url = _url(tmp_path / "pages.db")
+    upgrade(url)
+    with raw(url) as connection:
+        insert_rows(connection, history(2500))
+    path = str(tmp_path / "pages.db")
+    found = parallel.verify_parallel(path, workers=WORKERS, min_rows=0)
+    assert found is not None and found[0].rows == 2500 and found[1][0] == 2500
