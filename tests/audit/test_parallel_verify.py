@@ -374,7 +374,7 @@ _TEXTS = st.one_of(st.text(max_size=6), st.sampled_from(["", "'", '"', "\\", "a'
                                                          "\x1f", "\x7f", "\t", "plain"]))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_the_page_format_gives_each_row_the_v2_text(data):
     """verify hashes a page with a format chosen from its columns: the same text as
