@@ -51,7 +51,7 @@ from streamwarden.audit.database import translate_error
 from streamwarden.audit.models import TABLE_NAME
 from streamwarden.audit.notes import Verifier
 from streamwarden.audit.records import AuditRecord
-from streamwarden.audit.verify import record_pages, verify_rows
+from streamwarden.audit.verify import VerifyReport, record_pages, verify_rows
 from streamwarden.errors import AuditIntegrityError, CheckpointError
 
 #: The append-only triggers of migration 0001, and the text their body must hold.
@@ -63,6 +63,10 @@ _SQLITE_QUERY = sa.text(
 _PG_QUERY = sa.text(
     "SELECT t.tgname, p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
     "WHERE t.tgrelid = to_regclass(:table) AND NOT t.tgisinternal AND t.tgenabled <> 'D'")
+
+
+#: Step 3 another way: ``fast(anchors, progress)`` is its report, or None to walk the pages.
+FastWalk = Callable[[Sequence["Anchor"], Callable[[int], None] | None], "AnchorReport | None"]
 
 
 @dataclass(frozen=True)
@@ -326,8 +330,34 @@ def walk_rows(pages: Iterable[Sequence[RawRow]], anchors: Sequence[Anchor], *,
     head_seq = 0 if last is None or chain.rows == 0 or not isinstance(last[_SEQ], int) \
         else int(last[_SEQ])
     head_hash = GENESIS_HASH if last is None else str(last[_HASH])
+    return _judge(chain, anchors, watch.mismatch, head_seq, head_hash)
+
+
+def judge_intact(chain: VerifyReport, head: tuple[int, str], anchors: Sequence[Anchor],
+                 hash_at: Callable[[int], object]) -> AnchorReport:
+    """Step 3 for a chain already shown intact (``chain.ok``) whose last row is ``head``
+    (``(seq, row_hash)``): what :func:`walk_rows` reports, each anchor's row looked up by
+    ``hash_at(seq)`` (its ``row_hash``) instead of watched on the way.
+
+    Raises:
+        whatever ``hash_at`` raises.
+
+    Thread-safety: pure, apart from ``hash_at``.
+    """
+    head_seq, head_hash = head
+    mismatch = next((anchor for anchor in sorted(anchors, key=_size)
+                     if 0 < anchor.size <= head_seq and hash_at(anchor.size) != anchor.head),
+                    None)
+    return _judge(chain, anchors, mismatch, head_seq, head_hash)
+
+
+def _size(anchor: Anchor) -> int:
+    return anchor.size
+
+
+def _judge(chain: VerifyReport, anchors: Sequence[Anchor], mismatch: Anchor | None,
+           head_seq: int, head_hash: str) -> AnchorReport:
     base = AnchorReport(ok=True, rows=chain.rows, head_seq=head_seq, head_hash=head_hash)
-    mismatch = watch.mismatch
     if mismatch is not None and (chain.ok or (chain.first_bad_seq or 0) > mismatch.size):
         lower = max((a.size for a in anchors if a.size < mismatch.size), default=0) + 1
         return replace(
@@ -393,11 +423,13 @@ def verify_database(engine: sa.Engine, url: URL, pages: Iterable[Sequence[RawRow
                     directory: str | Path | None, verifiers: Sequence[Verifier], *,
                     expect_head: tuple[int, str] | None = None, max_age: float | None = None,
                     now: datetime | None = None,
-                    progress: Callable[[int], None] | None = None) -> AnchorReport:
+                    progress: Callable[[int], None] | None = None,
+                    fast: FastWalk | None = None) -> AnchorReport:
     """Steps 1 to 4 of the module docstring for the table read as ``pages`` of stored rows
     (every row, in ``seq`` order) against the checkpoints in ``directory`` (None: none) and
     ``expect_head`` (``(seq, row_hash)`` the table must still have). The triggers are checked
-    whenever ``directory`` or ``expect_head`` is given.
+    whenever ``directory`` or ``expect_head`` is given. ``fast`` (e.g. the parallel walk of a
+    SQLite file) is tried first for step 3; when it returns None, ``pages`` are walked.
 
     Raises:
         AuditUnavailableError, AuditError: the database could not be read.
@@ -422,5 +454,7 @@ def verify_database(engine: sa.Engine, url: URL, pages: Iterable[Sequence[RawRow
     anchors = checked.anchors()
     if expect_head is not None:
         anchors.append(Anchor(*expect_head, f"--expect-head {expect_head[0]}:{expect_head[1]}"))
-    report = walk_rows(pages, anchors, progress=progress)
+    report = None if fast is None else fast(anchors, progress)
+    if report is None:
+        report = walk_rows(pages, anchors, progress=progress)
     return finish(report, checked.checkpoints, now=now, max_age=max_age)

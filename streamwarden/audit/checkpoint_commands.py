@@ -201,7 +201,7 @@ def verify_database(args: argparse.Namespace, log: AuditLog,
     """``audit verify`` on an open log, with or without checkpoints."""
     report = log.verify_checkpoints(args.checkpoints, args.public_keys or [],
                                     expect_head=args.expect_head, max_age=args.max_age,
-                                    progress=progress)
+                                    progress=progress, workers=args.workers)
     return _print_report(report, args.json, {"db": log.url})
 
 

@@ -355,6 +355,9 @@ def _add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
                     "also checks the signed checkpoints, that the table still has every "
                     "signed head, and the append-only triggers; with --file, a bundle alone.")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.add_argument("--workers", type=positive_int, metavar="N",
+                        help="processes that walk a large SQLite file (default: one per CPU; "
+                             "1: this process only)")
     checkpoint_commands.add_verify_arguments(verify)
     export = audit_commands.add_parser(
         "export", help="stream records to a JSON Lines or CSV file",

@@ -16,6 +16,11 @@ from sqlalchemy.engine import URL
 
 from streamwarden._redaction import SecretRedactor
 from streamwarden.audit import anchoring, bundle
+from streamwarden.audit._parallel_verify import (
+    Monotone,
+    default_workers,
+    verify_parallel,
+)
 from streamwarden.audit.anchoring import AnchorReport
 from streamwarden.audit.appender import Appended, Prepared, Tail, append_chain, prepare
 from streamwarden.audit.batching import BatchWriter
@@ -28,6 +33,7 @@ from streamwarden.audit.database import (
     parse_url,
     redact_url,
     resolve_url,
+    sqlite_path,
     translate_error,
 )
 from streamwarden.audit.migrate import ensure_schema
@@ -481,21 +487,51 @@ class AuditLog:
             return [rows[0][0]]
         return [row[0] for row in rows]
 
-    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(self, *, progress: Callable[[int], None] | None = None,
+               workers: int | None = None,
+               parallel_min_rows: int | None = None) -> VerifyReport:
         """Walk the whole chain in ``seq`` order (streamed) and report the first break.
 
         See :mod:`streamwarden.audit.verify` for the reasons; a row that cannot be decoded is
         a break (``edited``), not an error. Rows are read as stored, a page at a time,
         through the driver's own cursor. ``progress`` is called with the number of rows read
-        every 10,000 rows and at the end.
+        every 10,000 rows and once with the total at the end (increasing).
+
+        SQLite files of at least ``parallel_min_rows`` rows (default
+        :data:`~streamwarden.audit._parallel_verify.PARALLEL_MIN_ROWS`, 100,000) are verified by
+        ``workers``
+        processes (default: the CPUs this process may use; 1 keeps it in this process), each
+        reading a contiguous range of ``seq`` read-only (:mod:`streamwarden.audit.
+        _parallel_verify`); if they find anything but an intact chain, the serial walk runs
+        and reports the first break exactly as it would alone. PostgreSQL is always walked by
+        this process.
 
         Raises:
-            AuditUnavailableError, AuditError: the database could not be read.
+            AuditUnavailableError, AuditError: the database could not be read, or a worker
+                process died, failed or stayed silent for
+                :data:`~streamwarden.audit._parallel_verify.WORKER_TIMEOUT` seconds.
 
         Thread-safety: safe from any thread.
         """
         self._check_open("audit.verify")
-        return verify_rows(self._raw_pages(), progress=progress)
+        watched = None if progress is None else Monotone(progress)
+        intact = self._verify_parallel(watched, workers, parallel_min_rows)
+        if intact is not None:
+            if watched is not None:
+                watched(intact[0].rows)
+            return intact[0]
+        return verify_rows(self._raw_pages(), progress=watched)
+
+    def _verify_parallel(self, progress: Callable[[int], None] | None, workers: int | None,
+                         min_rows: int | None
+                         ) -> tuple[VerifyReport, tuple[object, object]] | None:
+        """The parallel walk of a SQLite file (None: stay serial, or not shown intact)."""
+        path = sqlite_path(self._url)
+        count = default_workers() if workers is None else workers
+        if path is None or count < 2:
+            return None
+        return verify_parallel(str(path.absolute()), workers=count, min_rows=min_rows,
+                               progress=progress)
 
     def _raw_pages(self) -> Iterator[list[RawRow]]:
         """Every row as stored, in pages of :data:`PAGE_SIZE` by ``seq`` (keyset)."""
@@ -569,6 +605,7 @@ class AuditLog:
         self, checkpoint_dir: str | Path | None, public_keys: Sequence[Verifier], *,
         expect_head: tuple[int, str] | None = None, max_age: float | None = None,
         now: datetime | None = None, progress: Callable[[int], None] | None = None,
+        workers: int | None = None, parallel_min_rows: int | None = None,
     ) -> AnchorReport:
         """Verify the table against the signed checkpoints in ``checkpoint_dir`` (None: only
         the chain, the head and ``expect_head``); see :mod:`streamwarden.audit.anchoring`.
@@ -578,15 +615,49 @@ class AuditLog:
             expect_head: ``(seq, row_hash)`` the table must still have.
             max_age: fail (``stale``) if the newest checkpoint is older, in seconds.
             now: the current time (default: the clock).
+            progress, workers, parallel_min_rows: as for :meth:`verify` (the chain of a large
+                SQLite file is walked in parallel; each checkpoint's row is then looked up).
 
         Raises:
-            AuditUnavailableError, AuditError: the database could not be read.
+            AuditUnavailableError, AuditError: the database could not be read, or a worker
+                process failed (as :meth:`verify`).
 
         Thread-safety: safe from any thread.
         """
+        watched = None if progress is None else Monotone(progress)
+
+        def fast(anchors: Sequence[anchoring.Anchor], steps: Callable[[int], None] | None
+                 ) -> AnchorReport | None:
+            intact = self._verify_parallel(steps, workers, parallel_min_rows)
+            if intact is None:
+                return None
+            chain, (seq, row_hash) = intact
+            if type(seq) is not int or type(row_hash) is not str:  # pragma: no cover
+                return None
+            if steps is not None:
+                steps(chain.rows)
+            hashes = self._hashes_at([anchor.size for anchor in anchors
+                                      if 0 < anchor.size <= seq])
+            return anchoring.judge_intact(chain, (seq, row_hash), anchors, hashes.get)
+
         return anchoring.verify_database(
             self._engine, self._url, self._raw_pages(), checkpoint_dir,
-            public_keys, expect_head=expect_head, max_age=max_age, now=now, progress=progress)
+            public_keys, expect_head=expect_head, max_age=max_age, now=now, progress=watched,
+            fast=fast)
+
+    def _hashes_at(self, seqs: Sequence[int]) -> dict[object, object]:
+        """The ``row_hash`` of the rows numbered ``seqs`` (missing rows left out).
+
+        Raises:
+            AuditUnavailableError, AuditError: the database could not be read.
+        """
+        found: dict[object, object] = {}
+        wanted = sorted(set(seqs))
+        for start in range(0, len(wanted), PAGE_SIZE):
+            statement = (sa.select(audit_table.c.seq, audit_table.c.row_hash)
+                         .where(audit_table.c.seq.in_(wanted[start:start + PAGE_SIZE])))
+            found.update((row[0], row[1]) for row in self._read(statement))
+        return found
 
     def export_bundle(self, path: str | Path, checkpoint_dir: str | Path,
                       public_keys: Sequence[Verifier], flt: AuditFilter | None = None

@@ -57,14 +57,12 @@ from typing import Literal
 from streamwarden.audit.chain import (
     GENESIS_HASH,
     RAW_FIELDS,
-    V2_FORMAT,
     RawRow,
     link,
     raw_hash,
     raw_row,
     renumbered,
 )
-from streamwarden.audit.models import RAW_TYPES, UndecodableRowError, decode_row
 from streamwarden.audit.records import OUTCOMES, AuditRecord
 from streamwarden.errors import AuditIntegrityError, InvalidInputError
 
@@ -77,9 +75,18 @@ _OUTCOME, _DETAILS = RAW_FIELDS.index("outcome"), RAW_FIELDS.index("details")
 _VERSION, _ROW = RAW_FIELDS.index("schema_version"), RAW_FIELDS.index("row_hash")
 _OUTCOMES = frozenset(OUTCOMES)
 _HEXDIGEST = methodcaller("hexdigest")
-_ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
-_FORMAT = V2_FORMAT.__mod__
 _DETAILS_CACHE = 4096
+_FORMATS: dict[tuple[str, ...], Callable[[RawRow], str]] = {}
+_FORMATS_CACHE = 256
+_JUST_INT, _JUST_STR, _JUST_NONE = {int}, {str}, {type(None)}
+# The types each stored value may have: models.RAW_TYPES (a test keeps them equal), spelled
+# out so that this module imports no SQLAlchemy and a verify worker process starts quickly.
+_NULLABLE = frozenset({"from_state", "to_state", "refs_before", "refs_after", "lease_id",
+                       "owner", "causation_id", "error_type", "error_message"})
+_INTEGERS = frozenset({"seq", "refs_before", "refs_after", "pid", "schema_version"})
+_ALLOWED = tuple(frozenset({int if name in _INTEGERS else str,
+                            *((type(None),) if name in _NULLABLE else ())})
+                 for name in RAW_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ def record_pages(records: Iterable[AuditRecord]) -> Iterator[list[RawRow]]:
 def _as_row(record: AuditRecord) -> RawRow:
     try:
         return raw_row(record)
-    except InvalidInputError:  # not storable as it is: its details or timestamp are broken
+    except (InvalidInputError, RecursionError):  # not storable as it is: broken details or time
         return tuple(None if name == "details" else getattr(record, name)
                      for name in RAW_FIELDS)
 
@@ -170,17 +177,43 @@ def verify_rows(
     return walk.run()
 
 
+def verify_from(
+    pages: Iterable[Sequence[RawRow]],
+    last: RawRow | None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    progress_every: int = PROGRESS_EVERY,
+) -> tuple[VerifyReport, RawRow | None]:
+    """:func:`verify_rows` for a part of the chain: ``pages`` are the rows after ``last`` (the
+    stored row they follow; None: the chain's start). Returns the report (``rows`` counts this
+    part only) and the last intact row (``last`` if none).
+
+    Raises:
+        whatever iterating ``pages`` raises.
+
+    Thread-safety: pure function (``progress`` runs on the caller's thread).
+    """
+    walk = _Walk(iter(pages), progress, progress_every, last)
+    return walk.run(), walk.last
+
+
 class _Walk:
     """The state of one verification: the last intact row, rows read, pages to come."""
 
     def __init__(self, pages: Iterator[Sequence[RawRow]],
-                 progress: Callable[[int], None] | None, progress_every: int) -> None:
+                 progress: Callable[[int], None] | None, progress_every: int,
+                 last: RawRow | None = None) -> None:
         self._pages = pages
         self._progress = progress
         self._every = progress_every
-        self._last: RawRow | None = None
+        self._last = last
         self._rows = 0
         self._details: set[str] = set()
+
+    @property
+    def last(self) -> RawRow | None:
+        """The last intact row."""
+        return self._last
 
     def run(self) -> VerifyReport:
         report = None
@@ -213,18 +246,17 @@ class _Walk:
         if len(columns) != len(RAW_FIELDS):
             return False
         seq, prev = _expected(self._last)
-        for column, types in zip(columns, RAW_TYPES, strict=True):
-            if not set(map(type, column)) <= set(types):
-                return False
+        types = [set(map(type, column)) for column in columns]
+        if not all(map(frozenset.issuperset, _ALLOWED, types)):
+            return False
         return (
             columns[_VERSION].count(2) == len(page)
             and columns[_SEQ] == tuple(range(seq, seq + len(page)))
             and columns[_PREV] == (prev, *columns[_ROW][:-1])
-            and set(columns[_OUTCOME]) <= _OUTCOMES
+            and _OUTCOMES.issuperset(columns[_OUTCOME])
             and self._details_valid(columns[_DETAILS])
             and _times_valid(columns[_TIME])
-            and list(map(_HEXDIGEST, map(hashlib.sha256, map(_ENCODE, map(_FORMAT, page)))))
-            == list(columns[_ROW])
+            and _digests(page, _page_format(columns, types)) == list(columns[_ROW])
         )
 
     def _details_valid(self, texts: Iterable[str]) -> bool:
@@ -232,7 +264,7 @@ class _Walk:
             try:
                 if type(json.loads(text)) is not dict:
                     return False
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting: not a record's details
                 return False
             if len(self._details) >= _DETAILS_CACHE:
                 self._details.clear()
@@ -254,6 +286,45 @@ class _Walk:
         for page in self._pages:
             if page:
                 return page[0]
+        return None
+
+
+def _page_format(columns: Sequence[Sequence[object]], types: Sequence[set[type]]
+                 ) -> Callable[[RawRow], str]:
+    """A format that gives every row of the page (``columns``, of ``types``) the text
+    :data:`~streamwarden.audit.chain.V2_FORMAT` gives it, converting fewer values: ``%d`` for
+    a column of ints, the text between quotes for a column of printable ASCII text without
+    quote or backslash (what ``ascii()`` makes of it), ``None`` for a column of NULLs, and
+    ``%a`` as V2_FORMAT for any other column."""
+    key = tuple(map(_conversion, columns[1:-1], types[1:-1]))
+    found = _FORMATS.get(key)
+    if found is None:
+        if len(_FORMATS) >= _FORMATS_CACHE:
+            _FORMATS.clear()
+        found = _FORMATS[key] = ("%s" + "".join("\x1f" + part for part in key) + "%.0s").__mod__
+    return found
+
+
+def _conversion(column: Sequence[object], types: set[type]) -> str:
+    if types == _JUST_INT:
+        return "%d"
+    if types == _JUST_NONE:
+        return "None%.0s"
+    if types == _JUST_STR:
+        text = "".join(column)  # type: ignore[arg-type]
+        if text.isascii() and text.isprintable() and "'" not in text and "\\" not in text:
+            return "'%s'"
+    return "%a"
+
+
+def _digests(page: Sequence[RawRow], form: Callable[[RawRow], str]) -> list[str] | None:
+    """The version 2 hashes of ``page``'s rows formatted by ``form``; None if one is not
+    plain UTF-8 text (its ``prev_hash`` holds a lone surrogate: the row walk hashes it as
+    :func:`raw_hash` does). The text is ASCII but for ``prev_hash``, so the strict codec is
+    exact here."""
+    try:
+        return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, map(form, page)))))
+    except UnicodeEncodeError:
         return None
 
 
@@ -280,13 +351,15 @@ def self_hash(row: RawRow, seq: object) -> str | None:
 
     Thread-safety: pure function.
     """
+    from streamwarden.audit.models import UndecodableRowError, decode_row  # noqa: PLC0415
+
     numbered = renumbered(row, seq)
     try:
         record = decode_row(numbered)
         if record.schema_version == 2:
             return raw_hash(numbered)
         return link(record, record.prev_hash or "")
-    except (UndecodableRowError, InvalidInputError):
+    except (UndecodableRowError, InvalidInputError, RecursionError):
         return None
 
 
@@ -315,11 +388,23 @@ def _classify(
     if found > seq:
         missing = str(seq) if found == seq + 1 else f"{seq}..{found - 1}"
         return _broken(rows, seq, "deleted", f"row {missing} missing before row {found}")
+    problem = _undecodable(row)
+    if problem is not None:
+        return _broken(rows, seq, "edited", f"row {seq} cannot be decoded: {problem}")
+    return _classify_misplaced(last, row, following, rows)
+
+
+def _undecodable(row: RawRow) -> str | None:
+    """Why ``row`` cannot be decoded, None if it can."""
+    from streamwarden.audit.models import UndecodableRowError, decode_row  # noqa: PLC0415
+
     try:
         decode_row(row)
     except UndecodableRowError as exc:
-        return _broken(rows, seq, "edited", f"row {seq} cannot be decoded: {exc}")
-    return _classify_misplaced(last, row, following, rows)
+        return str(exc)
+    except RecursionError:  # json.loads of details nested deeper than the parser goes
+        return "details is nested too deeply"
+    return None
 
 
 def _classify_misplaced(
