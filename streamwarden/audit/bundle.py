@@ -201,8 +201,9 @@ def _lines(handle: IO[str]) -> Iterator[tuple[int, Any]]:
     for number, text in enumerate(handle, start=1):
         try:
             yield number, json.loads(text)
-        except ValueError:
-            raise CheckpointError(f"bundle line {number} is not JSON") from None
+        except (ValueError, RecursionError):
+            raise CheckpointError(f"bundle line {number} is not JSON (or nested too deeply)"
+                                  ) from None
 
 
 def _records(lines: Iterator[tuple[int, Any]], first: tuple[int, Any]

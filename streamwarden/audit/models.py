@@ -278,17 +278,24 @@ def decode_row(row: RawRow) -> AuditRecord:
                                        "timestamp") from None
     if occurred_at.tzinfo is not None:
         raise UndecodableRowError(seq, "occurred_at is not stored in UTC")
-    try:
-        details = json.loads(values["details"])
-    except ValueError:
-        raise UndecodableRowError(seq, "details is not valid JSON") from None
-    if type(details) is not dict:
-        raise UndecodableRowError(seq, "details is not a JSON object")
+    details = _details(seq, values["details"])
     if values["outcome"] not in _OUTCOMES:
         raise UndecodableRowError(seq, f"outcome {values['outcome']!r:.40} is unknown")
     values["occurred_at"] = occurred_at.replace(tzinfo=UTC)
     values["details"] = details
     return AuditRecord(**values)
+
+
+def _details(seq: Any, text: str) -> dict[str, Any]:
+    try:
+        details = json.loads(text)
+    except ValueError:
+        raise UndecodableRowError(seq, "details is not valid JSON") from None
+    except RecursionError:  # the parser recurses: a deep enough nesting exhausts the stack
+        raise UndecodableRowError(seq, "details is nested too deeply") from None
+    if type(details) is not dict:
+        raise UndecodableRowError(seq, "details is not a JSON object")
+    return details
 
 
 def _utf8(text: str) -> bool:

@@ -48,6 +48,10 @@ BAD_ROWS = [
      "UPDATE lifecycle_audit SET outcome = 'maybe' WHERE seq = 3"),
     ("NULL where not expected", {"sqlite", "postgresql"}, 3,
      "UPDATE lifecycle_audit SET correlation_id = NULL WHERE seq = 3"),
+    # Python's JSON parser recurses: this depth raises RecursionError, not ValueError.
+    ("details nested too deeply", {"sqlite"}, 3,
+     "UPDATE lifecycle_audit SET details = '" + '{"a":' * 100_000 + "1" + "}" * 100_000
+     + "' WHERE seq = 3"),
 ]
 
 

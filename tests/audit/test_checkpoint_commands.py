@@ -169,11 +169,18 @@ def _edit_header(lines: list[str]) -> list[str]:
     return lines
 
 
+def _nest_a_line(lines: list[str]) -> list[str]:
+    # Python's JSON parser recurses: this depth raises RecursionError, not ValueError.
+    lines[1] = '{"a":' * 100_000 + "1" + "}" * 100_000
+    return lines
+
+
 @pytest.mark.parametrize(("edit", "reason"), [
     (_edit_record, "edited"), (_drop_record, "deleted"), (_edit_checkpoint, "bad_signature"),
     (_drop_newest, "truncated"), (_edit_header, "malformed_bundle"),
+    (_nest_a_line, "malformed_bundle"),
 ], ids=["edit a record", "drop a record", "edit a checkpoint", "drop the newest record",
-        "edit the header"])
+        "edit the header", "a line nested too deeply"])
 def test_any_edit_to_a_bundle_fails_it(trail, tmp_path, capsys, edit, reason):
     bundle = tmp_path / "b.jsonl"
     export_bundle(trail, bundle, capsys, "--limit", "30")
