@@ -20,6 +20,10 @@ row 1 after the genesis hash). A row inserted behind the log's back with ``seq =
 ``seq = 10^9`` or a wrong ``row_hash`` is refused with :class:`AuditIntegrityError` instead of
 being chained onto.
 
+An append engine need not test pooled connections before use (a round trip per append):
+a connection found lost before the append's ``COMMIT`` was sent has committed nothing, and
+the append is made once more on a fresh connection.
+
 Every append transaction is bounded. SQLite: the busy timeout (a writer waits that long for
 another's lock, then fails). PostgreSQL: ``lock_timeout`` and ``statement_timeout`` of
 ``lock_timeout`` seconds, and ``idle_in_transaction_session_timeout`` of half of it, so the
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -240,15 +245,16 @@ def append_chain(
     guarded = trusted if records and not skip_stored and not is_sqlite(url) else None
     try:
         try:
-            return _append_once(engine, url, records, skip_stored=skip_stored,
-                                lock_timeout=lock_timeout, trusted=trusted, guarded=guarded)
+            return _append_reconnecting(engine, url, records, skip_stored=skip_stored,
+                                        lock_timeout=lock_timeout, trusted=trusted,
+                                        guarded=guarded)
         except sa.exc.IntegrityError:
             if guarded is None:
                 raise
             # Another writer added a row while this statement waited for the lock (module
             # docstring): append again, from the tail as read under the lock.
-            return _append_once(engine, url, records, skip_stored=skip_stored,
-                                lock_timeout=lock_timeout, trusted=None, guarded=None)
+            return _append_reconnecting(engine, url, records, skip_stored=skip_stored,
+                                        lock_timeout=lock_timeout, trusted=None, guarded=None)
     except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
         reason = " ".join(str(exc.orig).split())[:300]
         raise AuditError(
@@ -258,27 +264,71 @@ def append_chain(
         raise translate_error(exc, url, "audit.append") from None
 
 
+class _LostConnectionError(Exception):
+    """The connection was found lost before the append's ``COMMIT`` was sent: nothing was
+    committed. ``error`` is the driver's error, as SQLAlchemy raised it."""
+
+    def __init__(self, error: sa.exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _append_reconnecting(engine: Engine, url: URL, records: Sequence[Prepared], *,
+                         skip_stored: bool, lock_timeout: float | None, trusted: Tail | None,
+                         guarded: Tail | None) -> Appended:
+    """:func:`_append_once`, made once more on a fresh connection if the pooled one was
+    found lost before anything was committed (a server restarted since it was last used)."""
+    attempt = partial(_append_once, engine, url, records, skip_stored=skip_stored,
+                      lock_timeout=lock_timeout, trusted=trusted, guarded=guarded)
+    try:
+        return attempt()
+    except _LostConnectionError:
+        engine.dispose(close=False)  # its other pooled connections are as stale
+    try:
+        return attempt()
+    except _LostConnectionError as lost:
+        raise lost.error from None
+
+
 def _append_once(engine: Engine, url: URL, records: Sequence[Prepared], *, skip_stored: bool,
                  lock_timeout: float | None, trusted: Tail | None, guarded: Tail | None
                  ) -> Appended:
     """One append transaction (see :func:`append_chain`); ``guarded``: the tail to try the
-    single-statement insert after (PostgreSQL)."""
+    single-statement insert after (PostgreSQL).
+
+    Raises:
+        _LostConnectionError: the connection was lost before ``COMMIT`` (nothing committed).
+    """
     with engine.connect() as connection:
         connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
-            rows = None
-            todo = records
-            if guarded is not None:
-                rows = _insert_after(connection, records, guarded, lock_timeout)
-            witness = None
-            if rows is None:
-                begin_append(connection, url, lock_timeout)
-                witness = _witness(connection) if is_sqlite(url) else None
-                todo = _unstored(connection, records) if skip_stored else records
-                rows = _seal_and_insert(connection, url, todo, trusted, witness)
+            try:
+                todo, rows, witness = _statements(
+                    connection, url, records, skip_stored=skip_stored,
+                    lock_timeout=lock_timeout, trusted=trusted, guarded=guarded)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise _LostConnectionError(exc) from exc
+                raise
         if not rows:
             return Appended(todo, rows, None)
         return Appended(todo, rows, Tail(rows[-1][_SEQ], rows[-1][_ROW], witness))
+
+
+def _statements(connection: Connection, url: URL, records: Sequence[Prepared], *,
+                skip_stored: bool, lock_timeout: float | None, trusted: Tail | None,
+                guarded: Tail | None
+                ) -> tuple[Sequence[Prepared], list[RawRow], tuple[object, int] | None]:
+    """The statements of one append transaction: the records stored, their rows, and the
+    SQLite witness of the tail they leave."""
+    if guarded is not None:
+        rows = _insert_after(connection, records, guarded, lock_timeout)
+        if rows is not None:
+            return records, rows, None
+    begin_append(connection, url, lock_timeout)
+    witness = _witness(connection) if is_sqlite(url) else None
+    todo = _unstored(connection, records) if skip_stored else records
+    return todo, _seal_and_insert(connection, url, todo, trusted, witness), witness
 
 
 def _bounds(lock_timeout: float | None) -> tuple[str, str, str, int, str]:

@@ -222,16 +222,17 @@ def _on_pg_connect_read_only(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def make_engine(url: URL, *, read_only: bool = False, lock_timeout: float | None = None
-                ) -> Engine:
+def make_engine(url: URL, *, read_only: bool = False, lock_timeout: float | None = None,
+                pre_ping: bool = True) -> Engine:
     """An engine for ``url`` (from :func:`parse_url`); no connection is made yet.
 
     SQLite: WAL journal, ``synchronous=FULL``, busy timeout ``lock_timeout`` (default
     :data:`LOCK_TIMEOUT`); read-only (``read_only`` or a ``mode=ro`` URL): the file opened with
     ``mode=ro`` and only the busy timeout set. PostgreSQL: ``connect_timeout``
     :data:`CONNECT_TIMEOUT`, TCP keepalives and ``tcp_user_timeout`` (each unless the URL sets
-    it); stale pooled connections are detected before use (``pool_pre_ping``); read-only:
-    every session is ``READ ONLY``.
+    it); stale pooled connections are detected before use (``pool_pre_ping``, a round trip
+    per checkout, unless ``pre_ping`` is false: the appender's own engine, which makes an
+    append again on a fresh connection instead); read-only: every session is ``READ ONLY``.
 
     Thread-safety: the engine may be shared by threads.
     """
@@ -251,7 +252,7 @@ def make_engine(url: URL, *, read_only: bool = False, lock_timeout: float | None
         sa.event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     connect_args = {name: value for name, value in _PG_DEFAULTS.items() if name not in url.query}
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = sa.create_engine(url, pool_pre_ping=pre_ping, connect_args=connect_args)
     if read_only:
         sa.event.listen(engine, "connect", _on_pg_connect_read_only)
     return engine

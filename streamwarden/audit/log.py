@@ -29,6 +29,7 @@ from streamwarden.audit.checkpointer import Checkpointer
 from streamwarden.audit.checkpoints import CheckpointWriter, SignedCheckpoint
 from streamwarden.audit.database import (
     is_read_only,
+    is_sqlite,
     make_engine,
     parse_url,
     redact_url,
@@ -184,6 +185,10 @@ class AuditLog:
         """Use :meth:`open`; this wraps an engine whose schema :func:`ensure_schema` checked
         (``ready``) or will check on first use."""
         self._engine = engine
+        # Appends test no pooled connection before use (a round trip each): the appender
+        # makes an append again on a fresh connection if one proves lost before COMMIT.
+        self._appends = engine if is_sqlite(url) or read_only else make_engine(
+            url, lock_timeout=lock_timeout, pre_ping=False)
         self._url = url
         self._spool = spool
         self._durability: Durability = durability
@@ -389,6 +394,7 @@ class AuditLog:
         finally:
             if self._checkpointer is not None:
                 self._checkpointer.close(FLUSH_TIMEOUT)
+            self._appends.dispose()
             self._engine.dispose()
 
     def __enter__(self) -> Self:
@@ -715,7 +721,7 @@ class AuditLog:
             try:
                 if self._spool.pending() or not self._ready:
                     self._replay()
-                appended = append_chain(self._engine, self._url, records,
+                appended = append_chain(self._appends, self._url, records,
                                         lock_timeout=self._lock_timeout, trusted=self._tail)
                 if appended.tail is not None:
                     self._tail = appended.tail
@@ -752,7 +758,7 @@ class AuditLog:
                 ensure_schema(self._engine, self._url)
                 self._ready = True
             self._tail = None
-            replay_spool(self._engine, self._url, self._spool)
+            replay_spool(self._appends, self._url, self._spool)
         except AuditUnavailableError as exc:
             if not leave_if_unavailable:
                 raise

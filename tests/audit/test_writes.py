@@ -224,7 +224,7 @@ else:
 
 def _tail_reads(log: AuditLog) -> list[str]:
     statements: list[str] = []
-    sa.event.listen(log._engine, "before_cursor_execute",
+    sa.event.listen(log._appends, "before_cursor_execute",
                     lambda _c, _cur, sql, *_rest: statements.append(sql)
                     if "ORDER BY lifecycle_audit.seq DESC" in sql else None)
     return statements
@@ -319,3 +319,38 @@ def _waiting_for_advisory(admin: sa.Engine) -> bool:
     with admin.connect() as connection:
         return bool(connection.execute(sa.text(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'")).scalar())
+
+
+def test_an_append_whose_pooled_connection_was_lost_goes_through(postgresql_url):
+    """Appends test no pooled connection before use: one the server ended since (a restart,
+    an administrator) fails before COMMIT, and the append is made again on a fresh one."""
+    name = f"sw-lost-{time.monotonic_ns()}"
+    url = f"{postgresql_url}&application_name={name}"
+    migrate.upgrade(url)
+    admin = sa.create_engine(postgresql_url, poolclass=sa.pool.NullPool)
+    try:
+        with AuditLog.open(url) as log:
+            first = log.append(make_record(0))
+            assert _end_sessions(admin, name) >= 1  # the log's idle pooled connections
+            second = log.append(make_record(1))
+            assert (second.seq, second.prev_hash) == (2, first.row_hash)
+            assert _end_sessions(admin, name) >= 1
+            assert log.verify().ok  # reads test their pooled connections first
+    finally:
+        admin.dispose()
+    assert [r.seq for r in stored(postgresql_url)] == [1, 2]
+
+
+def _end_sessions(admin: sa.Engine, name: str) -> int:
+    """End every session named ``name``; wait until the server has let them go."""
+    sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = :name"
+    with admin.connect() as connection:
+        ended = len(connection.execute(sa.text(
+            f"SELECT pg_terminate_backend(pid) FROM ({sessions}) AS s"), {"name": name}).all())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with admin.connect() as connection:
+            if not connection.execute(sa.text(sessions), {"name": name}).first():
+                return ended
+        time.sleep(0.02)
+    raise AssertionError(f"sessions {name} still there after 10 s")
