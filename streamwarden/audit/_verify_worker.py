@@ -1,7 +1,8 @@
 """One chunk of a parallel verify (:mod:`streamwarden.audit._parallel_verify`): what a worker
 process runs, and the parent for its own chunk.
 
-Imports only the standard library and :mod:`streamwarden.audit.verify` (no SQLAlchemy), so
+Imports only the standard library, :mod:`streamwarden.audit._sqlite_files` and
+:mod:`streamwarden.audit.verify` (no SQLAlchemy), so
 that a worker process starts in a few tens of milliseconds.
 """
 
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from streamwarden.audit._sqlite_files import open_read_only
 from streamwarden.audit.chain import RAW_FIELDS, RawRow
 from streamwarden.audit.verify import PAGE_SIZE, verify_from
 
@@ -53,29 +54,15 @@ class ChunkResult:
 
 def open_file(path: str) -> sqlite3.Connection:
     """``path`` opened read-only the way read-only audit logs open it
-    (``database._read_only_sqlite``: ``mode=ro``; a WAL file whose directory cannot hold the
-    ``-shm`` file and that no writer has open, ``-wal`` absent, as ``immutable``), with the
-    log's busy timeout. Sets nothing that persists.
+    (:func:`~streamwarden.audit._sqlite_files.open_read_only`), with the log's busy timeout.
+    Sets nothing that persists.
 
     Raises:
         sqlite3.Error: it cannot be opened.
 
     Thread-safety: the connection may be used from any one thread at a time.
     """
-    file = Path(path).absolute()
-    target = quote(str(file))
-    connection = sqlite3.connect(f"file:{target}?mode=ro", uri=True, check_same_thread=False)
-    try:
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError as exc:
-        connection.close()
-        wal = file.with_name(file.name + "-wal")
-        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY") or (
-            wal.exists()
-        ):
-            raise
-        connection = sqlite3.connect(f"file:{target}?mode=ro&immutable=1", uri=True,
-                                     check_same_thread=False)
+    connection = open_read_only(Path(path))
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return connection
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sqlite3
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from streamwarden._redaction import redact_text
+from streamwarden.audit._sqlite_files import open_read_only
 from streamwarden.config import Settings
 from streamwarden.errors import (
     AuditError,
@@ -188,26 +187,6 @@ def _sqlite_session(dbapi_connection: Any, *, lock_timeout: float, read_only: bo
         cursor.close()
 
 
-def _read_only_sqlite(path: Path) -> sqlite3.Connection:
-    """``path`` opened read-only. A WAL database needs its ``-shm`` file, which a reader
-    without write access to the directory cannot create: when there is no ``-wal`` file
-    either (no writer has the database open), the file is read as immutable instead."""
-    target = quote(str(path.absolute()))
-    connection = sqlite3.connect(f"file:{target}?mode=ro", uri=True, check_same_thread=False)
-    try:
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return connection
-    except sqlite3.OperationalError as exc:
-        connection.close()
-        wal = path.with_name(path.name + "-wal")
-        if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY") and (
-            not wal.exists()
-        ):
-            return sqlite3.connect(f"file:{target}?mode=ro&immutable=1", uri=True,
-                                   check_same_thread=False)
-        raise
-
-
 def _on_sqlite_begin(connection: sa.Connection) -> None:
     # Writers take SQLite's write lock when the transaction starts (BEGIN IMMEDIATE), so that
     # reading the chain's tail and inserting after it cannot interleave with another writer.
@@ -241,7 +220,7 @@ def make_engine(url: URL, *, read_only: bool = False, lock_timeout: float | None
         read_only = read_only or is_read_only(url)
         path = sqlite_path(url)
         if read_only and path is not None:
-            engine = sa.create_engine("sqlite+pysqlite://", creator=lambda: _read_only_sqlite(path))
+            engine = sa.create_engine("sqlite+pysqlite://", creator=lambda: open_read_only(path))
         else:
             engine = sa.create_engine(url)
 

@@ -394,7 +394,8 @@ class AuditLog:
         finally:
             if self._checkpointer is not None:
                 self._checkpointer.close(FLUSH_TIMEOUT)
-            self._appends.dispose()
+            if self._appends is not self._engine:
+                self._appends.dispose()
             self._engine.dispose()
 
     def __enter__(self) -> Self:

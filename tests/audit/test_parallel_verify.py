@@ -74,6 +74,13 @@ def _boundary(path: Path) -> int:
     return chunks[1].after
 
 
+def _damage(path: Path, sql: str) -> None:
+    """Run ``sql`` on the file with the append-only triggers off."""
+    with raw(_url(path)) as connection:
+        disable_triggers(connection)
+        connection.exec_driver_sql(sql)
+
+
 def _both(path: Path, url: str | None = None) -> tuple[VerifyReport, VerifyReport]:
     with AuditLog.open(url or _url(path)) as log:
         return log.verify(**FAST), log.verify(workers=1)
@@ -124,18 +131,14 @@ def test_a_break_anywhere_is_reported_as_the_serial_walk_reports_it(audit_file, 
 
 @pytest.mark.parametrize("keep", [10, 350, ROWS - 1])
 def test_a_truncated_table_is_a_shorter_intact_chain(audit_file, keep):
-    with raw(_url(audit_file)) as connection:
-        disable_triggers(connection)
-        connection.exec_driver_sql(f"DELETE FROM lifecycle_audit WHERE seq > {keep}")
+    _damage(audit_file, f"DELETE FROM lifecycle_audit WHERE seq > {keep}")
     fast, serial = _both(audit_file)
     assert fast == serial and fast.ok and fast.rows == keep
 
 
 def test_a_changed_row_hash_at_the_boundary_breaks_both_chunks_and_is_edited(audit_file):
     boundary = _boundary(audit_file)
-    with raw(_url(audit_file)) as connection:
-        disable_triggers(connection)
-        connection.exec_driver_sql(
+    _damage(audit_file,
             f"UPDATE lifecycle_audit SET row_hash = '{'cd' * 32}' WHERE seq = {boundary}")
     fast, serial = _both(audit_file)
     assert fast == serial and (fast.reason, fast.first_bad_seq) == ("edited", boundary)
@@ -177,9 +180,7 @@ def test_tables_the_plan_does_not_split(audit_file, tmp_path):
 
 def test_a_row_missing_at_the_boundary_is_left_to_the_serial_walk(audit_file):
     boundary = _boundary(audit_file)
-    with raw(_url(audit_file)) as connection:
-        disable_triggers(connection)
-        connection.exec_driver_sql(f"DELETE FROM lifecycle_audit WHERE seq = {boundary}")
+    _damage(audit_file, f"DELETE FROM lifecycle_audit WHERE seq = {boundary}")
     assert parallel.plan(str(audit_file), WORKERS, 0) is None
     fast, serial = _both(audit_file)
     assert fast == serial and (fast.reason, fast.first_bad_seq) == ("deleted", boundary)
@@ -187,9 +188,7 @@ def test_a_row_missing_at_the_boundary_is_left_to_the_serial_walk(audit_file):
 
 def test_a_row_that_is_not_utf8_is_left_to_the_serial_walk(audit_file):
     boundary = _boundary(audit_file)
-    with raw(_url(audit_file)) as connection:
-        disable_triggers(connection)
-        connection.exec_driver_sql(
+    _damage(audit_file,
             f"UPDATE lifecycle_audit SET host = CAST(X'ff' AS TEXT) WHERE seq = {boundary + 5}")
     chunks = parallel.plan(str(audit_file), WORKERS, 0)
     assert chunks is not None
