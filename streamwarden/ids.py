@@ -8,17 +8,66 @@ ULID is generated.
 
 from __future__ import annotations
 
+import os
+import random
+import threading
+import time
+
 import structlog
-from ulid import ULID
 
 from streamwarden.errors import InvalidInputError
 
 MAX_CORRELATION_ID_LENGTH = 128
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Every 10-bit value as its two Crockford base32 digits: a ULID is 13 such pairs.
+_PAIRS = tuple(first + second for first in _CROCKFORD for second in _CROCKFORD)
+
+
+class _Ulids:
+    """ULID strings (48-bit millisecond time, 80 random bits), strictly increasing within the
+    process: within one millisecond, or if the clock steps back, the next id is the previous
+    one plus one (the ULID spec's monotonic rule). An id is an identifier, not a secret, so the
+    random bits come from :mod:`random` (reseeded in a forked child), not from a system call.
+
+    Thread-safety: calls from any thread (the last id is kept under a lock).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+        # A child forked while another thread held the lock would wait for it forever.
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+        with self._lock:
+            if value <= self._last:
+                value = self._last + 1
+            self._last = value
+        pairs = _PAIRS
+        return "".join((
+            pairs[value >> 120], pairs[value >> 110 & 1023], pairs[value >> 100 & 1023],
+            pairs[value >> 90 & 1023], pairs[value >> 80 & 1023], pairs[value >> 70 & 1023],
+            pairs[value >> 60 & 1023], pairs[value >> 50 & 1023], pairs[value >> 40 & 1023],
+            pairs[value >> 30 & 1023], pairs[value >> 20 & 1023], pairs[value >> 10 & 1023],
+            pairs[value & 1023],
+        ))
+
+
+_new_ulid = _Ulids()
+
 
 def new_id() -> str:
-    """A new ULID as its 26-character string: unique and sortable by creation time."""
-    return str(ULID())
+    """A new ULID as its 26-character string: unique and sortable by creation time (strictly
+    increasing within a process).
+
+    Thread-safety: any thread.
+    """
+    return _new_ulid()
 
 
 def check_correlation_id(value: object) -> str:

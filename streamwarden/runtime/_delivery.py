@@ -64,8 +64,9 @@ class MailboxStats:
 class Mailbox:
     """One lease's bounded delivery queue.
 
-    Thread-safety: :meth:`put` and :meth:`close` are called on the engine loop; every other
-    method may be called from any thread. The internal lock is held only for queue operations,
+    Thread-safety: :meth:`put` is called on the engine loop and :meth:`close` by the lease's
+    supervisor (on the engine loop, or on a caller's thread); every other method may be called
+    from any thread. The internal lock is held only for queue operations,
     never while a callback runs or while waiting.
 
     Memory: slotted, and the condition variable that blocking readers wait on is made on the

@@ -292,6 +292,37 @@ class Engine:
                                     release_on_timeout=True)
         return result
 
+    def acquire_here(self, key: StreamKey, request: AcquireRequest) -> LeaseHandle | None:
+        """Grant a lease on the calling thread when that needs nothing from the engine loop
+        (see :meth:`Supervisor.acquire_here`): the key's lifecycle is running with the lease's
+        pairs acknowledged, and the audit sink never blocks. None otherwise, and nothing
+        changed: :meth:`acquire` does it. The lease returned is ready.
+
+        Raises:
+            AuditError / InvalidInputError: the acquire could not be recorded; nothing changed.
+
+        Thread-safety: any thread (None on the engine's own).
+        """
+        if self._closed or threading.current_thread() is self._thread:
+            return None
+        supervisor = self._by_key.get(key)
+        return None if supervisor is None else supervisor.acquire_here(request)
+
+    def release_here(self, handle: LeaseHandle, correlation_id: str) -> bool:
+        """Count a lease out on the calling thread when that needs nothing from the engine
+        loop (see :meth:`Supervisor.release_here`); False otherwise, and nothing changed:
+        :meth:`release` does it.
+
+        Raises:
+            AuditError: the release could not be recorded; the lease stays live.
+
+        Thread-safety: any thread (False on the engine's own).
+        """
+        if threading.current_thread() is self._thread:
+            return False
+        supervisor = self._active.get(handle.info.lifecycle_id)
+        return supervisor is not None and supervisor.release_here(handle, correlation_id)
+
     async def _await_predecessor(self, supervisor: Supervisor, deadline: float,
                                  request: AcquireRequest) -> None:
         """L1: a closing predecessor is waited for, at most stop_timeout (+ slack)."""

@@ -23,7 +23,9 @@ class ReadyFlag:
     """``asyncio.Event``'s ``set``, ``clear``, ``is_set`` and ``wait`` on the engine loop, in less
     memory: one per lease, and most leases never have a waiter (the list is made by the first).
 
-    Thread-safety: engine loop only.
+    Thread-safety: engine loop only; except that a lease operation on its caller's thread may
+    set a new lease's flag (nobody can wait on it yet) and end a ready lease (``set`` on a set
+    flag does nothing), under its lifecycle's lock.
     """
 
     __slots__ = ("_value", "_waiters")
@@ -70,8 +72,9 @@ class LeaseHandle:
     """One lease as the engine sees it.
 
     Thread-safety: ``status``, ``revocation`` and ``subscriptions`` are written only by the
-    lease's supervisor on the engine loop and may be read from any thread; ``ready`` belongs to
-    the engine loop.
+    lease's supervisor (on the engine loop, or on a caller's thread under the lifecycle's lock)
+    and may be read from any thread; ``ready`` belongs to the engine loop (see
+    :class:`ReadyFlag` for the exception).
     """
 
     __slots__ = ("info", "mailbox", "ready", "revocation", "status", "subscriptions")
@@ -86,7 +89,7 @@ class LeaseHandle:
         self.ready = ReadyFlag()
 
     def end(self, status: LeaseStatus, error: StreamwardenError | None) -> None:
-        """Mark the lease released or revoked and close its delivery queue. Engine loop only."""
+        """Mark the lease released or revoked and close its delivery queue (its supervisor)."""
         if self.status is not LeaseStatus.LIVE:
             return
         self.status = status

@@ -285,6 +285,30 @@ class Lifecycle:
         return (entry is not None and self.state == RUNNING
                 and entry.subscriptions <= self._acked)
 
+    def carries(self, subscriptions: frozenset[Subscription]) -> bool:
+        """Whether a lease asking for ``subscriptions`` would add nothing to the wire and be
+        ready at once: every pair is wanted by a live lease already and acknowledged."""
+        counts = self._wire_counts
+        return subscriptions <= self._acked and all(pair in counts for pair in subscriptions)
+
+    def quiet(self, pending: Pending) -> bool:
+        """Whether committing ``pending`` would only count one lease in or out: the spec keeps
+        the state and attaches no effect, and the wire keeps every pair it carries.
+
+        Such a change needs nothing from a transport or a deadline, so a caller may commit it
+        on any thread that holds the lifecycle exclusively.
+        """
+        transition = pending.transition
+        if (transition is None or transition.effects
+                or transition.from_state != transition.to_state):
+            return False
+        counts = self._wire_counts
+        if pending.add is not None:
+            return all(pair in counts for pair in pending.add.subscriptions)
+        if pending.remove is not None:
+            return all(counts[pair] > 1 for pair in pending.remove.subscriptions)
+        return False
+
     # Operations. Each returns a pending change (or None when there is nothing to record).
 
     def acquire(self, info: LeaseInfo, subscriptions: frozenset[Subscription],

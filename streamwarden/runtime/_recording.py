@@ -3,7 +3,8 @@
 The engine loop never waits for audit I/O by blocking: a sink that may block (a database) is
 appended to on one dedicated writer thread, in the order the records were made, while the loop
 goes on routing market data. A sink that declares ``nonblocking = True`` (the in-memory one) is
-appended to directly.
+appended to directly, on the engine loop or, for a lease operation that needs nothing else
+from the loop, on its caller's thread.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +33,10 @@ class AuditWriter:
 
     ``key_details``, if given, adds details to every record of a key (a fleet's epoch).
 
-    Thread-safety: :meth:`build` may be called from any thread; :meth:`write` on the engine loop.
-    ``append_durations`` and ``append_failed`` are written by the one thread that appends (the
-    writer thread, or the engine loop for a sink that never blocks) and may be read from any.
+    Thread-safety: :meth:`build` and :meth:`append` may be called from any thread; :meth:`write`
+    on the engine loop. ``append_durations`` and ``append_failed`` are written under the
+    writer's lock by whichever thread appends (the writer thread, or for a sink that never
+    blocks the engine loop and callers' threads) and may be read from any.
     """
 
     def __init__(self, sink: AuditSink, clock: Clock, redactor: SecretRedactor, *,
@@ -50,6 +53,7 @@ class AuditWriter:
         #: Whether the latest append failed for want of the sink (an AuditError; False before
         #: the first append).
         self.append_failed = False
+        self._bookkeeping = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         if not getattr(sink, "nonblocking", False):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
@@ -96,29 +100,38 @@ class AuditWriter:
             InvalidInputError: its details are not JSON-serialisable.
         """
         if self._executor is None:
-            return self._append(record)
+            return self.append(record)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._append, record)
+        return await loop.run_in_executor(self._executor, self.append, record)
 
-    def _append(self, record: AuditRecord) -> AuditRecord:
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Append ``record`` on the calling thread (for a sink that never blocks: :attr:`inline`;
+        otherwise it is the writer thread's job, through :meth:`write`).
+
+        Raises:
+            AuditError / InvalidInputError: as :meth:`write`.
+        """
         started = time.monotonic()
+        failed: bool | None = True
         try:
             stored = self.sink.append(record)
+            failed = False
         except AuditError:
-            self.append_failed = True
             raise
         except StreamwardenError:  # the record, not the sink (InvalidInputError)
+            failed = None
             raise
         except Exception as exc:
-            self.append_failed = True
             message = self._redactor.redact_text(f"{type(exc).__name__}: {exc}")
             raise AuditUnavailableError(
                 f"audit sink failed: {message}", operation=record.event,
                 fingerprint=record.fingerprint, correlation_id=record.correlation_id,
             ) from None
         finally:
-            self.append_durations.observe(time.monotonic() - started)
-        self.append_failed = False
+            with self._bookkeeping:
+                self.append_durations.observe(time.monotonic() - started)
+                if failed is not None:
+                    self.append_failed = failed
         return stored
 
     def redact(self, text: str) -> str:

@@ -8,6 +8,7 @@ The engine loop's figures are read on the engine loop itself (see ``Engine.stats
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,12 +79,13 @@ class StreamCounters:
     ``connection_lost``, ``went_stale``, ``reconnect_failed`` or ``start_failed``, None (idle,
     nothing wanted) before the first and since a lifecycle ``closed``.
 
-    Thread-safety: written and read on the engine loop only (mailboxes count drops in
-    ``put``, which runs there).
+    Thread-safety: written on the engine loop (mailboxes count drops in ``put``, which runs
+    there), except :meth:`entered`, which may be called from any thread (a lease operation may
+    run on its caller's thread); read from any thread.
     """
 
-    __slots__ = ("connect_failures", "connected", "dropped", "errors", "malformed", "messages",
-                 "reconnects", "transitions")
+    __slots__ = ("_lock", "connect_failures", "connected", "dropped", "errors", "malformed",
+                 "messages", "reconnects", "transitions")
 
     def __init__(self) -> None:
         self.messages: dict[str, int] = {}
@@ -94,12 +96,14 @@ class StreamCounters:
         self.dropped = 0
         self.malformed = 0
         self.connected: bool | None = None
+        self._lock = threading.Lock()
 
     def entered(self, event: str) -> None:
         """Count a spec transition taken on ``event``, and note what it says of the upstream."""
-        bump(self.transitions, event)
-        if event in _UPSTREAM:
-            self.connected = _UPSTREAM[event]
+        with self._lock:
+            bump(self.transitions, event)
+            if event in _UPSTREAM:
+                self.connected = _UPSTREAM[event]
 
 
 #: What taking each of these events says of a stream key's upstream connection.

@@ -10,6 +10,15 @@ transport hands over in one turn of the loop (a WebSocket frame) go straight to 
 queues at the end of that turn, grouped by channel and symbol (:mod:`._arrivals`), through the
 core's immutable routing snapshot.
 
+One shortcut skips the inbox: with an audit sink that never blocks (the in-memory one), a lease
+operation that only counts a lease in or out (the state stays ``running``, the spec attaches no
+effect, the wire keeps its pairs and an acquired lease is ready at once) runs on its caller's
+thread (:meth:`Supervisor.acquire_here`, :meth:`Supervisor.release_here`). It holds the
+lifecycle's lock throughout, and only while the task is not handling anything; the task takes
+the same lock to start handling an item, so the two never change the lifecycle at once. The lock
+is never held across network I/O, audit I/O (such a sink does none) or consumer code, and market
+data never waits for it.
+
 The task waits on its inbox bounded by the lifecycle's next deadline (start timeout, reconnect
 grace, connection-limit grace, drain grace, or while running the staleness watchdog's next
 check: a channel silent for ``stale_after`` while its market is open sends ``went_stale``, whose
@@ -25,6 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -148,7 +158,9 @@ _Item = _Call | _Event
 
 
 class Supervisor:
-    """Owns one lifecycle. Every method runs on the engine loop; none blocks it.
+    """Owns one lifecycle. Every method runs on the engine loop, except those that say they
+    may be called from any thread; none blocks the loop for longer than one in-memory lease
+    operation holds the lifecycle's lock.
 
     The transport reports to it through the :class:`~streamwarden.transports.TransportEvents`
     methods ``on_*``.
@@ -167,7 +179,10 @@ class Supervisor:
                                       kind=lifecycle.key.kind)
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
         # Whether an item (or a command run in place, see _call) is being handled: one at a
-        # time, in order. ``_free`` is set whenever it is not.
+        # time, in order. ``_free`` is set whenever it is not. ``_busy`` is set under ``_lock``,
+        # which a lease operation on its caller's thread holds while it changes the lifecycle
+        # (see acquire_here): the task never starts on an item in the middle of one.
+        self._lock = threading.Lock()
         self._busy = False
         self._free = asyncio.Event()
         self._free.set()
@@ -262,15 +277,28 @@ class Supervisor:
         the supervisor is woken afterwards when its wait no longer fits the lifecycle (see
         :meth:`_must_wake`).
         """
-        self._busy = True
-        self._free.clear()
+        self._claim()
         try:
             return await run()
         finally:
-            self._busy = False
-            self._free.set()
-            if self._must_wake():
+            must_wake = self._must_wake()
+            self._unclaim()
+            if must_wake:
                 self._inbox.put_nowait(_Event(_nothing))  # it may have to stop or retire
+
+    def _claim(self) -> bool:
+        """Mark the lifecycle busy for the task (engine loop); False if it already is. Waits
+        for a lease operation running on a caller's thread to finish (microseconds)."""
+        with self._lock:
+            if self._busy:
+                return False
+            self._busy = True
+        self._free.clear()
+        return True
+
+    def _unclaim(self) -> None:
+        self._busy = False
+        self._free.set()
 
     def _must_wake(self) -> bool:
         """Whether the task must look at the lifecycle now, after a command ran in place: the
@@ -380,26 +408,21 @@ class Supervisor:
     async def _serve(self) -> None:
         while True:
             item = await self._next()
-            while self._busy:  # a command running in place (see _call) finishes first
+            while not self._claim():  # a command running in place (see _call) finishes first
                 await self._free.wait()
+            # Once it returns (or raises) it stays busy for good: commands then wait in the
+            # inbox and get RETRY, and no lease operation runs on a caller's thread.
             if item is not None:
-                self._busy = True
-                self._free.clear()
-                try:
-                    await self._handle(item)
-                finally:
-                    self._busy = False
-                    self._free.set()
+                await self._handle(item)
             state = self.core.state
             if state == STOPPED or (state == IDLE and not self.core.leases):
                 return
             if self.core.due(self._clock.monotonic()):
-                self._busy = True  # for good: commands now wait in the inbox, then get RETRY
-                self._free.clear()
                 await self._stop()
                 return
             if state == RUNNING:
                 await self._check_stale()
+            self._unclaim()
 
     def _deadline(self) -> float | None:
         """When the task must wake by itself: the lifecycle's next deadline, or while running
@@ -453,6 +476,21 @@ class Supervisor:
     # Commands.
 
     async def _acquire(self, request: AcquireRequest) -> LeaseHandle | Retry:
+        handle = self._new_handle(request)
+        try:
+            pending = self.core.acquire(handle.info, request.subscriptions, handle.mailbox,
+                                        self._clock.monotonic())
+        except InvalidTransitionError:
+            return RETRY  # stopped, or draining past reuse: the successor takes it
+        self._handles[handle.info.lease_id] = handle
+        try:
+            await self._apply(pending)
+        except BaseException:
+            del self._handles[handle.info.lease_id]
+            raise
+        return handle
+
+    def _new_handle(self, request: AcquireRequest) -> LeaseHandle:
         core = self.core
         info = LeaseInfo(request.lease_id, core.lifecycle_id, core.key, request.owner,
                          request.correlation_id, request.client_order_id_prefix)
@@ -462,19 +500,7 @@ class Supervisor:
                           on_overflow=self._overflowed, log=self._log,
                           counters=self._counters,
                           conflate_quotes=self._settings.conflate_quotes)
-        try:
-            pending = core.acquire(info, request.subscriptions, mailbox,
-                                   self._clock.monotonic())
-        except InvalidTransitionError:
-            return RETRY  # stopped, or draining past reuse: the successor takes it
-        handle = LeaseHandle(info, mailbox, request.subscriptions)
-        self._handles[info.lease_id] = handle
-        try:
-            await self._apply(pending)
-        except BaseException:
-            del self._handles[info.lease_id]
-            raise
-        return handle
+        return LeaseHandle(info, mailbox, request.subscriptions)
 
     async def _release(self, handle: LeaseHandle, correlation_id: str,
                        details: Mapping[str, Any] | None) -> None:
@@ -501,6 +527,82 @@ class Supervisor:
             pending = self.core.signal("shutdown", correlation_id=correlation_id,
                                        revoke_error=error)
             await self._apply(pending)
+
+    # Lease operations on the caller's thread.
+
+    def acquire_here(self, request: AcquireRequest) -> LeaseHandle | None:
+        """Grant a lease on the calling thread if that only counts it in: the lifecycle is
+        running and idle, its audit sink never blocks, the lease's pairs are on the wire and
+        acknowledged (so it is ready at once), and the spec keeps ``running`` with no effect.
+        Otherwise None, and nothing changed: :meth:`acquire` on the engine loop does it.
+
+        Raises:
+            AuditError / InvalidInputError: the acquire could not be recorded; nothing changed.
+            InvariantViolationError: debug mode, an invariant failed after the acquire (which
+                took effect).
+
+        Thread-safety: any thread; holds the lifecycle's lock throughout (no I/O under it).
+        """
+        with self._lock:
+            if not self._free_here() or not self.core.carries(request.subscriptions):
+                return None
+            handle = self._new_handle(request)
+            pending = self.core.acquire(handle.info, request.subscriptions, handle.mailbox,
+                                        self._clock.monotonic())
+            if not self.core.quiet(pending):
+                self.core.rollback(pending)
+                return None
+            self._handles[handle.info.lease_id] = handle
+            try:
+                self._apply_here(pending)
+            except BaseException:
+                del self._handles[handle.info.lease_id]
+                raise
+            return handle
+
+    def release_here(self, handle: LeaseHandle, correlation_id: str) -> bool:
+        """Count a ready lease out on the calling thread if that leaves the state (``running``,
+        another lease still counted) and the wire as they are; False if the engine loop must
+        do it (:meth:`release`), and nothing changed.
+
+        Raises:
+            AuditError: the release could not be recorded; the lease stays live.
+            InvariantViolationError: debug mode, after the release took effect.
+
+        Thread-safety: any thread; holds the lifecycle's lock throughout (no I/O under it).
+        """
+        with self._lock:
+            lease_id = handle.info.lease_id
+            if (not self._free_here() or self._handles.get(lease_id) is not handle
+                    or not handle.ready.is_set() or self.core.refs < 2):
+                return False
+            pending = self.core.release(lease_id, correlation_id)
+            if pending is None:
+                return False
+            if not self.core.quiet(pending):
+                self.core.rollback(pending)
+                return False
+            self._apply_here(pending)
+            return True
+
+    def _free_here(self) -> bool:
+        """Whether a lease operation may run on its caller's thread now (under ``_lock``): the
+        task is handling nothing and has nothing waiting, the lifecycle is running, and its
+        records are appended without I/O."""
+        return (not self._busy and not self._retired and self._inbox.empty()
+                and self.core.state == RUNNING and self._services.writer.inline)
+
+    def _apply_here(self, pending: Pending) -> None:
+        """:meth:`_apply` of a quiet change, on the calling thread (under ``_lock``)."""
+        record = self._build(pending.draft)
+        try:
+            stored = self._services.writer.append(record)
+        except BaseException:
+            self.core.rollback(pending)
+            raise
+        self._carry_out(pending, stored)
+        if self._settings.debug:
+            self.check_invariants()
 
     # Connection events.
 
@@ -624,6 +726,15 @@ class Supervisor:
         return self._services.writer.build(self.core.lifecycle_id, self.core.key, draft)
 
     async def _commit(self, pending: Pending, record: AuditRecord | None) -> Effects:
+        effects = self._carry_out(pending, record)
+        await self._record_revocations(effects, record)
+        if self._settings.debug:
+            self.check_invariants()
+        return effects
+
+    def _carry_out(self, pending: Pending, record: AuditRecord | None) -> Effects:
+        """Commit ``pending`` (its record written) and carry out its effects, all but the
+        ``lease_revoked`` records of the leases it revoked."""
         reconnects = self.core.reconnects
         effects = self.core.commit(pending, record, self._clock.monotonic())
         self._counters.reconnects += self.core.reconnects - reconnects
@@ -644,15 +755,13 @@ class Supervisor:
             handle = self._handles[pending.resubscribe.info.lease_id]
             handle.mailbox.forget(handle.subscriptions - pending.resubscribe.subscriptions)
             handle.subscriptions = pending.resubscribe.subscriptions
-        await self._revoke(effects, record)
+        self._end_revoked(effects)
         transition = pending.transition
         entry = pending.add or pending.resubscribe
         if transition is not None and transition.from_state != transition.to_state:
             self._update_readiness()
         elif entry is not None:  # only the lease this change is about can have changed
             self._update_lease_readiness(entry.info.lease_id)
-        if self._settings.debug:
-            self.check_invariants()
         return effects
 
     def _entered(self, pending: Pending, record: AuditRecord | None) -> None:
@@ -672,17 +781,28 @@ class Supervisor:
                        lease_id=draft.lease_id, owner=draft.owner, outcome=draft.outcome,
                        event_id=record.event_id if record else None)
 
-    async def _revoke(self, effects: Effects, cause: AuditRecord | None) -> None:
+    def _revocation_error(self, effects: Effects) -> StreamwardenError:
+        return effects.revoke_error or ConnectionStartError(
+            "the connection failed", fingerprint=self.core.key.fingerprint)
+
+    def _end_revoked(self, effects: Effects) -> None:
+        """End the handles of the leases ``effects`` revoked (their records come next)."""
         if not effects.revoked:
             return
-        error = effects.revoke_error or ConnectionStartError(
-            "the connection failed", fingerprint=self.core.key.fingerprint)
+        error = self._revocation_error(effects)
         for entry in effects.revoked:
             handle = self._handles.pop(entry.info.lease_id, None)
             if handle is not None:
                 handle.end(LeaseStatus.REVOKED, error)
             self._log.warning(events.LEASE_REVOKED, lease_id=entry.info.lease_id,
                               owner=entry.info.owner, reason=error.message)
+
+    async def _record_revocations(self, effects: Effects, cause: AuditRecord | None) -> None:
+        """Write a ``lease_revoked`` record for each lease ``effects`` revoked."""
+        if not effects.revoked:
+            return
+        error = self._revocation_error(effects)
+        for entry in effects.revoked:
             await self._record_quietly(self.core.revocation(
                 entry, error, cause.event_id if cause else None))
 
@@ -844,7 +964,11 @@ class Supervisor:
         return task is None or task.done() or self.stop_abandoned
 
     def violations(self) -> list[str]:
-        """The machine- and connection-level invariants that fail now."""
+        """The machine- and connection-level invariants that fail now (engine loop)."""
+        with self._lock:  # not in the middle of a lease operation on a caller's thread
+            return self._violations()
+
+    def _violations(self) -> list[str]:
         env = self.core.invariant_env(socket_open=self.transport.socket_open,
                                       transport_done=self.transport_done(),
                                       wire=self.transport.subscriptions)
@@ -858,7 +982,7 @@ class Supervisor:
         Raises:
             InvariantViolationError: naming the invariants that fail.
         """
-        failed = self.violations()
+        failed = self._violations()
         if failed:
             self._log.critical(events.INVARIANT_VIOLATED, violations=failed)
             raise InvariantViolationError(f"invariant(s) violated: {'; '.join(failed)}",
@@ -866,7 +990,11 @@ class Supervisor:
                                           fingerprint=self.core.key.fingerprint)
 
     def health(self) -> LifecycleHealth:
-        """This lifecycle as shown in the health report."""
+        """This lifecycle as shown in the health report (engine loop)."""
+        with self._lock:  # not in the middle of a lease operation on a caller's thread
+            return self._health()
+
+    def _health(self) -> LifecycleHealth:
         core = self.core
         leases = []
         for handle in self._handles.values():

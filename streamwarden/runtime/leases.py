@@ -130,10 +130,18 @@ class _Lease:
         return getattr(manager, "_engine", None) is self._engine
 
     def _release_call(self, correlation_id: str | None) -> Any:
-        """The engine coroutine of a release, or None when the lease is no longer live (a
-        logged no-op that needs no engine, so a lease may outlive its manager)."""
+        """The engine coroutine of a release, or None when there is nothing left for the
+        engine loop to do: the lease is no longer live (a logged no-op that needs no engine,
+        so a lease may outlive its manager), or it was released on this thread (see
+        :meth:`Engine.release_here`).
+
+        Raises:
+            InvalidInputError / AuditError: as :meth:`_SyncLease.release`.
+        """
         cid = resolve_correlation_id(correlation_id, default=self.correlation_id)
         if self._handle.status is not LeaseStatus.LIVE:
+            return None
+        if self._engine.release_here(self._handle, cid):
             return None
         return self._engine.release(self._handle, cid)
 

@@ -478,6 +478,9 @@ class ConnectionManager(_Manager):
     def _acquire(self, key: StreamKey, credentials: Credentials, request: AcquireRequest,
                  wait: bool) -> LeaseHandle:
         with structlog.contextvars.bound_contextvars(correlation_id=request.correlation_id):
+            handle = self._engine.acquire_here(key, request)
+            if handle is not None:
+                return handle
             return self._engine.run_sync(
                 self._engine.acquire(key, credentials, request, wait=bool(wait)),
                 self._engine.acquire_bound())
@@ -707,6 +710,9 @@ class AsyncConnectionManager(_Manager):
     async def _acquire(self, key: StreamKey, credentials: Credentials,
                        request: AcquireRequest, wait: bool) -> LeaseHandle:
         with structlog.contextvars.bound_contextvars(correlation_id=request.correlation_id):
+            handle = self._engine.acquire_here(key, request)
+            if handle is not None:
+                return handle
             return await self._engine.run_async(
                 self._engine.acquire(key, credentials, request, wait=bool(wait)),
                 self._engine.acquire_bound())

@@ -1,0 +1,210 @@
+"""Lease operations that only count a lease in or out run on the caller's thread.
+
+With an audit sink that never blocks (the in-memory one), an acquire whose pairs the running
+wire already carries and acknowledged, and a release that leaves another lease and every pair
+on the wire, need nothing from the engine loop: they are recorded and committed on the calling
+thread under the lifecycle's lock. These tests show that they do not wait for the loop (it is
+kept stuck in another account's audit append), that they keep record-then-effect when the sink
+refuses, and that they mix safely with the changes the engine makes to the same lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+import streamwarden as sw
+from streamwarden.machine.conformance import replay
+from streamwarden.machine.spec import default_spec
+from streamwarden.testing import InMemoryTransportFactory
+
+BOUND = 5.0
+A = sw.Credentials("PKCALLERTHREADS00001", "caller-threads-secret-a")
+B = sw.Credentials("PKCALLERTHREADS00002", "caller-threads-secret-b")
+
+
+class GatedSink(sw.InMemoryAuditSink):
+    """The in-memory sink, except that appending a record owned by ``stuck`` waits for
+    ``gate`` (with a sink that never blocks, whoever appends is the engine loop itself), and
+    a record whose correlation id is ``refused`` is refused as by a sink that is down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.stuck = threading.Event()
+
+    def append(self, record: sw.AuditRecord) -> sw.AuditRecord:
+        if record.owner == "stuck":
+            self.stuck.set()
+            self.gate.wait(4 * BOUND)
+        if record.correlation_id == "refused":
+            raise sw.AuditUnavailableError("the audit sink is down")
+        return super().append(record)
+
+
+@pytest.fixture
+def sink() -> Iterator[GatedSink]:
+    gated = GatedSink()
+    yield gated
+    gated.gate.set()
+
+
+@pytest.fixture
+def manager(sink: GatedSink) -> Iterator[sw.ConnectionManager]:
+    with sw.ConnectionManager(transport_factory=InMemoryTransportFactory(), audit=sink,
+                              settings=sw.Settings(start_timeout=BOUND)) as built:
+        yield built
+
+
+def _stick_the_engine(manager: sw.ConnectionManager, sink: GatedSink) -> threading.Thread:
+    """Start account B's first acquire, whose record the engine loop appends and waits in."""
+    thread = threading.Thread(target=lambda: manager.market_data(B, symbols=["MSFT"],
+                                                                 owner="stuck").release(),
+                              name="stuck-acquire")
+    thread.start()
+    assert sink.stuck.wait(BOUND)
+    return thread
+
+
+def _records_of(sink: GatedSink, lease_id: str) -> list[tuple[str, str | None, int | None,
+                                                               int | None]]:
+    return [(r.event, r.to_state, r.refs_before, r.refs_after) for r in sink.records()
+            if r.lease_id == lease_id]
+
+
+def test_a_quiet_acquire_and_release_do_not_wait_for_the_engine_loop(
+        manager: sw.ConnectionManager, sink: GatedSink) -> None:
+    anchor = manager.market_data(A, symbols=["AAPL"])
+    stuck = _stick_the_engine(manager, sink)
+    started = time.monotonic()
+    lease = manager.market_data(A, symbols=["AAPL"], owner="quiet")
+    assert lease.is_live  # ready as it returned: its pairs were on the wire already
+    lease.release()
+    elapsed = time.monotonic() - started
+    assert stuck.is_alive(), "the engine loop was not stuck throughout"
+    assert elapsed < BOUND / 2
+    sink.gate.set()
+    stuck.join(BOUND)
+    assert not stuck.is_alive()
+    assert _records_of(sink, lease.lease_id) == [("acquire", "running", 1, 2),
+                                                  ("release", "running", 2, 1)]
+    assert manager.health().lifecycles[0].refs == 1
+    anchor.release()
+
+
+def test_an_async_quiet_acquire_and_release_do_not_wait_for_the_engine_loop(
+        sink: GatedSink) -> None:
+    async def run() -> list[tuple[str, str | None, int | None, int | None]]:
+        async with sw.AsyncConnectionManager(transport_factory=InMemoryTransportFactory(),
+                                             audit=sink) as manager:
+            anchor = await manager.market_data(A, symbols=["AAPL"])
+            helper = asyncio.create_task(asyncio.to_thread(
+                lambda: sink.stuck.wait(BOUND)))
+            stuck = asyncio.ensure_future(manager.market_data(B, symbols=["MSFT"],
+                                                              owner="stuck"))
+            assert await helper
+            async with asyncio.timeout(BOUND / 2):
+                lease = await manager.market_data(A, symbols=["AAPL"], owner="quiet")
+                await lease.release()
+            assert not stuck.done(), "the engine loop was not stuck throughout"
+            sink.gate.set()
+            await (await stuck).release()
+            await anchor.release()
+            return _records_of(sink, lease.lease_id)
+
+    assert asyncio.run(run()) == [("acquire", "running", 1, 2), ("release", "running", 2, 1)]
+
+
+def test_a_refused_record_changes_nothing(manager: sw.ConnectionManager,
+                                          sink: GatedSink) -> None:
+    anchor = manager.market_data(A, symbols=["AAPL"])
+    with pytest.raises(sw.AuditError):
+        manager.market_data(A, symbols=["AAPL"], correlation_id="refused")
+    (lifecycle,) = manager.health().lifecycles
+    assert lifecycle.refs == 1 and [lease.owner for lease in lifecycle.leases] == [None]
+    assert [r.event for r in sink.records()] == ["acquire", "connected"]
+    assert manager.check_invariants() == []
+    anchor.release()
+
+
+def test_a_refused_release_leaves_the_lease_live(manager: sw.ConnectionManager,
+                                                 sink: GatedSink) -> None:
+    anchor = manager.market_data(A, symbols=["AAPL"])
+    lease = manager.market_data(A, symbols=["AAPL"])
+    with pytest.raises(sw.AuditError):
+        lease.release(correlation_id="refused")
+    assert lease.is_live
+    assert [r.event for r in sink.records()] == ["acquire", "connected", "acquire"]
+    assert manager.health().lifecycles[0].refs == 2
+    lease.release()
+    anchor.release()
+
+
+def test_caller_thread_operations_mix_with_the_engines_changes_of_the_same_lifecycle() -> None:
+    """Eight threads acquire and release on one key while its connection drops and comes back
+    again and again (the engine's own transitions, running -> starting -> running): a quiet
+    operation runs on its thread whenever the lifecycle is running and idle, any other goes
+    through the engine loop. Debug mode checks every invariant after every transition, and
+    the audit trail must replay against the spec."""
+    sink = sw.InMemoryAuditSink()
+    factory = InMemoryTransportFactory()
+    settings = sw.Settings(start_timeout=BOUND, debug=True)
+    manager = sw.ConnectionManager(transport_factory=factory, audit=sink, settings=settings)
+    anchor = manager.market_data(A, symbols=["AAPL"])
+    transport = factory.latest()
+    done = threading.Event()
+    counts: Counter[str] = Counter()
+    counts_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        held: list[sw.MarketDataLease] = []
+        mine: Counter[str] = Counter()
+        try:
+            while not done.is_set() or held:
+                if held and (done.is_set() or rng.random() < 0.5 or len(held) >= 3):
+                    held.pop(rng.randrange(len(held))).release()
+                    mine["release"] += 1
+                else:
+                    held.append(manager.market_data(A, symbols=["AAPL"]))
+                    mine["acquire"] += 1
+        except BaseException as exc:  # reported below; a thread must not die silently
+            errors.append(exc)
+        with counts_lock:
+            counts.update(mine)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    drops = 0
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and not errors:
+        assert transport.emit_connection_lost("test drop")
+        assert transport.emit_connected()
+        drops += 1
+        time.sleep(0.005)
+    done.set()
+    for thread in threads:
+        thread.join(4 * BOUND)
+    assert not any(thread.is_alive() for thread in threads), "deadlock: workers still running"
+    assert errors == []
+    assert manager.check_invariants() == []
+    (lifecycle,) = manager.health().lifecycles
+    assert lifecycle.state == "running" and lifecycle.refs == 1
+    anchor.release()
+    manager.close()
+
+    records = sink.records()
+    by_event = Counter(record.event for record in records)
+    assert drops >= 10 and by_event["connection_lost"] == drops
+    assert by_event["acquire"] == counts["acquire"] + 1
+    assert by_event["release"] == counts["release"] + 1 == by_event["acquire"]
+    assert counts["acquire"] >= 100
+    assert replay(default_spec(), records) == []
