@@ -45,6 +45,9 @@ class SecretRedactor:
 
     def register(self, *values: str) -> None:
         """Add strings that must never appear in output (empty strings are ignored)."""
+        known = self._sensitive
+        if all(value in known or not value for value in values):  # every acquire registers
+            return
         with self._lock:
             merged = set(self._sensitive) | {value for value in values if value}
             # Longest first, so a secret that contains another is replaced whole.

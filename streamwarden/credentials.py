@@ -123,7 +123,7 @@ class Credentials:
         the key id; it is never derived from the secret.
         """
         message = f"{self.api_key_id}\n{self.endpoint}".encode()
-        return hmac.new(key, message, hashlib.sha256).hexdigest()[:FINGERPRINT_HEX_CHARS]
+        return hmac.digest(key, message, "sha256").hex()[:FINGERPRINT_HEX_CHARS]
 
     def sensitive_values(self) -> tuple[str, str]:
         """The strings that must never appear in output: the key id and the secret."""

@@ -79,8 +79,10 @@ class AuditRecord:
 class AuditSink(Protocol):
     """Where lifecycle and lease events are recorded.
 
-    ``append`` must be thread-safe and must keep the order of calls: the manager calls it under
-    its lock, in the order the events happened.
+    ``append`` must be thread-safe and must keep the order of calls: the manager calls it from
+    its audit writer thread, or for a sink that declares ``nonblocking = True`` (and never
+    blocks) from its engine loop and from callers' threads, each lifecycle's records one at a
+    time in the order its events happened.
     """
 
     def append(self, record: AuditRecord) -> AuditRecord:
