@@ -291,6 +291,13 @@ class Lifecycle:
         counts = self._wire_counts
         return subscriptions <= self._acked and all(pair in counts for pair in subscriptions)
 
+    def shared(self, lease_id: str) -> bool:
+        """Whether counting the lease out would leave the wire as it is: another live lease
+        wants every one of its pairs (False if it is not live)."""
+        entry = self._leases.get(lease_id)
+        counts = self._wire_counts
+        return entry is not None and all(counts[pair] > 1 for pair in entry.subscriptions)
+
     def quiet(self, pending: Pending) -> bool:
         """Whether committing ``pending`` would only count one lease in or out: the spec keeps
         the state and attaches no effect, and the wire keeps every pair it carries.

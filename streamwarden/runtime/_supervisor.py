@@ -547,9 +547,12 @@ class Supervisor:
             if not self._free_here() or not self.core.carries(request.subscriptions):
                 return None
             handle = self._new_handle(request)
-            pending = self.core.acquire(handle.info, request.subscriptions, handle.mailbox,
-                                        self._clock.monotonic())
-            if not self.core.quiet(pending):
+            try:
+                pending = self.core.acquire(handle.info, request.subscriptions, handle.mailbox,
+                                            self._clock.monotonic())
+            except InvalidTransitionError:
+                return None  # a spec that refuses it here: the engine loop says what to do
+            if not self.core.quiet(pending):  # the spec attached an effect after all
                 self.core.rollback(pending)
                 return None
             self._handles[handle.info.lease_id] = handle
@@ -574,12 +577,12 @@ class Supervisor:
         with self._lock:
             lease_id = handle.info.lease_id
             if (not self._free_here() or self._handles.get(lease_id) is not handle
-                    or not handle.ready.is_set() or self.core.refs < 2):
+                    or not handle.ready.is_set() or self.core.refs < 2
+                    or not self.core.shared(lease_id)):
                 return False
             pending = self.core.release(lease_id, correlation_id)
-            if pending is None:
-                return False
-            if not self.core.quiet(pending):
+            assert pending is not None, "shared() found the lease live"
+            if not self.core.quiet(pending):  # the spec attached an effect after all
                 self.core.rollback(pending)
                 return False
             self._apply_here(pending)

@@ -18,12 +18,13 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 import streamwarden as sw
 from streamwarden.machine.conformance import replay
-from streamwarden.machine.spec import default_spec
+from streamwarden.machine.spec import default_spec, load_spec
 from streamwarden.testing import InMemoryTransportFactory
 from streamwarden.transports import StreamMessage
 
@@ -82,8 +83,10 @@ def _stick_the_engine(manager: sw.ConnectionManager, sink: GatedSink) -> threadi
     return thread
 
 
-def _records_of(sink: GatedSink, lease_id: str) -> list[tuple[str, str | None, int | None,
-                                                               int | None]]:
+Step = tuple[str, str | None, int | None, int | None]
+
+
+def _records_of(sink: sw.InMemoryAuditSink, lease_id: str) -> list[Step]:
     return [(r.event, r.to_state, r.refs_before, r.refs_after) for r in sink.records()
             if r.lease_id == lease_id]
 
@@ -131,7 +134,7 @@ def test_quotes_do_not_wait_for_a_lease_operation_on_a_callers_thread(
 
 def test_an_async_quiet_acquire_and_release_do_not_wait_for_the_engine_loop(
         sink: GatedSink) -> None:
-    async def run() -> list[tuple[str, str | None, int | None, int | None]]:
+    async def run() -> list[Step]:
         async with sw.AsyncConnectionManager(transport_factory=InMemoryTransportFactory(),
                                              audit=sink) as manager:
             anchor = await manager.market_data(A, symbols=["AAPL"])
@@ -239,3 +242,94 @@ def test_caller_thread_operations_mix_with_the_engines_changes_of_the_same_lifec
     assert by_event["release"] == counts["release"] + 1 == by_event["acquire"]
     assert counts["acquire"] >= 100
     assert replay(default_spec(), records) == []
+
+
+def test_a_spec_that_attaches_an_effect_sends_the_operation_through_the_engine_loop(
+        tmp_path: Path) -> None:
+    """The caller's thread only commits what the spec leaves quiet. Here a spec reconnects the
+    transport on every acquire and release while running: such an operation is rolled back on
+    the caller's thread (nothing recorded) and made on the engine loop, which carries the
+    effect out."""
+    packaged = Path(sw.__file__).parent / "spec"
+    text = (packaged / "lifecycle.yaml").read_text()
+    running = text.index("  running:")
+    quiet_ones = ('on: [{assign: {location: refs, expr: "refs + 1"}}]',
+                  'on: [{assign: {location: refs, expr: "refs - 1"}}]')
+    for line in quiet_ones:
+        at = text.index(line, running)
+        text = (text[:at] + line[:-1] + ", reconnect_transport]"
+                + text[at + len(line):])
+    (tmp_path / "lifecycle.yaml").write_text(text)
+    (tmp_path / "invariants.yaml").write_text((packaged / "invariants.yaml").read_text())
+    spec = load_spec(tmp_path)
+    factory, sink = InMemoryTransportFactory(), sw.InMemoryAuditSink()
+    with sw.ConnectionManager(transport_factory=factory, audit=sink, spec=spec,
+                              settings=sw.Settings(start_timeout=BOUND)) as manager:
+        anchor = manager.market_data(A, symbols=["AAPL"])
+        lease = manager.market_data(A, symbols=["AAPL"])
+        lease.release()
+        assert factory.latest().reconnect_reasons == ["acquire", "release"]
+        assert _records_of(sink, lease.lease_id) == [("acquire", "running", 1, 2),
+                                                     ("release", "running", 2, 1)]
+        assert manager.check_invariants() == []
+        anchor.release()
+
+
+class ReenteringSink(sw.InMemoryAuditSink):
+    """Appending the acquire of a lease owned by ``reenter`` (on the engine loop: this sink
+    never blocks) calls the manager back, once: a quiet acquire and release of account A's
+    AAPL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.manager: sw.ConnectionManager | None = None
+        self.lease: sw.MarketDataLease | None = None
+        self.errors: list[BaseException] = []
+
+    def append(self, record: sw.AuditRecord) -> sw.AuditRecord:
+        manager, lease = self.manager, self.lease
+        if record.owner == "reenter" and record.event == "acquire" and manager and lease:
+            for call in (lambda: manager.market_data(A, symbols=["AAPL"]), lease.release):
+                try:
+                    call()
+                except sw.StreamwardenError as exc:
+                    self.errors.append(exc)
+        return super().append(record)
+
+
+def test_a_blocking_call_on_the_engine_thread_is_refused_even_when_it_could_run_there() -> None:
+    sink = ReenteringSink()
+    with sw.ConnectionManager(transport_factory=InMemoryTransportFactory(), audit=sink,
+                              settings=sw.Settings(start_timeout=BOUND)) as manager:
+        anchor = manager.market_data(A, symbols=["AAPL"])
+        sink.manager, sink.lease = manager, manager.market_data(A, symbols=["AAPL"])
+        manager.market_data(B, symbols=["MSFT"], owner="reenter").release()
+        assert [type(error) for error in sink.errors] == [sw.ReentrancyError] * 2
+        assert sink.lease.is_live and manager.health().lifecycles[0].refs == 2
+        sink.lease.release()
+        anchor.release()
+
+
+def test_an_acquire_the_spec_refuses_while_running_is_left_to_the_engine_loop(
+        tmp_path: Path) -> None:
+    """A spec that allows one lease at a time while running: the second acquire is refused on
+    the caller's thread (nothing recorded) and the engine loop answers it as it answers an
+    acquire on a lifecycle that takes no more leases: the start of a successor times out."""
+    packaged = Path(sw.__file__).parent / "spec"
+    text = (packaged / "lifecycle.yaml").read_text()
+    running = text.index("  running:")
+    first = text.index("      - event: acquire\n", running)
+    text = text[:first] + "      - event: acquire\n        cond: \"refs < 1\"\n" + text[
+        first + len("      - event: acquire\n"):]
+    (tmp_path / "lifecycle.yaml").write_text(text)
+    (tmp_path / "invariants.yaml").write_text((packaged / "invariants.yaml").read_text())
+    sink = sw.InMemoryAuditSink()
+    with sw.ConnectionManager(transport_factory=InMemoryTransportFactory(), audit=sink,
+                              spec=load_spec(tmp_path),
+                              settings=sw.Settings(start_timeout=BOUND, stop_timeout=0.2)
+                              ) as manager:
+        anchor = manager.market_data(A, symbols=["AAPL"])
+        with pytest.raises(sw.StartTimeoutError, match="did not stop in time"):
+            manager.market_data(A, symbols=["AAPL"])
+        assert [r.event for r in sink.records()] == ["acquire", "connected"]
+        anchor.release()

@@ -240,3 +240,44 @@ def test_406s_arm_the_connection_limit_grace_from_the_drop_and_other_causes_disa
     _commit(core, core.reconnect_failed(3, 2.8, "connection_limit", "406"), 132.0)
     _commit(core, core.signal("connected"), 133.0)
     assert not core.reconnecting and not core.connection_limited and core.next_deadline() is None
+
+
+MSFT = frozenset({("quotes", "MSFT"), ("trades", "MSFT")})
+
+
+def test_a_quiet_change_only_counts_a_lease_in_or_out():
+    """What a lease operation on its caller's thread relies on: ``carries`` (the wire has the
+    pairs, acknowledged), ``shared`` (another lease wants every pair) and ``quiet`` (the spec
+    keeps the state with no effect, and the wire keeps its pairs)."""
+    core = lifecycle()
+    granted(core, "A", Box())
+    assert not core.carries(AAPL)  # starting: nothing acknowledged
+    _commit(core, core.signal("connected"), 0.0)
+    assert not core.carries(AAPL)  # running, not yet acknowledged
+    core.acknowledge(AAPL)
+    assert core.carries(AAPL) and core.carries(frozenset()) and not core.carries(MSFT)
+
+    again = core.acquire(info("B"), AAPL, Box(), now=0.0)
+    assert core.quiet(again)
+    _commit(core, again, 0.0)
+    other = core.acquire(info("C"), MSFT, Box(), now=0.0)
+    assert not core.quiet(other)  # MSFT joins the wire
+    _commit(core, other, 0.0)
+    assert core.shared("A") and core.shared("B") and not core.shared("C")
+    assert not core.shared("nobody")
+
+    release = core.release("B", "run-1")
+    assert release is not None and core.quiet(release)
+    core.rollback(release)
+    leaving = core.release("C", "run-1")
+    assert leaving is not None and not core.quiet(leaving)  # MSFT leaves the wire
+    _commit(core, leaving, 0.0)
+    _commit(core, core.release("B", "run-1"), 0.0)  # type: ignore[arg-type]
+    last = core.release("A", "run-1")
+    assert last is not None and not core.quiet(last)  # running -> draining
+    core.rollback(last)
+    lost = core.signal("connection_lost")
+    assert not core.quiet(lost)  # a state change, and about no lease
+    _commit(core, lost, 0.0)
+    resubscribe = core.change_subscriptions("A", MSFT, subscribe=True, correlation_id="run-1")
+    assert resubscribe is not None and not core.quiet(resubscribe)  # no transition at all
