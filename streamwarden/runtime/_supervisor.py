@@ -980,7 +980,8 @@ class Supervisor:
                 if not inv.expr.evaluate(env)]
 
     def check_invariants(self) -> None:
-        """Debug mode: log and raise if an invariant fails.
+        """Debug mode: log and raise if an invariant fails. Call with the lifecycle held (the
+        task busy, or a caller's thread under its lock).
 
         Raises:
             InvariantViolationError: naming the invariants that fail.
