@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 from streamwarden._keys import MARKET_DATA, StreamKey
@@ -20,18 +21,28 @@ TIMING = FleetTiming(heartbeat_interval=0.5, heartbeat_timeout=0.5, step_down_gr
                      takeover_wait=1.5)
 
 
+_PRINTING = threading.Lock()
+
+
+def _line(event: dict[str, object]) -> None:
+    """One whole line per event: ``tell`` runs on the fleet's thread while the main thread
+    prints ``started``, and ``print`` writes the text and its newline separately."""
+    with _PRINTING:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+
 def main(url: str, fingerprint: str, member: str, advertise: str, timing: str = "") -> None:
     key = StreamKey(fingerprint, MARKET_DATA, True, "iex")
 
     def tell(ownership: Ownership) -> None:
-        print(json.dumps({"t": time.time(), "role": ownership.role, "epoch": ownership.epoch,
-                          "owner": ownership.owner, "url": ownership.advertised_url}),
-              flush=True)
+        _line({"t": time.time(), "role": ownership.role, "epoch": ownership.epoch,
+               "owner": ownership.owner, "url": ownership.advertised_url})
 
     chosen = FleetTiming() if timing == "default" else TIMING
     with Fleet(url, advertise=advertise, member=member, timing=chosen) as fleet:
         fleet.claim(key, tell)
-        print(json.dumps({"t": time.time(), "role": "started"}), flush=True)
+        _line({"t": time.time(), "role": "started"})
         sys.stdin.readline()
         fleet.release(key)
 
