@@ -506,12 +506,11 @@ class AuditLog:
 
         SQLite files of at least ``parallel_min_rows`` rows (default
         :data:`~streamwarden.audit._parallel_verify.PARALLEL_MIN_ROWS`, 100,000) are verified by
-        ``workers``
-        processes (default: the CPUs this process may use; 1 keeps it in this process), each
-        reading a contiguous range of ``seq`` read-only (:mod:`streamwarden.audit.
-        _parallel_verify`); if they find anything but an intact chain, the serial walk runs
-        and reports the first break exactly as it would alone. PostgreSQL is always walked by
-        this process.
+        ``workers`` processes (default: the CPUs this process may use; 1 keeps it in this
+        process), each reading a contiguous range of ``seq`` read-only
+        (:mod:`streamwarden.audit._parallel_verify`); if they find anything but an intact chain,
+        the serial walk runs and reports the first break exactly as it would alone. PostgreSQL
+        is always walked by this process.
 
         Raises:
             AuditUnavailableError, AuditError: the database could not be read, or a worker

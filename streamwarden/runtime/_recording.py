@@ -112,16 +112,17 @@ class AuditWriter:
             AuditError / InvalidInputError: as :meth:`write`.
         """
         started = time.monotonic()
-        failed: bool | None = True
+        failed: bool | None = None  # None: the sink's state is unknown (the record was refused)
         try:
             stored = self.sink.append(record)
             failed = False
         except AuditError:
+            failed = True
             raise
         except StreamwardenError:  # the record, not the sink (InvalidInputError)
-            failed = None
             raise
         except Exception as exc:
+            failed = True
             message = self._redactor.redact_text(f"{type(exc).__name__}: {exc}")
             raise AuditUnavailableError(
                 f"audit sink failed: {message}", operation=record.event,

@@ -24,7 +24,7 @@ import pytest
 
 import streamwarden as sw
 from streamwarden.machine.conformance import replay
-from streamwarden.machine.spec import default_spec, load_spec
+from streamwarden.machine.spec import LifecycleSpec, default_spec, load_spec
 from streamwarden.testing import InMemoryTransportFactory
 from streamwarden.transports import StreamMessage
 
@@ -244,24 +244,30 @@ def test_caller_thread_operations_mix_with_the_engines_changes_of_the_same_lifec
     assert replay(default_spec(), records) == []
 
 
+def _running_edited(directory: Path, edits: list[tuple[str, str]]) -> LifecycleSpec:
+    """The packaged spec, with each ``(old, new)`` applied to the first ``old`` of the
+    ``running`` state, written to ``directory`` and loaded."""
+    packaged = Path(sw.__file__).parent / "spec"
+    text = (packaged / "lifecycle.yaml").read_text()
+    running = text.index("  running:")
+    for old, new in edits:
+        at = text.index(old, running)
+        text = text[:at] + new + text[at + len(old):]
+    (directory / "lifecycle.yaml").write_text(text)
+    (directory / "invariants.yaml").write_text((packaged / "invariants.yaml").read_text())
+    return load_spec(directory)
+
+
 def test_a_spec_that_attaches_an_effect_sends_the_operation_through_the_engine_loop(
         tmp_path: Path) -> None:
     """The caller's thread only commits what the spec leaves quiet. Here a spec reconnects the
     transport on every acquire and release while running: such an operation is rolled back on
     the caller's thread (nothing recorded) and made on the engine loop, which carries the
     effect out."""
-    packaged = Path(sw.__file__).parent / "spec"
-    text = (packaged / "lifecycle.yaml").read_text()
-    running = text.index("  running:")
     quiet_ones = ('on: [{assign: {location: refs, expr: "refs + 1"}}]',
                   'on: [{assign: {location: refs, expr: "refs - 1"}}]')
-    for line in quiet_ones:
-        at = text.index(line, running)
-        text = (text[:at] + line[:-1] + ", reconnect_transport]"
-                + text[at + len(line):])
-    (tmp_path / "lifecycle.yaml").write_text(text)
-    (tmp_path / "invariants.yaml").write_text((packaged / "invariants.yaml").read_text())
-    spec = load_spec(tmp_path)
+    spec = _running_edited(tmp_path, [(line, line[:-1] + ", reconnect_transport]")
+                                      for line in quiet_ones])
     factory, sink = InMemoryTransportFactory(), sw.InMemoryAuditSink()
     with sw.ConnectionManager(transport_factory=factory, audit=sink, spec=spec,
                               settings=sw.Settings(start_timeout=BOUND)) as manager:
@@ -315,17 +321,11 @@ def test_an_acquire_the_spec_refuses_while_running_is_left_to_the_engine_loop(
     """A spec that allows one lease at a time while running: the second acquire is refused on
     the caller's thread (nothing recorded) and the engine loop answers it as it answers an
     acquire on a lifecycle that takes no more leases: the start of a successor times out."""
-    packaged = Path(sw.__file__).parent / "spec"
-    text = (packaged / "lifecycle.yaml").read_text()
-    running = text.index("  running:")
-    first = text.index("      - event: acquire\n", running)
-    text = text[:first] + "      - event: acquire\n        cond: \"refs < 1\"\n" + text[
-        first + len("      - event: acquire\n"):]
-    (tmp_path / "lifecycle.yaml").write_text(text)
-    (tmp_path / "invariants.yaml").write_text((packaged / "invariants.yaml").read_text())
+    acquire = "      - event: acquire\n"
+    spec = _running_edited(tmp_path, [(acquire, acquire + '        cond: "refs < 1"\n')])
     sink = sw.InMemoryAuditSink()
     with sw.ConnectionManager(transport_factory=InMemoryTransportFactory(), audit=sink,
-                              spec=load_spec(tmp_path),
+                              spec=spec,
                               settings=sw.Settings(start_timeout=BOUND, stop_timeout=0.2)
                               ) as manager:
         anchor = manager.market_data(A, symbols=["AAPL"])
