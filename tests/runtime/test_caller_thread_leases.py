@@ -111,6 +111,41 @@ def test_a_quiet_acquire_and_release_do_not_wait_for_the_engine_loop(
     anchor.release()
 
 
+class GatedDurableSink(GatedSink):
+    """:class:`GatedSink` as a sink that may block (a database): the manager appends to it on
+    its audit writer thread, never on the engine loop or a caller's thread."""
+
+    nonblocking = False
+
+
+def test_with_a_sink_that_may_block_every_lease_operation_waits_for_the_writer() -> None:
+    """A durable sink's append is I/O, which no lock may be held across: even a quiet acquire
+    then goes through the engine loop and waits its turn behind the record the writer thread
+    is appending."""
+    sink = GatedDurableSink()
+    with sw.ConnectionManager(transport_factory=InMemoryTransportFactory(), audit=sink,
+                              settings=sw.Settings(start_timeout=BOUND)) as manager:
+        anchor = manager.market_data(A, symbols=["AAPL"])
+        stuck = threading.Thread(target=lambda: manager.market_data(B, symbols=["MSFT"],
+                                                                    owner="stuck").release())
+        stuck.start()
+        assert sink.stuck.wait(BOUND)
+        leases: list[sw.MarketDataLease] = []
+        quiet = threading.Thread(target=lambda: leases.append(
+            manager.market_data(A, symbols=["AAPL"], owner="behind")))
+        quiet.start()
+        quiet.join(0.3)
+        assert quiet.is_alive(), "the acquire did not wait for the writer thread"
+        sink.gate.set()
+        quiet.join(BOUND)
+        stuck.join(BOUND)
+        assert not quiet.is_alive() and not stuck.is_alive()
+        owners = [r.owner for r in sink.records() if r.event == "acquire"]
+        assert owners == [None, "stuck", "behind"]
+        leases[0].release()
+        anchor.release()
+
+
 def test_quotes_do_not_wait_for_a_lease_operation_on_a_callers_thread(
         manager: sw.ConnectionManager, sink: GatedSink,
         factory: InMemoryTransportFactory) -> None:
